@@ -1,0 +1,184 @@
+"""Load a model saved by save_model.py and classify images with its own preprocessing.
+
+    python load_model.py --images malaria/testing --model saved_model.model
+
+Images are sampled at random (--samples, --seed), classified in batches, and the
+first 16 are drawn as a 4x4 montage: red labels for Parasitized, green for
+Uninfected, with the confidence; when the true class is known from the parent
+folder's name, wrong predictions get an amber frame and the word WRONG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import sys
+from pathlib import Path
+
+from pyimagesearch.errors import UserError, run_command
+
+MONTAGE_TILES = 16
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-i", "--images", required=True, nargs="+",
+        help="folder(s) searched recursively, and/or image files",
+    )
+    parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
+    parser.add_argument(
+        "-n", "--samples", type=int, default=16,
+        help="how many images to classify, drawn at random (default: 16; 0 = every image)",
+    )
+    parser.add_argument("-o", "--output", default="montage.png", help="montage image (default: montage.png)")
+    parser.add_argument("--csv", help="write one row per image: path, label, probability of each class")
+    parser.add_argument("--show", action="store_true", help="also open the montage in a window")
+    parser.add_argument("-s", "--seed", type=int, default=None, help="seed of the random sample")
+    parser.add_argument("-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    args = parser.parse_args(argv)
+    if args.samples < 0:
+        raise UserError(f"--samples must be 0 (all) or a positive number, got {args.samples}")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    return args
+
+
+def gather_images(sources: list[str]) -> list[str]:
+    from pyimagesearch.data import list_images
+
+    paths: list[str] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            paths.extend(list_images(path))
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise UserError(f"'{source}' does not exist")
+    if not paths:
+        raise UserError(f"no image files (.png, .jpg, .jpeg, .bmp, .gif) found in {', '.join(sources)}")
+    return paths
+
+
+def choose_samples(paths: list[str], samples: int, seed: int | None) -> list[str]:
+    if samples == 0:
+        return paths
+    if samples > len(paths):
+        print(f"[INFO] --samples {samples} is more than the {len(paths)} images found; using all")
+        return paths
+    return random.Random(seed).sample(paths, samples)
+
+
+def describe(metadata: dict) -> None:
+    import keras
+
+    provenance = metadata.get("provenance", {})
+    if provenance:
+        metrics = provenance.get("final_metrics", {})
+        accuracy = metrics.get("test_accuracy")
+        print(
+            f"[INFO] model: classes {metadata['class_names']}, saved "
+            f"{provenance.get('saved_at', '?')} with Keras {provenance.get('keras_version', '?')}, "
+            f"{provenance.get('epochs', '?')} epochs, seed {provenance.get('seed')}"
+            + (f", test accuracy {accuracy:.4f}" if accuracy is not None else "")
+        )
+        saved_with = provenance.get("keras_version")
+        if saved_with and saved_with != keras.__version__:
+            print(
+                f"[WARNING] model saved with Keras {saved_with}, running Keras {keras.__version__}",
+                file=sys.stderr,
+            )
+
+
+def show(path: str, image) -> None:
+    import cv2
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        print(f"[INFO] no display available; the montage is in '{path}'")
+        return
+    try:
+        cv2.imshow("Results", image)
+        cv2.waitKey(0)
+    except cv2.error:
+        print(f"[INFO] this OpenCV build cannot open windows; the montage is in '{path}'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    paths = choose_samples(gather_images(args.images), args.samples, args.seed)
+
+    import cv2
+    import keras
+
+    from pyimagesearch.montage import build_montage, labelled_tile
+    from pyimagesearch.predict import iter_predictions
+    from pyimagesearch.serialization import load_model
+    from pyimagesearch.data import warn_skipped
+
+    print("[INFO] loading pre-trained network...")
+    model, metadata = load_model(args.model)
+    describe(metadata)
+    class_names = metadata["class_names"]
+    recipe = metadata["preprocessing"]
+
+    print(f"[INFO] classifying {len(paths)} images...")
+    csv_file = open(args.csv, "w", newline="") if args.csv else None
+    writer = csv.writer(csv_file) if csv_file else None
+    if writer:
+        writer.writerow(["path", "label", *[f"p_{name}" for name in class_names]])
+    progress = keras.utils.Progbar(len(paths), unit_name="image") if len(paths) > 256 else None
+    kept, tiles, truths, predictions = [], [], [], []
+    try:
+        for indices, probabilities in iter_predictions(model, paths, recipe, args.batch_size):
+            for index, row in zip(indices, probabilities):
+                path = paths[index]
+                label = class_names[int(row.argmax())]
+                parent = Path(path).parent.name
+                true_label = parent if parent in class_names else None
+                kept.append(index)
+                truths.append(true_label)
+                predictions.append(label)
+                if writer:
+                    writer.writerow([path, label, *[f"{p:.6f}" for p in row]])
+                if len(tiles) < MONTAGE_TILES:
+                    tiles.append(labelled_tile(path, label, float(row.max()), class_names, true_label))
+            if progress:
+                progress.add(len(indices))
+    finally:
+        if csv_file:
+            csv_file.close()
+
+    import numpy as np
+
+    warn_skipped(paths, np.asarray(kept, dtype="int64"))
+    if not kept:
+        raise UserError("none of the images could be read")
+    if args.csv:
+        print(f"[INFO] predictions written to '{args.csv}'")
+
+    known = [(t, p) for t, p in zip(truths, predictions) if t is not None]
+    if known:
+        from sklearn.metrics import classification_report
+
+        correct = sum(t == p for t, p in known)
+        print(f"[INFO] {correct}/{len(known)} correct where the folder names the class")
+        print(classification_report(
+            [t for t, _ in known], [p for _, p in known], labels=class_names, digits=4, zero_division=0
+        ))
+
+    montage = build_montage(tiles)
+    cv2.imwrite(args.output, montage)
+    print(f"[INFO] montage written to '{args.output}'")
+    if args.show:
+        show(args.output, montage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

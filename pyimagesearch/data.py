@@ -1,0 +1,148 @@
+"""Data pipeline: find the images of a split and feed them to Keras with tf.data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pyimagesearch.errors import UserError
+from pyimagesearch.preprocessing import is_image_file, load_image
+
+SPLITS = ("training", "validation", "testing")
+
+
+@dataclass
+class Split:
+    """The files of one split and their integer labels (index into ``class_names``)."""
+
+    name: str
+    paths: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+
+
+def list_images(folder: Path) -> list[str]:
+    """Every image file under ``folder`` (recursively), in a stable sorted order."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found.extend(os.path.join(root, name) for name in sorted(files) if is_image_file(name))
+    return found
+
+
+def list_split(split_dir: Path) -> Split:
+    """Read ``split_dir/<class>/*`` the way Keras' ``flow_from_directory`` did."""
+    class_names = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    if not class_names:
+        raise UserError(f"'{split_dir}' has no class folders (expected one sub-folder per class)")
+    paths: list[str] = []
+    labels: list[int] = []
+    for index, name in enumerate(class_names):
+        files = list_images(split_dir / name)
+        if not files:
+            raise UserError(f"class folder '{split_dir / name}' holds no image files")
+        paths.extend(files)
+        labels.extend([index] * len(files))
+    return Split(split_dir.name, paths, np.asarray(labels, dtype="int32"), class_names)
+
+
+def scan_dataset(dataset_dir: str | Path) -> dict[str, Split]:
+    """Find the training/validation/testing splits and check they agree on the classes."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise UserError(f"dataset folder '{root}' does not exist or is not a folder")
+    missing = [s for s in SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise UserError(
+            f"dataset folder '{root}' lacks {', '.join(missing)}; build one with "
+            "'python -m pyimagesearch.build_dataset --output {root}'"
+        )
+    splits = {name: list_split(root / name) for name in SPLITS}
+    reference = splits["training"].class_names
+    for split in splits.values():
+        if split.class_names != reference:
+            raise UserError(
+                f"class folders differ between splits: training has {reference}, "
+                f"{split.name} has {split.class_names}"
+            )
+    return splits
+
+
+def _decoded(paths: list[str], recipe: dict) -> tf.data.Dataset:
+    """(index, model input) for every file that decodes; broken files drop out."""
+    indices = tf.range(len(paths), dtype=tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((indices, tf.constant(paths)))
+    dataset = dataset.map(
+        lambda i, path: (i, load_image(path, recipe)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    # A corrupt or non-image file raises inside decode; skip it here and report it
+    # by name afterwards from the indices that did not come through.
+    return dataset.ignore_errors()
+
+
+def iter_decoded_batches(paths: list[str], recipe: dict, batch_size: int):
+    """Stream (indices, images) batches, decoding in parallel; memory stays one batch deep."""
+    dataset = _decoded(paths, recipe).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    for indices, images in dataset:
+        yield indices.numpy(), images
+
+
+def warn_skipped(paths: list[str], kept: np.ndarray) -> list[str]:
+    """Name the files that could not be read, with a count, on stderr."""
+    kept_set = set(kept.tolist())
+    skipped = [p for i, p in enumerate(paths) if i not in kept_set]
+    if skipped:
+        for path in skipped[:20]:
+            print(f"[WARNING] skipping unreadable image '{path}'", file=sys.stderr)
+        if len(skipped) > 20:
+            print(f"[WARNING] ... and {len(skipped) - 20} more", file=sys.stderr)
+        print(f"[WARNING] skipped {len(skipped)} unreadable file(s)", file=sys.stderr)
+    return skipped
+
+
+def load_split(split: Split, recipe: dict, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a whole split once into memory (the tutorial's splits are small).
+
+    Decoding once and augmenting the cached arrays each epoch is what makes an
+    epoch cheap: the legacy generator re-read and re-decoded every PNG each epoch.
+    """
+    progress = keras.utils.Progbar(len(split.paths), unit_name="image", verbose=1)
+    chunks, kept = [], []
+    for indices, images in iter_decoded_batches(split.paths, recipe, batch_size):
+        chunks.append(images.numpy())
+        kept.append(indices)
+        progress.add(len(indices))
+    kept_indices = np.concatenate(kept) if kept else np.zeros(0, dtype="int64")
+    warn_skipped(split.paths, kept_indices)
+    if len(kept_indices) == 0:
+        raise UserError(f"the {split.name} split has no readable image")
+    return np.concatenate(chunks), split.labels[kept_indices]
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    augment=None,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of (image, label); shuffled and augmented for training only."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if augment is not None:
+        dataset = dataset.map(
+            lambda x, y: (augment(x, training=True), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)

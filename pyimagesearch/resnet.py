@@ -1,0 +1,93 @@
+"""The small pre-activation bottleneck ResNet of the tutorial, on Keras 3."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+from keras.regularizers import l2
+
+
+class ResNet:
+    @staticmethod
+    def residual_module(
+        data,
+        K: int,
+        stride: int,
+        chanDim: int,
+        red: bool = False,
+        reg: float = 0.0001,
+        bnEps: float = 2e-5,
+        bnMom: float = 0.9,
+    ):
+        """BN-ReLU-conv bottleneck (1x1 -> 3x3 -> 1x1) with an identity or projected shortcut."""
+        shortcut = data
+
+        bn1 = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(data)
+        act1 = layers.Activation("relu")(bn1)
+        conv1 = layers.Conv2D(
+            int(K * 0.25), (1, 1), use_bias=False, kernel_regularizer=l2(reg)
+        )(act1)
+
+        bn2 = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(conv1)
+        act2 = layers.Activation("relu")(bn2)
+        conv2 = layers.Conv2D(
+            int(K * 0.25),
+            (3, 3),
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            kernel_regularizer=l2(reg),
+        )(act2)
+
+        bn3 = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(conv2)
+        act3 = layers.Activation("relu")(bn3)
+        conv3 = layers.Conv2D(K, (1, 1), use_bias=False, kernel_regularizer=l2(reg))(act3)
+
+        # The projection sees the first pre-activation, as in the original recipe.
+        if red:
+            shortcut = layers.Conv2D(
+                K, (1, 1), strides=stride, use_bias=False, kernel_regularizer=l2(reg)
+            )(act1)
+
+        return layers.add([conv3, shortcut])
+
+    @staticmethod
+    def build(
+        width: int,
+        height: int,
+        depth: int,
+        classes: int,
+        stages: tuple[int, ...],
+        filters: tuple[int, ...],
+        reg: float = 0.0001,
+        bnEps: float = 2e-5,
+        bnMom: float = 0.9,
+    ) -> keras.Model:
+        """Build the network for channels-last `height x width x depth` inputs."""
+        chanDim = -1
+        inputs = keras.Input(shape=(height, width, depth), name="image")
+
+        x = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(inputs)
+        x = layers.Conv2D(
+            filters[0], (3, 3), use_bias=False, padding="same", kernel_regularizer=l2(reg)
+        )(x)
+
+        for i, stage_depth in enumerate(stages):
+            stride = 1 if i == 0 else 2
+            x = ResNet.residual_module(
+                x, filters[i + 1], stride, chanDim, red=True, reg=reg, bnEps=bnEps, bnMom=bnMom
+            )
+            for _ in range(stage_depth - 1):
+                x = ResNet.residual_module(
+                    x, filters[i + 1], 1, chanDim, reg=reg, bnEps=bnEps, bnMom=bnMom
+                )
+
+        x = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(x)
+        x = layers.Activation("relu")(x)
+        x = layers.AveragePooling2D((8, 8))(x)
+        x = layers.Flatten()(x)
+        x = layers.Dense(classes, kernel_regularizer=l2(reg))(x)
+        # float32 softmax keeps probabilities exact under a mixed-precision policy.
+        outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+        return keras.Model(inputs, outputs, name="resnet")

@@ -1,0 +1,64 @@
+"""Train the malaria ResNet and save it, with its preprocessing, to --model.
+
+    python save_model.py --dataset malaria --model saved_model.model --plot plot.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pyimagesearch.errors import UserError, run_command
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-d", "--dataset", required=True,
+        help="folder with training/, validation/ and testing/, one sub-folder per class "
+        "(build it with 'python -m pyimagesearch.build_dataset')",
+    )
+    parser.add_argument(
+        "-m", "--model", required=True,
+        help="where to save the model (any name, e.g. saved_model.model; "
+        "'.h5' gives a legacy HDF5 file, anything else the native Keras format)",
+    )
+    parser.add_argument("-p", "--plot", default="plot.png", help="loss/accuracy plot (PNG)")
+    parser.add_argument("-e", "--epochs", type=positive_int, default=25, help="default: 25")
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=32, help="default: 32")
+    parser.add_argument("-s", "--seed", type=int, default=None, help="random seed for a repeatable run")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Imported after parsing so that --help and bad arguments answer at once.
+    from pyimagesearch.plots import plot_history
+    from pyimagesearch.serialization import check_writable, save_model
+    from pyimagesearch.train import TrainConfig, train
+
+    check_writable(args.model)
+    check_writable(args.plot)
+    result = train(
+        TrainConfig(args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    )
+    print(result.report)
+    print(f"[INFO] serializing network to '{args.model}'...")
+    save_model(result.model, args.model, result.metadata)
+    plot_history(result.history, args.plot)
+    print(f"[INFO] plot written to '{args.plot}'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))
