@@ -27,19 +27,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "-i", "--images", required=True, nargs="+",
+        "-i",
+        "--images",
+        required=True,
+        nargs="+",
         help="folder(s) searched recursively, and/or image files",
     )
     parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
     parser.add_argument(
-        "-n", "--samples", type=int, default=16,
+        "-n",
+        "--samples",
+        type=int,
+        default=16,
         help="how many images to classify, drawn at random (default: 16; 0 = every image)",
     )
-    parser.add_argument("-o", "--output", default="montage.png", help="montage image (default: montage.png)")
-    parser.add_argument("--csv", help="write one row per image: path, label, probability of each class")
+    parser.add_argument(
+        "-o", "--output", default="montage.png", help="montage image (default: montage.png)"
+    )
+    parser.add_argument(
+        "--csv", help="write one row per image: path, label, probability of each class"
+    )
     parser.add_argument("--show", action="store_true", help="also open the montage in a window")
     parser.add_argument("-s", "--seed", type=int, default=None, help="seed of the random sample")
-    parser.add_argument("-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    parser.add_argument(
+        "-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = parser.parse_args(argv)
     if args.samples < 0:
@@ -62,7 +74,9 @@ def gather_images(sources: list[str]) -> list[str]:
         else:
             raise UserError(f"'{source}' does not exist")
     if not paths:
-        raise UserError(f"no image files (.png, .jpg, .jpeg, .bmp, .gif) found in {', '.join(sources)}")
+        raise UserError(
+            f"no image files (.png, .jpg, .jpeg, .bmp, .gif) found in {', '.join(sources)}"
+        )
     return paths
 
 
@@ -99,7 +113,9 @@ def describe(metadata: dict) -> None:
 def show(path: str, image) -> None:
     import cv2
 
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
         print(f"[INFO] no display available; the montage is in '{path}'")
         return
     try:
@@ -116,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import keras
 
+    from pyimagesearch.data import warn_skipped
     from pyimagesearch.montage import build_montage, labelled_tile
     from pyimagesearch.predict import iter_predictions
     from pyimagesearch.serialization import load_model
-    from pyimagesearch.data import warn_skipped
 
     print("[INFO] loading pre-trained network...")
     model, metadata = load_model(args.model)
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     kept, tiles, truths, predictions = [], [], [], []
     try:
         for indices, probabilities in iter_predictions(model, paths, recipe, args.batch_size):
-            for index, row in zip(indices, probabilities):
+            for index, row in zip(indices, probabilities, strict=True):
                 path = paths[index]
                 label = class_names[int(row.argmax())]
                 parent = Path(path).parent.name
@@ -147,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                 if writer:
                     writer.writerow([path, label, *[f"{p:.6f}" for p in row]])
                 if len(tiles) < MONTAGE_TILES:
-                    tiles.append(labelled_tile(path, label, float(row.max()), class_names, true_label))
+                    tiles.append(
+                        labelled_tile(path, label, float(row.max()), class_names, true_label)
+                    )
             if progress:
                 progress.add(len(indices))
     finally:
@@ -162,15 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         print(f"[INFO] predictions written to '{args.csv}'")
 
-    known = [(t, p) for t, p in zip(truths, predictions) if t is not None]
+    known = [(t, p) for t, p in zip(truths, predictions, strict=True) if t is not None]
     if known:
         from sklearn.metrics import classification_report
 
         correct = sum(t == p for t, p in known)
         print(f"[INFO] {correct}/{len(known)} correct where the folder names the class")
-        print(classification_report(
-            [t for t, _ in known], [p for _, p in known], labels=class_names, digits=4, zero_division=0
-        ))
+        print(
+            classification_report(
+                [t for t, _ in known],
+                [p for _, p in known],
+                labels=class_names,
+                digits=4,
+                zero_division=0,
+            )
+        )
 
     montage = build_montage(tiles)
     cv2.imwrite(args.output, montage)

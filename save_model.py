@@ -1,6 +1,6 @@
 """Train the malaria ResNet and save it, with its preprocessing, to --model.
 
-    python save_model.py --dataset malaria --model saved_model.model --plot plot.png
+python save_model.py --dataset malaria --model saved_model.model --plot plot.png
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch.errors import run_command
 
 
 def positive_int(text: str) -> int:
@@ -23,19 +23,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "-d", "--dataset", required=True,
+        "-d",
+        "--dataset",
+        required=True,
         help="folder with training/, validation/ and testing/, one sub-folder per class "
         "(build it with 'python -m pyimagesearch.build_dataset')",
     )
     parser.add_argument(
-        "-m", "--model", required=True,
+        "-m",
+        "--model",
+        required=True,
         help="where to save the model (any name, e.g. saved_model.model; "
         "'.h5' gives a legacy HDF5 file, anything else the native Keras format)",
     )
     parser.add_argument("-p", "--plot", default="plot.png", help="loss/accuracy plot (PNG)")
     parser.add_argument("-e", "--epochs", type=positive_int, default=25, help="default: 25")
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32, help="default: 32")
-    parser.add_argument("-s", "--seed", type=int, default=None, help="random seed for a repeatable run")
+    parser.add_argument(
+        "-s", "--seed", type=int, default=None, help="random seed for a repeatable run"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return parser.parse_args(argv)
 

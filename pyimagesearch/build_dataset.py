@@ -107,9 +107,7 @@ def write_split(
 ) -> None:
     existing = [output / s for s in SPLITS if (output / s).exists()]
     if existing and not overwrite:
-        raise UserError(
-            f"'{existing[0]}' already exists; pass --overwrite to rebuild the splits"
-        )
+        raise UserError(f"'{existing[0]}' already exists; pass --overwrite to rebuild the splits")
     for folder in existing:
         shutil.rmtree(folder)
     for split_name in SPLITS:
@@ -132,8 +130,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("MALARIA_SOURCE") or NIH_URL,
         help="folder, cell_images.zip or URL (default: $MALARIA_SOURCE, else the NIH download)",
     )
-    parser.add_argument("--output", default="malaria", help="dataset folder to write (default: malaria)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the random draw (default: 42)")
+    parser.add_argument(
+        "--output", default="malaria", help="dataset folder to write (default: malaria)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed of the random draw (default: 42)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing split folders")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return parser.parse_args(argv)
@@ -143,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = resolve_source(args.source)
     files = list_class_files(root)
-    print(
-        f"[INFO] source '{root}': "
-        + ", ".join(f"{len(v)} {k}" for k, v in files.items())
-    )
+    print(f"[INFO] source '{root}': " + ", ".join(f"{len(v)} {k}" for k, v in files.items()))
     split = tutorial_split(files, args.seed)
     write_split(root, Path(args.output), split, args.overwrite)
     print(f"[INFO] dataset written to '{args.output}'")

@@ -29,14 +29,24 @@ def labelled_tile(
     rgb = decode_rgb(tf.io.read_file(path)).numpy()
     # Display only: the model's input was made by pyimagesearch.preprocessing.
     tile = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (TILE, TILE))
-    cv2.putText(tile, label, (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour_for(label, class_names), 2)
     cv2.putText(
-        tile, f"{confidence:.1%}", (3, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour_for(label, class_names), 1
+        tile, label, (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour_for(label, class_names), 2
+    )
+    cv2.putText(
+        tile,
+        f"{confidence:.1%}",
+        (3, 34),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.45,
+        colour_for(label, class_names),
+        1,
     )
     if true_label is not None and true_label != label:
         cv2.rectangle(tile, (0, 0), (TILE - 1, TILE - 1), WRONG_COLOUR, 4)
         cv2.putText(tile, "WRONG", (3, TILE - 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, WRONG_COLOUR, 2)
-        cv2.putText(tile, f"is {true_label}", (3, TILE - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, WRONG_COLOUR, 1)
+        cv2.putText(
+            tile, f"is {true_label}", (3, TILE - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, WRONG_COLOUR, 1
+        )
     return tile
 
 

@@ -24,9 +24,9 @@ class ResNet:
 
         bn1 = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(data)
         act1 = layers.Activation("relu")(bn1)
-        conv1 = layers.Conv2D(
-            int(K * 0.25), (1, 1), use_bias=False, kernel_regularizer=l2(reg)
-        )(act1)
+        conv1 = layers.Conv2D(int(K * 0.25), (1, 1), use_bias=False, kernel_regularizer=l2(reg))(
+            act1
+        )
 
         bn2 = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(conv1)
         act2 = layers.Activation("relu")(bn2)

@@ -94,8 +94,12 @@ def train(config: TrainConfig) -> TrainResult:
     probabilities = model.predict(test_ds, verbose=0)
     predictions = probabilities.argmax(axis=1)
     report = classification_report(
-        test_labels, predictions, labels=range(len(class_names)), target_names=class_names,
-        digits=4, zero_division=0,
+        test_labels,
+        predictions,
+        labels=range(len(class_names)),
+        target_names=class_names,
+        digits=4,
+        zero_division=0,
     )
     test_accuracy = float((predictions == test_labels).mean())
 

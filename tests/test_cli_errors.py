@@ -1,0 +1,68 @@
+"""Bad input: one clear line on stderr, exit status 2, no traceback, nothing damaged."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_script, write_image
+
+
+def assert_clean_refusal(result, fragment: str):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+
+
+@pytest.mark.parametrize(
+    "layout, fragment",
+    [
+        ({}, "does not exist"),
+        ({"training": ["A", "B"], "validation": ["A", "B"]}, "lacks testing"),
+        ({"training": ["A", "B"], "validation": ["A", "B"], "testing": ["A", "C"]}, "differ"),
+        ({"training": [], "validation": ["A"], "testing": ["A"]}, "no class folders"),
+    ],
+)
+def test_save_model_rejects_bad_datasets(tmp_path: Path, layout, fragment):
+    dataset = tmp_path / "data"
+    for split, classes in layout.items():
+        (dataset / split).mkdir(parents=True)
+        for name in classes:
+            write_image(dataset / split / name / "x.png")
+    result = run_script("save_model.py", "-d", str(dataset), "-m", str(tmp_path / "m.model"))
+    assert_clean_refusal(result, fragment)
+
+
+def test_empty_class_folder(synthetic_dataset: Path, tmp_path: Path):
+    for f in (synthetic_dataset / "validation" / "Uninfected").iterdir():
+        f.unlink()
+    result = run_script(
+        "save_model.py", "-d", str(synthetic_dataset), "-m", str(tmp_path / "m.model")
+    )
+    assert_clean_refusal(result, "holds no image files")
+
+
+def test_unwritable_model_path_fails_before_training(synthetic_dataset: Path, tmp_path: Path):
+    result = run_script(
+        "save_model.py", "-d", str(synthetic_dataset), "-m", str(tmp_path / "missing" / "m.model")
+    )
+    assert_clean_refusal(result, "does not exist")
+    assert "Found" not in result.stdout
+
+
+def test_load_model_rejects_bad_images_and_models(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    model = tmp_path / "zero.model"
+    model.write_bytes(b"")
+    assert_clean_refusal(
+        run_script("load_model.py", "-i", str(empty), "-m", str(model)), "no image files"
+    )
+    assert_clean_refusal(
+        run_script("load_model.py", "-i", str(tmp_path / "nowhere"), "-m", str(model)),
+        "does not exist",
+    )
+    write_image(empty / "a.png")
+    assert_clean_refusal(run_script("load_model.py", "-i", str(empty), "-m", str(model)), "empty")
+    assert_clean_refusal(
+        run_script("load_model.py", "-i", str(empty), "-m", str(model), "-n", "-1"), "--samples"
+    )

@@ -1,0 +1,123 @@
+"""Saving and loading: any path, exact round trip, atomic replace, safe mode, clear refusals."""
+
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from pyimagesearch.errors import UserError
+from pyimagesearch.preprocessing import default_recipe
+from pyimagesearch.serialization import load_model, save_model
+from pyimagesearch.train import build_model, compile_model
+
+METADATA = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
+BATCH = np.random.default_rng(0).random((5, 64, 64, 3), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = build_model(2)
+    compile_model(model, epochs=2)
+    model.predict(BATCH, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("name", ["saved_model.model", "model.keras", "model.h5", "no_suffix"])
+def test_round_trip_gives_identical_predictions(tmp_path: Path, model, name):
+    path = tmp_path / name
+    save_model(model, path, METADATA)
+    loaded, metadata = load_model(path)
+    assert metadata["class_names"] == METADATA["class_names"]
+    assert metadata["preprocessing"] == METADATA["preprocessing"]
+    assert np.array_equal(loaded.predict(BATCH, verbose=0), model.predict(BATCH, verbose=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temp files left
+
+
+def test_failed_save_keeps_the_previous_model(tmp_path: Path, model, monkeypatch):
+    path = tmp_path / "saved_model.model"
+    save_model(model, path, METADATA)
+    before = path.read_bytes()
+
+    def crash(self, filepath, *args, **kwargs):
+        Path(filepath).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, path, METADATA)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["saved_model.model"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"just some text\n", "not a Keras model file"),
+    ],
+)
+def test_unusable_files_are_refused_clearly(tmp_path: Path, content, message):
+    path = tmp_path / "bad.model"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        load_model(path)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_model(tmp_path / "nope.model")
+
+
+def test_truncated_keras_file_is_refused(tmp_path: Path, model):
+    path = tmp_path / "m.keras"
+    save_model(model, path, METADATA)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError):
+        load_model(path)
+
+
+def test_weights_only_h5_is_refused(tmp_path: Path, model):
+    path = tmp_path / "only.weights.h5"
+    model.save_weights(path)
+    with pytest.raises(UserError, match="cannot load model"):
+        load_model(path)
+
+
+def test_model_without_metadata_is_refused(tmp_path: Path, model):
+    path = tmp_path / "plain.keras"
+    model.save(path)
+    with pytest.raises(UserError, match="no class names"):
+        load_model(path)
+
+
+def test_metadata_that_disagrees_with_the_model_is_refused(tmp_path: Path, model):
+    path = tmp_path / "m.model"
+    save_model(model, path, {**METADATA, "class_names": ["a", "b", "c"]})
+    with pytest.raises(UserError, match="3 class names"):
+        load_model(path)
+    save_model(model, path, {**METADATA, "preprocessing": default_recipe((96, 96))})
+    with pytest.raises(UserError, match="does not match"):
+        load_model(path)
+
+
+def test_lambda_layer_code_never_runs(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    inputs = keras.Input((64, 64, 3))
+    # The lambda would create the marker file when called during loading.
+    code = f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]"
+    hostile = keras.layers.Lambda(eval(code))(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(hostile)
+    )
+    model = keras.Model(inputs, outputs)
+    marker.unlink(missing_ok=True)
+    path = tmp_path / "hostile.model"
+    save_model(model, path, METADATA)
+    with zipfile.ZipFile(path) as archive:
+        assert "config.json" in archive.namelist()
+    with pytest.raises(UserError, match="(?i)lambda|safe"):
+        load_model(path)
+    assert not marker.exists()
