@@ -5,7 +5,10 @@
 
 SOURCE is a folder holding Parasitized/ and Uninfected/ (directly or under
 cell_images/), a cell_images.zip, or a URL; the default is the NIH download
-(cached by Keras under ~/.keras/datasets). The environment variable
+(cached by Keras under ~/.keras/datasets).
+--split patient uses every image and keeps each patient's cells in one split
+(file names carry the patient: C33P1thinF_... is patient 1), so the testing
+split measures accuracy on patients the model never saw. The environment variable
 MALARIA_SOURCE, when set, replaces that default. Files are hard-linked (or
 copied), never moved out of SOURCE.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import shutil
 import sys
 import zipfile
@@ -95,6 +99,85 @@ def tutorial_split(files: dict[str, list[str]], seed: int) -> dict[str, dict[str
     return split
 
 
+PATIENT_PATTERN = re.compile(r"^C(\d+)(?:P(\d+))?", re.IGNORECASE)
+
+
+def patient_of(file_name: str) -> str | None:
+    """'C33P1thinF_...' is patient P1 (infected); 'C238NThinF_...' is healthy slide C238."""
+    match = PATIENT_PATTERN.match(file_name)
+    if match is None:
+        return None
+    slide, patient = match.groups()
+    return f"P{int(patient)}" if patient else f"C{int(slide)}"
+
+
+def allocate(counts: dict[str, int], fractions: tuple[float, ...], seed: str) -> list[list[str]]:
+    """Share groups (shuffled, seeded) out to the splits, filling each to its fraction of images."""
+    groups = sorted(counts)
+    random.Random(seed).shuffle(groups)
+    total = sum(counts.values())
+    targets = [f * total for f in fractions]
+    shares: list[list[str]] = [[] for _ in fractions]
+    filled = [0] * len(fractions)
+    for group in groups:
+        # The split furthest below its target takes the next group.
+        index = max(range(len(fractions)), key=lambda i: (targets[i] - filled[i]) / targets[i])
+        shares[index].append(group)
+        filled[index] += counts[group]
+    return shares
+
+
+def patient_split(
+    files: dict[str, list[str]], fractions: tuple[float, float, float], seed: int
+) -> dict[str, dict[str, list[str]]]:
+    """No patient in two splits; infected and healthy people shared out separately so that
+    both classes keep their balance. Files without a patient id fall back to a per-image split."""
+    by_patient: dict[str, dict[str, list[str]]] = {}
+    unknown: dict[str, list[str]] = {name: [] for name in CLASSES}
+    for name in CLASSES:
+        for file_name in files[name]:
+            patient = patient_of(file_name)
+            if patient is None:
+                unknown[name].append(file_name)
+            else:
+                by_patient.setdefault(patient, {c: [] for c in CLASSES})[name].append(file_name)
+
+    split: dict[str, dict[str, list[str]]] = {s: {c: [] for c in CLASSES} for s in SPLITS}
+    infected = {p: sum(map(len, v.values())) for p, v in by_patient.items() if v["Parasitized"]}
+    healthy = {p: sum(map(len, v.values())) for p, v in by_patient.items() if not v["Parasitized"]}
+    for stratum, counts in (("infected", infected), ("healthy", healthy)):
+        if not counts:
+            continue
+        for split_name, patients in zip(
+            SPLITS, allocate(counts, fractions, f"{seed}-{stratum}"), strict=True
+        ):
+            for patient in patients:
+                for name in CLASSES:
+                    split[split_name][name].extend(by_patient[patient][name])
+
+    if any(unknown.values()):
+        print(
+            f"[WARNING] {sum(map(len, unknown.values()))} files have no patient id in their "
+            "name; they are split per image, which can leak a patient across splits",
+            file=sys.stderr,
+        )
+        for name in CLASSES:
+            shuffled = sorted(unknown[name])
+            random.Random(f"{seed}-{name}").shuffle(shuffled)
+            cut1 = round(fractions[0] * len(shuffled))
+            cut2 = cut1 + round(fractions[1] * len(shuffled))
+            for split_name, part in zip(
+                SPLITS, (shuffled[:cut1], shuffled[cut1:cut2], shuffled[cut2:]), strict=True
+            ):
+                split[split_name][name].extend(part)
+
+    for split_name in SPLITS:
+        patients = {patient_of(f) for c in CLASSES for f in split[split_name][c]} - {None}
+        sizes = ", ".join(f"{len(split[split_name][c])} {c}" for c in CLASSES)
+        print(f"[INFO] {split_name}: {len(patients)} patients, {sizes}")
+    return split
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
@@ -134,6 +217,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output", default="malaria", help="dataset folder to write (default: malaria)"
     )
     parser.add_argument(
+        "--split",
+        choices=("tutorial", "patient"),
+        default="tutorial",
+        help="tutorial: the 500-image demo split (default); patient: every image, "
+        "no patient in two splits",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=(0.8, 0.1, 0.1),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="shares of images for --split patient (default: 0.8 0.1 0.1)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=42, help="seed of the random draw (default: 42)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing split folders")
@@ -146,7 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     root = resolve_source(args.source)
     files = list_class_files(root)
     print(f"[INFO] source '{root}': " + ", ".join(f"{len(v)} {k}" for k, v in files.items()))
-    split = tutorial_split(files, args.seed)
+    if args.split == "patient":
+        if any(f <= 0 for f in args.fractions) or abs(sum(args.fractions) - 1) > 1e-6:
+            raise UserError(f"--fractions must be positive and add up to 1, got {args.fractions}")
+        split = patient_split(files, tuple(args.fractions), args.seed)
+    else:
+        split = tutorial_split(files, args.seed)
     write_split(root, Path(args.output), split, args.overwrite)
     print(f"[INFO] dataset written to '{args.output}'")
     return 0

@@ -66,3 +66,41 @@ def test_load_model_rejects_bad_images_and_models(tmp_path: Path):
     assert_clean_refusal(
         run_script("load_model.py", "-i", str(empty), "-m", str(model), "-n", "-1"), "--samples"
     )
+
+
+def test_broken_files_are_skipped_by_name_and_training_goes_on(
+    synthetic_dataset: Path, tmp_path: Path
+):
+    training = synthetic_dataset / "training" / "Parasitized"
+    (training / "zero.png").write_bytes(b"")
+    (training / "notes.png").write_text("not an image")
+    good = (training / "Parasitized_0.png").read_bytes()
+    (training / "truncated.png").write_bytes(good[: len(good) // 3])
+    (training / "readme.txt").write_text("ignored: not an image extension")
+    model = tmp_path / "m.model"
+    result = run_script(
+        "save_model.py", "-d", str(synthetic_dataset), "-m", str(model), "-p",
+        str(tmp_path / "plot.png"), "--epochs", "1", "--batch-size", "8", "--seed", "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("zero.png", "notes.png", "truncated.png"):
+        assert name in result.stderr
+    assert "skipped 3 unreadable file(s)" in result.stderr
+    assert model.stat().st_size > 0
+
+    # The loader skips the same files the same way, and says how many it used.
+    listed = run_script(
+        "load_model.py", "-i", str(training), "-m", str(model), "-n", "100",
+        "-o", str(tmp_path / "montage.png"),
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert "using all" in listed.stdout
+    assert "skipped 3 unreadable file(s)" in listed.stderr
+
+
+def test_split_with_only_broken_files_is_an_error(synthetic_dataset: Path, tmp_path: Path):
+    for folder in (synthetic_dataset / "testing").iterdir():
+        for image in folder.iterdir():
+            image.write_bytes(b"broken")
+    result = run_script("save_model.py", "-d", str(synthetic_dataset), "-m", str(tmp_path / "m.model"))
+    assert_clean_refusal(result, "testing split has no readable image")
