@@ -241,12 +241,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if any(f <= 0 for f in args.fractions) or abs(sum(args.fractions) - 1) > 1e-6:
+        raise UserError(f"--fractions must be positive and add up to 1, got {args.fractions}")
     root = resolve_source(args.source)
     files = list_class_files(root)
     print(f"[INFO] source '{root}': " + ", ".join(f"{len(v)} {k}" for k, v in files.items()))
     if args.split == "patient":
-        if any(f <= 0 for f in args.fractions) or abs(sum(args.fractions) - 1) > 1e-6:
-            raise UserError(f"--fractions must be positive and add up to 1, got {args.fractions}")
         split = patient_split(files, tuple(args.fractions), args.seed)
     else:
         split = tutorial_split(files, args.seed)

@@ -79,8 +79,19 @@ def test_broken_files_are_skipped_by_name_and_training_goes_on(
     (training / "readme.txt").write_text("ignored: not an image extension")
     model = tmp_path / "m.model"
     result = run_script(
-        "save_model.py", "-d", str(synthetic_dataset), "-m", str(model), "-p",
-        str(tmp_path / "plot.png"), "--epochs", "1", "--batch-size", "8", "--seed", "1",
+        "save_model.py",
+        "-d",
+        str(synthetic_dataset),
+        "-m",
+        str(model),
+        "-p",
+        str(tmp_path / "plot.png"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--seed",
+        "1",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("zero.png", "notes.png", "truncated.png"):
@@ -90,8 +101,15 @@ def test_broken_files_are_skipped_by_name_and_training_goes_on(
 
     # The loader skips the same files the same way, and says how many it used.
     listed = run_script(
-        "load_model.py", "-i", str(training), "-m", str(model), "-n", "100",
-        "-o", str(tmp_path / "montage.png"),
+        "load_model.py",
+        "-i",
+        str(training),
+        "-m",
+        str(model),
+        "-n",
+        "100",
+        "-o",
+        str(tmp_path / "montage.png"),
     )
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert "using all" in listed.stdout
@@ -102,5 +120,7 @@ def test_split_with_only_broken_files_is_an_error(synthetic_dataset: Path, tmp_p
     for folder in (synthetic_dataset / "testing").iterdir():
         for image in folder.iterdir():
             image.write_bytes(b"broken")
-    result = run_script("save_model.py", "-d", str(synthetic_dataset), "-m", str(tmp_path / "m.model"))
+    result = run_script(
+        "save_model.py", "-d", str(synthetic_dataset), "-m", str(tmp_path / "m.model")
+    )
     assert_clean_refusal(result, "testing split has no readable image")
