@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pyimagesearch.errors import run_command
 
@@ -42,6 +43,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-s", "--seed", type=int, default=None, help="random seed for a repeatable run"
     )
+    parser.add_argument(
+        "--checkpoint",
+        help="where each finished epoch is checkpointed (default: MODEL.checkpoint); "
+        "removed once the model is saved",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint (same dataset, epochs, batch size)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return parser.parse_args(argv)
 
@@ -51,16 +62,35 @@ def main(argv: list[str] | None = None) -> int:
     # Imported after parsing so that --help and bad arguments answer at once.
     from pyimagesearch.plots import plot_history
     from pyimagesearch.serialization import check_writable, save_model
-    from pyimagesearch.train import TrainConfig, train
+    from pyimagesearch.train import TrainConfig, TrainingInterrupted, checkpoint_path_for, train
 
-    check_writable(args.model)
-    check_writable(args.plot)
-    result = train(
-        TrainConfig(args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    checkpoint = args.checkpoint or str(checkpoint_path_for(args.model))
+    for path in (args.model, args.plot, checkpoint):
+        check_writable(path)
+    if not args.resume and Path(checkpoint).exists():
+        print(
+            f"[INFO] '{checkpoint}' is left from an interrupted run; starting afresh "
+            "(add --resume to continue it instead)"
+        )
+    config = TrainConfig(
+        args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint=checkpoint,
+        resume=args.resume,
     )
+    try:
+        result = train(config)
+    except TrainingInterrupted as stop:
+        print(f"[INFO] training interrupted: {stop}")
+        if Path(checkpoint).exists():
+            print("[INFO] continue with the same command plus --resume")
+        return 130
     print(result.report)
     print(f"[INFO] serializing network to '{args.model}'...")
     save_model(result.model, args.model, result.metadata)
+    Path(checkpoint).unlink(missing_ok=True)
     plot_history(result.history, args.plot)
     print(f"[INFO] plot written to '{args.plot}'")
     return 0

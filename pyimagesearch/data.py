@@ -140,9 +140,8 @@ def make_dataset(
         dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if augment is not None:
-        dataset = dataset.map(
-            lambda x, y: (augment(x, training=True), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+        # One call at a time: the augmentation layers draw from a seed generator
+        # whose state parallel calls would race on, making seeded runs differ.
+        # Augmenting a batch costs far less than the training step it overlaps with.
+        dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -131,8 +131,10 @@ def check_metadata(metadata: dict | None, model: keras.Model, path: str | Path) 
     return metadata
 
 
-def load_model(path: str | Path) -> tuple[keras.Model, dict]:
-    """Load a model in Keras' safe mode (no arbitrary code), with its metadata."""
+def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, dict]:
+    """Load a model in Keras' safe mode (no arbitrary code), with its metadata.
+
+    ``compile=True`` also restores the optimizer state (for resuming training)."""
     kind = file_kind(path)
     try:
         metadata = read_metadata(path)
@@ -143,7 +145,7 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
         readable = Path(tmp) / ("model.keras" if kind == "keras" else "model.h5")
         shutil.copyfile(path, readable)
         try:
-            model = keras.saving.load_model(readable, compile=False, safe_mode=True)
+            model = keras.saving.load_model(readable, compile=compile, safe_mode=True)
         except Exception as error:  # Keras raises many types for bad files
             reason = " ".join(str(error).split())
             if len(reason) > 300:

@@ -1,21 +1,33 @@
-"""Training: the tutorial's ResNet, optimizer and schedule, fed by the tf.data pipeline."""
+"""Training: the tutorial's ResNet, optimizer and schedule, fed by the tf.data pipeline.
+
+Each epoch ends with a checkpoint (weights, optimizer state, schedule position,
+epoch counter, history), so Ctrl-C or SIGTERM costs at most the epoch in
+progress and ``--resume`` continues where it stopped. Shuffling and augmentation
+are seeded per epoch from (seed, epoch), so a resumed run sees exactly the data
+an uninterrupted run would have seen.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
+import random
+import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 from sklearn.metrics import classification_report
 
 import pyimagesearch
 from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.data import load_split, make_dataset, scan_dataset
+from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.resnet import ResNet
+from pyimagesearch.serialization import load_model, save_model
 
 INITIAL_LEARNING_RATE = 0.1
 
@@ -27,6 +39,8 @@ class TrainConfig:
     batch_size: int = 32
     seed: int | None = None
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    checkpoint: str | None = None
+    resume: bool = False
     verbose: int = 1
 
 
@@ -36,6 +50,10 @@ class TrainResult:
     history: dict
     report: str
     metadata: dict = field(default_factory=dict)
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped training; the last finished epoch is checkpointed."""
 
 
 def build_model(num_classes: int, image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> keras.Model:
@@ -60,39 +78,143 @@ def compile_model(model: keras.Model, epochs: int) -> None:
     )
 
 
+class _OneEpochAtATime(keras.callbacks.Callback):
+    """Ends fit() after one epoch (so each epoch gets its own seeded pipeline and
+    checkpoint), or at the next batch boundary once a stop was requested."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested: int | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested is not None:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+@contextlib.contextmanager
+def _catch_stop_signals(stopper: _OneEpochAtATime):
+    """First Ctrl-C/SIGTERM asks for a clean stop; a second one stops at once."""
+    previous = {}
+
+    def request_stop(signum, frame):
+        stopper.requested = signum
+        print("\n[INFO] stop requested; finishing the current batch (press Ctrl-C again to abort)")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, request_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % 2**31
+
+
+def checkpoint_path_for(model_path: str | Path) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".checkpoint")
+
+
+def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, dict]:
+    path = Path(config.checkpoint)
+    if not path.exists():
+        raise UserError(f"--resume: no checkpoint at '{path}'")
+    model, metadata = load_model(path, compile=True)
+    state = metadata.get("checkpoint")
+    if not state:
+        raise UserError(f"--resume: '{path}' is not a training checkpoint")
+    expected = {"epochs": config.epochs, "batch_size": config.batch_size}
+    saved = {k: state.get(k) for k in expected}
+    if saved != expected or metadata["class_names"] != class_names:
+        raise UserError(
+            f"--resume: checkpoint was made with {saved} and classes {metadata['class_names']}; "
+            f"this run asks for {expected} and {class_names}"
+        )
+    if config.seed is not None and config.seed != state["seed"]:
+        raise UserError(f"--resume: checkpoint used --seed {state['seed']}, not {config.seed}")
+    return model, state
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train on DIR/training, watch DIR/validation, report on DIR/testing."""
-    if config.seed is not None:
-        keras.utils.set_random_seed(config.seed)
     splits = scan_dataset(config.dataset)
     recipe = default_recipe(config.image_size)
     class_names = splits["training"].class_names
+
+    if config.resume:
+        model, state = _restore(config, class_names)
+        seed, history = state["seed"], state["history"]
+        print(f"[INFO] resuming from '{config.checkpoint}' after epoch {state['epoch']}")
+    else:
+        seed = config.seed if config.seed is not None else random.randrange(2**31)
+        history = {}
+    # Seeds Python, NumPy and TensorFlow: weight initialisation and every random op.
+    keras.utils.set_random_seed(seed)
+    if not config.resume:
+        model = build_model(len(class_names), config.image_size)
+        compile_model(model, config.epochs)
+    start_epoch = len(history.get("loss", []))
 
     arrays = {}
     for name, split in splits.items():
         print(f"Found {len(split.paths)} images belonging to {len(class_names)} classes.")
         arrays[name] = load_split(split, recipe)
-
-    train_ds = make_dataset(
-        *arrays["training"],
-        config.batch_size,
-        augment=build_augmenter(config.seed),
-        shuffle_seed=config.seed if config.seed is not None else np.random.randint(2**31),
-    )
     val_ds = make_dataset(*arrays["validation"], config.batch_size)
     test_ds = make_dataset(*arrays["testing"], config.batch_size)
 
-    model = build_model(len(class_names), config.image_size)
-    compile_model(model, config.epochs)
+    metadata = {"class_names": class_names, "preprocessing": recipe}
+    stopper = _OneEpochAtATime()
     print(f"[INFO] training network for {config.epochs} epochs...")
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.epochs, verbose=config.verbose
-    )
+    with _catch_stop_signals(stopper):
+        for epoch in range(start_epoch, config.epochs):
+            # A fresh, (seed, epoch)-seeded pipeline: resuming needs no RNG state.
+            train_ds = make_dataset(
+                *arrays["training"],
+                config.batch_size,
+                augment=build_augmenter(epoch_seed(seed, epoch)),
+                shuffle_seed=epoch_seed(seed, epoch),
+            )
+            result = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=epoch,
+                epochs=config.epochs,
+                verbose=config.verbose,
+                shuffle=False,
+                callbacks=[stopper],
+            )
+            if stopper.requested is not None:
+                raise TrainingInterrupted(
+                    f"stopped during epoch {epoch + 1}; "
+                    + (
+                        f"'{config.checkpoint}' holds epoch {epoch} of {config.epochs}"
+                        if epoch > 0 and config.checkpoint
+                        else "no epoch had finished, nothing to resume"
+                    )
+                )
+            for key, values in result.history.items():
+                history.setdefault(key, []).extend(float(v) for v in values)
+            if config.checkpoint:
+                state = {
+                    "epoch": epoch + 1,
+                    "epochs": config.epochs,
+                    "batch_size": config.batch_size,
+                    "seed": seed,
+                    "history": history,
+                }
+                save_model(model, config.checkpoint, {**metadata, "checkpoint": state})
 
     print("[INFO] evaluating network...")
     test_images, test_labels = arrays["testing"]
-    probabilities = model.predict(test_ds, verbose=0)
-    predictions = probabilities.argmax(axis=1)
+    predictions = model.predict(test_ds, verbose=0).argmax(axis=1)
     report = classification_report(
         test_labels,
         predictions,
@@ -101,26 +223,20 @@ def train(config: TrainConfig) -> TrainResult:
         digits=4,
         zero_division=0,
     )
-    test_accuracy = float((predictions == test_labels).mean())
-
-    metadata = {
-        "class_names": class_names,
-        "preprocessing": recipe,
-        "provenance": {
-            "project_version": pyimagesearch.__version__,
-            "tensorflow_version": tf.__version__,
-            "keras_version": keras.__version__,
-            "python_version": platform.python_version(),
-            "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seed": config.seed,
-            "dataset": str(config.dataset),
-            "file_counts": {name: len(arrays[name][1]) for name in arrays},
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "final_metrics": {
-                **{k: float(v[-1]) for k, v in history.history.items()},
-                "test_accuracy": test_accuracy,
-            },
+    metadata["provenance"] = {
+        "project_version": pyimagesearch.__version__,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "python_version": platform.python_version(),
+        "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "seed": seed,
+        "dataset": str(config.dataset),
+        "file_counts": {name: len(arrays[name][1]) for name in arrays},
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "final_metrics": {
+            **{k: v[-1] for k, v in history.items()},
+            "test_accuracy": float((predictions == test_labels).mean()),
         },
     }
-    return TrainResult(model, dict(history.history), report, metadata)
+    return TrainResult(model, history, report, metadata)

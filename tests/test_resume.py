@@ -1,0 +1,134 @@
+"""Ctrl-C stops cleanly with a checkpoint; --resume reaches the uninterrupted run's weights;
+SIGKILL never damages the model already at --model."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyimagesearch.serialization import load_model
+from tests.conftest import ROOT, run_script, write_image
+
+ARGS = ["--epochs", "3", "--batch-size", "2", "--seed", "5"]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for split, count in (("training", 16), ("validation", 2), ("testing", 2)):
+        for label, name in enumerate(("Parasitized", "Uninfected")):
+            for i in range(count):
+                write_image(root / split / name / f"{i}.png", size=(40, 40), seed=label * 999 + i)
+    return root
+
+
+def start_training(dataset: Path, model: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "save_model.py",
+            "-d",
+            str(dataset),
+            "-m",
+            str(model),
+            "-p",
+            str(model.with_suffix(".png")),
+            *ARGS,
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def read_until(process: subprocess.Popen, marker: bytes, limit: float = 300) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + limit
+    while marker not in seen and time.monotonic() < deadline:
+        chunk = process.stdout.read1(4096)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    return [np.asarray(w) for w in load_model(path)[0].weights]
+
+
+def test_interrupt_then_resume_matches_an_uninterrupted_run(dataset: Path, tmp_path: Path):
+    full = tmp_path / "full.model"
+    result = run_script(
+        "save_model.py",
+        "-d",
+        str(dataset),
+        "-m",
+        str(full),
+        "-p",
+        str(tmp_path / "full.png"),
+        *ARGS,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    part = tmp_path / "part.model"
+    process = start_training(dataset, part)
+    read_until(process, b"Epoch 2/3")
+    process.send_signal(signal.SIGINT)
+    output = process.stdout.read().decode()
+    assert process.wait(timeout=300) == 130, output[-3000:]
+    assert "--resume" in output and "Traceback" not in output
+    assert not part.exists()
+    checkpoint = Path(str(part) + ".checkpoint")
+    assert load_model(checkpoint)[1]["checkpoint"]["epoch"] == 1
+
+    resumed = run_script(
+        "save_model.py",
+        "-d",
+        str(dataset),
+        "-m",
+        str(part),
+        "-p",
+        str(tmp_path / "part.png"),
+        *ARGS,
+        "--resume",
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    assert not checkpoint.exists()
+    for resumed_weight, full_weight in zip(weights(part), weights(full), strict=True):
+        np.testing.assert_array_equal(resumed_weight, full_weight)
+
+
+def test_sigkill_never_damages_the_previous_model(dataset: Path, tmp_path: Path):
+    model = tmp_path / "m.model"
+    first = run_script(
+        "save_model.py",
+        "-d",
+        str(dataset),
+        "-m",
+        str(model),
+        "-p",
+        str(tmp_path / "p.png"),
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = model.read_bytes()
+    for marker in (b"Epoch 2/3", b"serializing"):
+        process = start_training(dataset, model)
+        read_until(process, marker)
+        process.kill()
+        process.wait()
+        loaded, metadata = load_model(model)  # the file at --model is always whole
+        assert metadata["class_names"] == ["Parasitized", "Uninfected"]
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.model")]
+    assert model.read_bytes() == before or load_model(model)[1]["provenance"]["epochs"] == 3
