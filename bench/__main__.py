@@ -1,0 +1,220 @@
+"""python -m bench --dataset DIR [--epochs 25] [--images DIR] [--limit N] [--smoke]
+
+Trains, bulk-classifies and classifies 16 images with the project and with the
+tf_keras legacy reference (``bench.legacy``), each in its own process, and prints a
+markdown table of wall times, throughputs, test accuracies and peak RSS, with the
+ratio project / legacy. The table and a description of the machine go to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from bench.measure import (
+    Child,
+    describe_machine,
+    link_images,
+    list_images,
+    markdown_table,
+    run_child,
+    warm_cache,
+)
+
+SMOKE_EPOCHS = 1
+SMOKE_IMAGES = 32
+SAMPLE = 16
+SPLITS = ("training", "validation", "testing")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--dataset", required=True, help="tutorial split: DIR/training, ...")
+    parser.add_argument("--epochs", type=int, default=25, help="default: 25")
+    parser.add_argument("--images", help="bulk-inference images (default: the dataset folder)")
+    parser.add_argument("--limit", type=int, default=0, help="cap the bulk images (0 = all)")
+    parser.add_argument("--seed", type=int, default=42, help="default: 42")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"CI check: {SMOKE_EPOCHS} epoch, {SMOKE_IMAGES} images per split and to classify",
+    )
+    parser.add_argument(
+        "--output",
+        help="markdown file (default: bench/RESULTS.md; with --smoke, "
+        "bench_smoke_RESULTS.md in the temp folder)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.epochs, args.limit = SMOKE_EPOCHS, SMOKE_IMAGES
+    if args.output is None:
+        smoke = Path(tempfile.gettempdir(), "bench_smoke_RESULTS.md")
+        args.output = str(smoke if args.smoke else Path(__file__).parent / "RESULTS.md")
+    return args
+
+
+def per_second(count: int, seconds: float | None) -> float | None:
+    return count / seconds if seconds else None
+
+
+def train_rows(project: Child, legacy: Child, train_images: int) -> list:
+    def steady(child: Child) -> float | None:
+        later = child.report.get("epoch_train_s", [])[1:]
+        return per_second(train_images * len(later), sum(later)) if later else None
+
+    def overall(child: Child) -> float | None:
+        epochs = child.report.get("epoch_train_s", [])
+        return per_second(train_images * len(epochs), sum(epochs))
+
+    def pick(key: str) -> tuple[float | None, float | None]:
+        return project.report.get(key), legacy.report.get(key)
+
+    return [
+        ("training: run wall time, s (start-up, data, fit, test, save)", project.wall_s,
+         legacy.wall_s, ".1f"),
+        ("training: CPU time (user+sys), s", project.cpu_s, legacy.cpu_s, ".1f"),
+        ("training: `fit` wall time incl. validation, s", *pick("fit_s"), ".1f"),
+        ("training: images/s, all epochs (augmentation on)", overall(project), overall(legacy),
+         ".1f"),
+        ("training: images/s, epochs 2+ (augmentation on)", steady(project), steady(legacy),
+         ".1f"),
+        ("training: test accuracy", *pick("test_accuracy"), ".4f"),
+        ("training: peak RSS, MiB", project.peak_rss_mib, legacy.peak_rss_mib, ".0f"),
+    ]  # fmt: skip
+
+
+def infer_rows(bulk: tuple[Child, Child], sample: tuple[Child, Child], images: int) -> list:
+    (pb, lb), (ps, ls) = bulk, sample
+    classify = [per_second(c.report.get("images", 0), c.report.get("classify_s")) for c in bulk]
+    return [
+        (f"bulk {images} images: classification images/s (child's timer, decode incl.)",
+         *classify, ".1f"),
+        (f"bulk {images} images: end-to-end wall time incl. start-up, s", pb.wall_s, lb.wall_s,
+         ".1f"),
+        (f"bulk {images} images: end-to-end images/s", images / pb.wall_s, images / lb.wall_s,
+         ".1f"),
+        (f"bulk {images} images: peak RSS, MiB", pb.peak_rss_mib, lb.peak_rss_mib, ".0f"),
+        (f"{SAMPLE} images: end-to-end wall time incl. start-up, s", ps.wall_s, ls.wall_s, ".1f"),
+        (f"{SAMPLE} images: peak RSS, MiB", ps.peak_rss_mib, ls.peak_rss_mib, ".0f"),
+    ]  # fmt: skip
+
+
+def saved_test_accuracy(model: str) -> float | None:
+    """The test accuracy that save_model.py stored in the model file's metadata."""
+    try:
+        with zipfile.ZipFile(model) as archive:
+            document = json.loads(archive.read("pyimagesearch.json"))
+        return document["provenance"]["final_metrics"]["test_accuracy"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def run(args: argparse.Namespace, work: Path) -> str:
+    dataset = Path(args.dataset).resolve()
+    missing = [s for s in SPLITS if not (dataset / s).is_dir()]
+    if missing:
+        raise SystemExit(f"[bench] '{dataset}' lacks {', '.join(missing)}")
+    machine = describe_machine()
+    if args.smoke:  # a few images per split: start-up and tracing dominate anyway
+        for split in SPLITS:
+            link_images(dataset / split, work / "dataset" / split, SMOKE_IMAGES, args.seed)
+        dataset = work / "dataset"
+    train_images = len(list_images(dataset / "training"))
+    images_dir = work / "images"
+    images = link_images(Path(args.images or dataset), images_dir, args.limit, args.seed)
+    warm_cache([dataset, images_dir])
+    logs = work / "logs"
+    logs.mkdir()
+    model, legacy_model = str(work / "project.model"), str(work / "legacy.h5")
+    epochs, seed = str(args.epochs), str(args.seed)
+
+    project_train = run_child(
+        "project-train",
+        ["-m", "bench.instrument", "save_model.py", "-d", str(dataset), "-m", model,
+         "-p", str(work / "plot.png"), "--epochs", epochs, "--seed", seed],
+        logs,
+    )  # fmt: skip
+    project_train.report["test_accuracy"] = saved_test_accuracy(model)
+    legacy_train = run_child(
+        "legacy-train",
+        ["-m", "bench.legacy", "train", "--dataset", str(dataset), "--model", legacy_model,
+         "--epochs", epochs, "--seed", seed],
+        logs,
+    )  # fmt: skip
+    project_bulk = run_child(
+        "project-bulk",
+        ["-m", "bench.instrument", "load_model.py", "--images", str(images_dir), "--model",
+         model, "--samples", "0", "--csv", str(work / "bulk.csv"),
+         "--output", str(work / "bulk.png")],
+        logs,
+    )  # fmt: skip
+    legacy_bulk = run_child(
+        "legacy-bulk",
+        ["-m", "bench.legacy", "predict", "--images", str(images_dir), "--model", legacy_model],
+        logs,
+    )
+    project_sample = run_child(
+        "project-16",
+        ["load_model.py", "--images", str(images_dir), "--model", model,
+         "--output", str(work / "sample.png"), "--seed", seed],
+        logs,
+    )  # fmt: skip
+    legacy_sample = run_child(
+        "legacy-16",
+        ["-m", "bench.legacy", "predict", "--images", str(images_dir), "--model", legacy_model,
+         "--samples", str(SAMPLE), "--seed", seed],
+        logs,
+    )  # fmt: skip
+
+    table = markdown_table(
+        train_rows(project_train, legacy_train, train_images)
+        + infer_rows((project_bulk, legacy_bulk), (project_sample, legacy_sample), images)
+    )
+    source = args.images or args.dataset
+    return "\n".join(
+        [
+            f"# Benchmark: project (Keras 3) vs legacy (tf_keras){' (smoke)' * args.smoke}",
+            "",
+            f"Machine: {machine}.",
+            "",
+            f"Settings: {args.epochs} epoch(s), seed {args.seed}, {train_images} training images "
+            f"from `{args.dataset}`; bulk inference over {images} images from `{source}`. "
+            "Legacy inference loads the HDF5 model that `bench.legacy train` trained.",
+            "",
+            "ratio = project / legacy: below 1 is better for times and memory, above 1 for "
+            "images/s. Each program ran alone in its own process, but other load on the "
+            "machine makes single timings noisy.",
+            "",
+            table,
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench_"))
+    try:
+        report = run(args, work)
+    except BaseException:
+        print(f"[bench] failed; work folder and logs kept in '{work}'")
+        raise
+    if args.keep:
+        print(f"[bench] work folder and logs kept in '{work}'")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    print(report)
+    Path(args.output).write_text(report)
+    print(f"[bench] written to '{args.output}'")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

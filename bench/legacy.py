@@ -1,0 +1,183 @@
+"""The legacy reference: the tutorial's ResNet, generators and per-image loop on tf_keras.
+
+    python -m bench.legacy train --dataset DIR --model legacy.h5 [--epochs 25] [--seed 42]
+    python -m bench.legacy predict --images DIR [--model legacy.h5] [--samples 0] [--seed 42]
+
+``train`` is the Keras 2 recipe: ``ImageDataGenerator`` re-reading and augmenting the
+PNGs every epoch, legacy SGD with ``decay``, ``fit`` then a test-set evaluation; it
+saves the model as HDF5. ``predict`` is the tutorial's loader loop, one
+``model.predict`` call per image (BGR from ``cv2.imread`` fed as-is, as the tutorial
+did). Without ``--model`` it uses an untrained network of the same architecture.
+Each command prints one ``BENCH_JSON`` line with its own timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from typing import Any
+
+from bench.instrument import emit, epoch_timer
+
+SIZE = 64
+BATCH_SIZE = 32
+LEARNING_RATE = 0.1
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def build_resnet(
+    width: int = SIZE,
+    height: int = SIZE,
+    depth: int = 3,
+    classes: int = 2,
+    stages: tuple[int, ...] = (2, 2, 3),
+    filters: tuple[int, ...] = (32, 64, 128, 256),
+    reg: float = 0.0005,
+) -> Any:
+    """The pre-activation bottleneck ResNet of the tutorial, on tf_keras."""
+    import tf_keras as keras
+    from tf_keras import layers
+    from tf_keras.regularizers import l2
+
+    def bn_relu(x: Any) -> Any:
+        x = layers.BatchNormalization(axis=-1, epsilon=2e-5, momentum=0.9)(x)
+        return layers.Activation("relu")(x)
+
+    def conv(x: Any, k: int, size: int, stride: int = 1) -> Any:
+        return layers.Conv2D(
+            k, size, strides=stride, padding="same", use_bias=False, kernel_regularizer=l2(reg)
+        )(x)
+
+    def module(x: Any, k: int, stride: int, red: bool) -> Any:
+        act1 = bn_relu(x)
+        out = conv(act1, k // 4, 1)
+        out = conv(bn_relu(out), k // 4, 3, stride)
+        out = conv(bn_relu(out), k, 1)
+        shortcut = conv(act1, k, 1, stride) if red else x
+        return layers.add([out, shortcut])
+
+    inputs = keras.Input(shape=(height, width, depth))
+    x = layers.BatchNormalization(axis=-1, epsilon=2e-5, momentum=0.9)(inputs)
+    x = conv(x, filters[0], 3)
+    for i, stage in enumerate(stages):
+        x = module(x, filters[i + 1], 1 if i == 0 else 2, red=True)
+        for _ in range(stage - 1):
+            x = module(x, filters[i + 1], 1, red=False)
+    x = layers.AveragePooling2D((8, 8))(bn_relu(x))
+    x = layers.Dense(classes, kernel_regularizer=l2(reg))(layers.Flatten()(x))
+    return keras.Model(inputs, layers.Activation("softmax")(x), name="resnet")
+
+
+def train(dataset: str, model_path: str, epochs: int, seed: int) -> None:
+    import numpy as np
+    import tf_keras as keras
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    keras.utils.set_random_seed(seed)
+    train_aug = ImageDataGenerator(
+        rescale=1 / 255.0,
+        rotation_range=20,
+        zoom_range=0.05,
+        width_shift_range=0.05,
+        height_shift_range=0.05,
+        shear_range=0.05,
+        horizontal_flip=True,
+        fill_mode="nearest",
+    )
+    plain = ImageDataGenerator(rescale=1 / 255.0)
+
+    def flow(generator: Any, split: str, shuffle: bool) -> Any:
+        return generator.flow_from_directory(
+            os.path.join(dataset, split),
+            class_mode="categorical",
+            target_size=(SIZE, SIZE),
+            color_mode="rgb",
+            shuffle=shuffle,
+            batch_size=BATCH_SIZE,
+            seed=seed,
+        )
+
+    train_gen = flow(train_aug, "training", True)
+    val_gen = flow(plain, "validation", False)
+    test_gen = flow(plain, "testing", False)
+
+    model = build_resnet(classes=train_gen.num_classes)
+    optimizer = keras.optimizers.legacy.SGD(
+        learning_rate=LEARNING_RATE, momentum=0.9, decay=LEARNING_RATE / epochs
+    )
+    model.compile(loss="categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"])
+    timer = epoch_timer(keras.callbacks.Callback)
+    start = time.perf_counter()
+    # Every batch of each split (no steps_per_epoch): the same work as the project.
+    model.fit(train_gen, validation_data=val_gen, epochs=epochs, callbacks=[timer], verbose=2)
+    fit_s = time.perf_counter() - start
+
+    predictions = model.predict(test_gen, verbose=0).argmax(axis=1)
+    accuracy = float(np.mean(predictions == test_gen.classes))
+    print(f"[INFO] test accuracy {accuracy:.4f}")
+    model.save(model_path)
+    emit(
+        {
+            "fit_s": fit_s,
+            "epoch_train_s": timer.train_s,
+            "train_images": train_gen.samples,
+            "test_accuracy": accuracy,
+        }
+    )
+
+
+def list_images(folder: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs.sort()
+        found.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(EXTENSIONS))
+    return found
+
+
+def predict(images: str, model_path: str | None, samples: int, seed: int) -> None:
+    import cv2
+    import numpy as np
+    import tf_keras as keras
+
+    paths = list_images(images)
+    if 0 < samples < len(paths):
+        paths = random.Random(seed).sample(paths, samples)
+    start = time.perf_counter()
+    model = keras.models.load_model(model_path) if model_path else build_resnet()
+    load_s = time.perf_counter() - start
+
+    start, counts = time.perf_counter(), [0, 0]
+    for path in paths:
+        image = cv2.imread(path)
+        image = cv2.resize(image, (SIZE, SIZE)).astype("float") / 255.0
+        probabilities = model.predict(np.expand_dims(image, axis=0), verbose=0)[0]
+        counts[int(probabilities.argmax())] += 1
+    classify_s = time.perf_counter() - start
+    print(f"[INFO] classified {len(paths)} images: {counts[0]} class 0, {counts[1]} class 1")
+    emit({"images": len(paths), "load_s": load_s, "classify_s": classify_s})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.legacy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("train", help="train on DIR/{training,validation,testing}")
+    fit.add_argument("--dataset", required=True)
+    fit.add_argument("--model", required=True, help="HDF5 file to write")
+    fit.add_argument("--epochs", type=int, default=25)
+    fit.add_argument("--seed", type=int, default=42)
+    run = commands.add_parser("predict", help="classify images one model.predict call at a time")
+    run.add_argument("--images", required=True)
+    run.add_argument("--model", help="HDF5 file from 'train' (default: untrained network)")
+    run.add_argument("--samples", type=int, default=0, help="0 = every image")
+    run.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        train(args.dataset, args.model, args.epochs, args.seed)
+    else:
+        predict(args.images, args.model, args.samples, args.seed)
+
+
+if __name__ == "__main__":
+    main()
