@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="continue an interrupted run from its checkpoint (same dataset, epochs, batch size)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        default="auto",
+        help="training arithmetic (default auto: mixed_float16 on a GPU, mixed_bfloat16 on "
+        "CPUs with AMX, else float32); the saved model is float32 either way",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return parser.parse_args(argv)
 
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         checkpoint=checkpoint,
         resume=args.resume,
+        precision=args.precision,
     )
     try:
         result = train(config)

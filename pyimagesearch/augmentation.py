@@ -17,13 +17,20 @@ def build_augmenter(seed: int | None = None) -> keras.Sequential:
     def layer_seed(offset: int) -> int | None:
         return None if seed is None else seed + offset
 
+    # float32 whatever the training precision: the model casts its own inputs.
     return keras.Sequential(
         [
-            layers.RandomRotation(20 / 360, fill_mode="nearest", seed=layer_seed(1)),
-            layers.RandomZoom(0.05, 0.05, fill_mode="nearest", seed=layer_seed(2)),
-            layers.RandomTranslation(0.05, 0.05, fill_mode="nearest", seed=layer_seed(3)),
-            layers.RandomShear(0.05, 0.05, fill_mode="nearest", seed=layer_seed(4)),
-            layers.RandomFlip("horizontal", seed=layer_seed(5)),
+            layers.RandomRotation(
+                20 / 360, fill_mode="nearest", dtype="float32", seed=layer_seed(1)
+            ),
+            layers.RandomZoom(0.05, 0.05, fill_mode="nearest", dtype="float32", seed=layer_seed(2)),
+            layers.RandomTranslation(
+                0.05, 0.05, fill_mode="nearest", dtype="float32", seed=layer_seed(3)
+            ),
+            layers.RandomShear(
+                0.05, 0.05, fill_mode="nearest", dtype="float32", seed=layer_seed(4)
+            ),
+            layers.RandomFlip("horizontal", dtype="float32", seed=layer_seed(5)),
         ],
         name="augmentation",
     )

@@ -138,7 +138,11 @@ def make_dataset(
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+    # Training drops the last partial batch, as the legacy recipe's
+    # steps_per_epoch = N // batch_size did: a batch of a few images gives noisy
+    # BatchNormalization statistics at learning rate 0.1.
+    drop_remainder = shuffle_seed is not None and len(images) >= batch_size
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:
         # One call at a time: the augmentation layers draw from a seed generator
         # whose state parallel calls would race on, making seeded runs differ.

@@ -26,3 +26,18 @@ def plot_history(history: dict, path: str, title: str = "Training Loss and Accur
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def plot_confusion_matrix(
+    true_labels: list[str], predicted_labels: list[str], class_names: list[str], path: str
+) -> None:
+    """The confusion matrix as an image (rows: true class, columns: predicted)."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    display = ConfusionMatrixDisplay.from_predictions(
+        true_labels, predicted_labels, labels=class_names, cmap="Blues", colorbar=False
+    )
+    display.ax_.set_title("Confusion matrix")
+    display.figure_.tight_layout()
+    display.figure_.savefig(path)
+    plt.close(display.figure_)

@@ -18,17 +18,18 @@ class ResNet:
         reg: float = 0.0001,
         bnEps: float = 2e-5,
         bnMom: float = 0.9,
+        batch_norm: type[layers.Layer] = layers.BatchNormalization,
     ):
         """BN-ReLU-conv bottleneck (1x1 -> 3x3 -> 1x1) with an identity or projected shortcut."""
         shortcut = data
 
-        bn1 = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(data)
+        bn1 = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(data)
         act1 = layers.Activation("relu")(bn1)
         conv1 = layers.Conv2D(int(K * 0.25), (1, 1), use_bias=False, kernel_regularizer=l2(reg))(
             act1
         )
 
-        bn2 = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(conv1)
+        bn2 = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(conv1)
         act2 = layers.Activation("relu")(bn2)
         conv2 = layers.Conv2D(
             int(K * 0.25),
@@ -39,7 +40,7 @@ class ResNet:
             kernel_regularizer=l2(reg),
         )(act2)
 
-        bn3 = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(conv2)
+        bn3 = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(conv2)
         act3 = layers.Activation("relu")(bn3)
         conv3 = layers.Conv2D(K, (1, 1), use_bias=False, kernel_regularizer=l2(reg))(act3)
 
@@ -62,12 +63,15 @@ class ResNet:
         reg: float = 0.0001,
         bnEps: float = 2e-5,
         bnMom: float = 0.9,
+        batch_norm: type[layers.Layer] = layers.BatchNormalization,
     ) -> keras.Model:
-        """Build the network for channels-last `height x width x depth` inputs."""
+        """Build the network for channels-last `height x width x depth` inputs.
+
+        ``batch_norm`` lets training swap in a faster, weight-compatible layer."""
         chanDim = -1
         inputs = keras.Input(shape=(height, width, depth), name="image")
 
-        x = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(inputs)
+        x = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(inputs)
         x = layers.Conv2D(
             filters[0], (3, 3), use_bias=False, padding="same", kernel_regularizer=l2(reg)
         )(x)
@@ -75,14 +79,14 @@ class ResNet:
         for i, stage_depth in enumerate(stages):
             stride = 1 if i == 0 else 2
             x = ResNet.residual_module(
-                x, filters[i + 1], stride, chanDim, red=True, reg=reg, bnEps=bnEps, bnMom=bnMom
+                x, filters[i + 1], stride, chanDim, True, reg, bnEps, bnMom, batch_norm
             )
             for _ in range(stage_depth - 1):
                 x = ResNet.residual_module(
-                    x, filters[i + 1], 1, chanDim, reg=reg, bnEps=bnEps, bnMom=bnMom
+                    x, filters[i + 1], 1, chanDim, False, reg, bnEps, bnMom, batch_norm
                 )
 
-        x = layers.BatchNormalization(axis=chanDim, epsilon=bnEps, momentum=bnMom)(x)
+        x = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(x)
         x = layers.Activation("relu")(x)
         x = layers.AveragePooling2D((8, 8))(x)
         x = layers.Flatten()(x)

@@ -22,6 +22,7 @@ import tensorflow as tf
 from sklearn.metrics import classification_report
 
 import pyimagesearch
+from pyimagesearch.acceleration import FusedBatchNormalization, choose_precision
 from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.data import load_split, make_dataset, scan_dataset
 from pyimagesearch.errors import UserError
@@ -41,6 +42,7 @@ class TrainConfig:
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
     checkpoint: str | None = None
     resume: bool = False
+    precision: str = "auto"
     verbose: int = 1
 
 
@@ -56,10 +58,35 @@ class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM stopped training; the last finished epoch is checkpointed."""
 
 
-def build_model(num_classes: int, image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> keras.Model:
+def build_model(
+    num_classes: int,
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+    batch_norm: type[keras.layers.Layer] = keras.layers.BatchNormalization,
+) -> keras.Model:
     """The tutorial's network: three stages (2, 2, 3) of 32-64-128-256 filters."""
     height, width = image_size
-    return ResNet.build(width, height, 3, num_classes, (2, 2, 3), (32, 64, 128, 256), reg=0.0005)
+    return ResNet.build(
+        width,
+        height,
+        3,
+        num_classes,
+        (2, 2, 3),
+        (32, 64, 128, 256),
+        reg=0.0005,
+        batch_norm=batch_norm,
+    )
+
+
+def portable_copy(model: keras.Model, image_size: tuple[int, int]) -> keras.Model:
+    """The trained weights in a plain float32 Keras model with stock layers: what users load."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        portable = build_model(model.output_shape[-1], image_size)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    portable.set_weights(model.get_weights())
+    return portable
 
 
 def compile_model(model: keras.Model, epochs: int) -> None:
@@ -131,7 +158,11 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
     state = metadata.get("checkpoint")
     if not state:
         raise UserError(f"--resume: '{path}' is not a training checkpoint")
-    expected = {"epochs": config.epochs, "batch_size": config.batch_size}
+    expected = {
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "precision": choose_precision(config.precision),
+    }
     saved = {k: state.get(k) for k in expected}
     if saved != expected or metadata["class_names"] != class_names:
         raise UserError(
@@ -149,6 +180,9 @@ def train(config: TrainConfig) -> TrainResult:
     recipe = default_recipe(config.image_size)
     class_names = splits["training"].class_names
 
+    precision = choose_precision(config.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    print(f"[INFO] training precision: {precision}")
     if config.resume:
         model, state = _restore(config, class_names)
         seed, history = state["seed"], state["history"]
@@ -159,7 +193,7 @@ def train(config: TrainConfig) -> TrainResult:
     # Seeds Python, NumPy and TensorFlow: weight initialisation and every random op.
     keras.utils.set_random_seed(seed)
     if not config.resume:
-        model = build_model(len(class_names), config.image_size)
+        model = build_model(len(class_names), config.image_size, FusedBatchNormalization)
         compile_model(model, config.epochs)
     start_epoch = len(history.get("loss", []))
 
@@ -207,11 +241,14 @@ def train(config: TrainConfig) -> TrainResult:
                     "epoch": epoch + 1,
                     "epochs": config.epochs,
                     "batch_size": config.batch_size,
+                    "precision": precision,
                     "seed": seed,
                     "history": history,
                 }
                 save_model(model, config.checkpoint, {**metadata, "checkpoint": state})
 
+    # Evaluate exactly what will be saved.
+    model = portable_copy(model, config.image_size)
     print("[INFO] evaluating network...")
     test_images, test_labels = arrays["testing"]
     predictions = model.predict(test_ds, verbose=0).argmax(axis=1)
@@ -234,6 +271,7 @@ def train(config: TrainConfig) -> TrainResult:
         "file_counts": {name: len(arrays[name][1]) for name in arrays},
         "epochs": config.epochs,
         "batch_size": config.batch_size,
+        "training_precision": precision,
         "final_metrics": {
             **{k: v[-1] for k, v in history.items()},
             "test_accuracy": float((predictions == test_labels).mean()),
