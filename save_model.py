@@ -60,6 +60,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="training arithmetic (default auto: mixed_float16 on a GPU, mixed_bfloat16 on "
         "CPUs with AMX, else float32); the saved model is float32 either way",
     )
+    parser.add_argument(
+        "--distribute",
+        choices=("mirrored", "multi-worker"),
+        help="train on all local GPUs (mirrored) or on several machines (multi-worker, "
+        "each started with TF_CONFIG); default: one device",
+    )
+    parser.add_argument(
+        "--cpu-devices",
+        type=positive_int,
+        default=1,
+        help="split the CPU into N logical devices (tries --distribute without GPUs)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return parser.parse_args(argv)
 
@@ -87,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=checkpoint,
         resume=args.resume,
         precision=args.precision,
+        distribute=args.distribute,
+        cpu_devices=args.cpu_devices,
     )
     try:
         result = train(config)

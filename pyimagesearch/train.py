@@ -25,6 +25,7 @@ import pyimagesearch
 from pyimagesearch.acceleration import FusedBatchNormalization, choose_precision
 from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.data import load_split, make_dataset, scan_dataset
+from pyimagesearch.distribute import make_strategy, split_cpu
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.resnet import ResNet
@@ -43,6 +44,8 @@ class TrainConfig:
     checkpoint: str | None = None
     resume: bool = False
     precision: str = "auto"
+    distribute: str | None = None
+    cpu_devices: int = 1
     verbose: int = 1
 
 
@@ -180,21 +183,28 @@ def train(config: TrainConfig) -> TrainResult:
     recipe = default_recipe(config.image_size)
     class_names = splits["training"].class_names
 
+    if config.cpu_devices > 1:
+        split_cpu(config.cpu_devices)
+    strategy = make_strategy(config.distribute)
+    if config.distribute:
+        print(f"[INFO] {config.distribute} training on {strategy.num_replicas_in_sync} devices")
     precision = choose_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     print(f"[INFO] training precision: {precision}")
-    if config.resume:
-        model, state = _restore(config, class_names)
-        seed, history = state["seed"], state["history"]
-        print(f"[INFO] resuming from '{config.checkpoint}' after epoch {state['epoch']}")
-    else:
-        seed = config.seed if config.seed is not None else random.randrange(2**31)
-        history = {}
-    # Seeds Python, NumPy and TensorFlow: weight initialisation and every random op.
-    keras.utils.set_random_seed(seed)
-    if not config.resume:
-        model = build_model(len(class_names), config.image_size, FusedBatchNormalization)
-        compile_model(model, config.epochs)
+    # Model, optimizer and checkpoint variables must be made under the strategy.
+    with strategy.scope():
+        if config.resume:
+            model, state = _restore(config, class_names)
+            seed, history = state["seed"], state["history"]
+            print(f"[INFO] resuming from '{config.checkpoint}' after epoch {state['epoch']}")
+        else:
+            seed = config.seed if config.seed is not None else random.randrange(2**31)
+            history = {}
+        # Seeds Python, NumPy and TensorFlow: weight initialisation and every random op.
+        keras.utils.set_random_seed(seed)
+        if not config.resume:
+            model = build_model(len(class_names), config.image_size, FusedBatchNormalization)
+            compile_model(model, config.epochs)
     start_epoch = len(history.get("loss", []))
 
     arrays = {}
