@@ -46,6 +46,7 @@ class TrainConfig:
     precision: str = "auto"
     distribute: str | None = None
     cpu_devices: int = 1
+    schedule: str = "time-decay"
     verbose: int = 1
 
 
@@ -92,17 +93,30 @@ def portable_copy(model: keras.Model, image_size: tuple[int, int]) -> keras.Mode
     return portable
 
 
-def compile_model(model: keras.Model, epochs: int) -> None:
-    """SGD(0.1, momentum 0.9) with Keras 2's time decay: lr / (1 + decay * iterations).
+def compile_model(
+    model: keras.Model, epochs: int, schedule: str = "time-decay", steps_per_epoch: int = 1
+) -> None:
+    """SGD(0.1, momentum 0.9) with the tutorial's schedule, or cosine for the full recipe.
 
-    Keras 2's ``decay`` argument counted optimizer iterations (batches), which is
-    exactly ``InverseTimeDecay`` with ``decay_steps=1``.
+    "time-decay" is Keras 2's ``decay`` argument, lr / (1 + decay * iterations) with
+    decay = 0.1 / epochs, counted in optimizer iterations (batches): exactly
+    ``InverseTimeDecay`` with ``decay_steps=1``. "cosine" warms up linearly for one
+    epoch and then follows a cosine to zero, which lets a longer run settle.
     """
-    schedule = keras.optimizers.schedules.InverseTimeDecay(
-        INITIAL_LEARNING_RATE, decay_steps=1, decay_rate=INITIAL_LEARNING_RATE / epochs
-    )
+    if schedule == "cosine":
+        total = max(epochs * steps_per_epoch, 2)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0,
+            decay_steps=total - steps_per_epoch,
+            warmup_target=INITIAL_LEARNING_RATE,
+            warmup_steps=steps_per_epoch,
+        )
+    else:
+        learning_rate = keras.optimizers.schedules.InverseTimeDecay(
+            INITIAL_LEARNING_RATE, decay_steps=1, decay_rate=INITIAL_LEARNING_RATE / epochs
+        )
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=0.9),
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -177,6 +191,24 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
     return model, state
 
 
+def clinical_metrics(labels, probabilities, class_names: list[str]) -> dict[str, float]:
+    """Sensitivity (Parasitized found), specificity (Uninfected cleared) and ROC AUC."""
+    if len(class_names) != 2 or "Parasitized" not in class_names:
+        return {}
+    from sklearn.metrics import recall_score, roc_auc_score
+
+    positive = class_names.index("Parasitized")
+    is_positive = labels == positive
+    said_positive = probabilities.argmax(axis=1) == positive
+    metrics = {
+        "sensitivity": float(recall_score(is_positive, said_positive, zero_division=0)),
+        "specificity": float(recall_score(~is_positive, ~said_positive, zero_division=0)),
+    }
+    if 0 < is_positive.sum() < len(labels):
+        metrics["auc"] = float(roc_auc_score(is_positive, probabilities[:, positive]))
+    return metrics
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train on DIR/training, watch DIR/validation, report on DIR/testing."""
     splits = scan_dataset(config.dataset)
@@ -204,7 +236,8 @@ def train(config: TrainConfig) -> TrainResult:
         keras.utils.set_random_seed(seed)
         if not config.resume:
             model = build_model(len(class_names), config.image_size, FusedBatchNormalization)
-            compile_model(model, config.epochs)
+            steps = max(len(splits["training"].paths) // config.batch_size, 1)
+            compile_model(model, config.epochs, config.schedule, steps)
     start_epoch = len(history.get("loss", []))
 
     arrays = {}
@@ -261,7 +294,8 @@ def train(config: TrainConfig) -> TrainResult:
     model = portable_copy(model, config.image_size)
     print("[INFO] evaluating network...")
     test_images, test_labels = arrays["testing"]
-    predictions = model.predict(test_ds, verbose=0).argmax(axis=1)
+    probabilities = model.predict(test_ds, verbose=0)
+    predictions = probabilities.argmax(axis=1)
     report = classification_report(
         test_labels,
         predictions,
@@ -270,6 +304,9 @@ def train(config: TrainConfig) -> TrainResult:
         digits=4,
         zero_division=0,
     )
+    clinical = clinical_metrics(test_labels, probabilities, class_names)
+    if clinical:
+        report += "\n" + "  ".join(f"{k}: {v:.4f}" for k, v in clinical.items()) + "\n"
     metadata["provenance"] = {
         "project_version": pyimagesearch.__version__,
         "tensorflow_version": tf.__version__,
@@ -282,9 +319,11 @@ def train(config: TrainConfig) -> TrainResult:
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "training_precision": precision,
+        "schedule": config.schedule,
         "final_metrics": {
             **{k: v[-1] for k, v in history.items()},
             "test_accuracy": float((predictions == test_labels).mean()),
+            **{f"test_{k}": v for k, v in clinical.items()},
         },
     }
     return TrainResult(model, history, report, metadata)

@@ -119,3 +119,22 @@ def test_same_seed_same_sample(trained_model: Path, tutorial_dataset: Path, tmp_
         tables.append(table.read_text())
     assert tables[0] == tables[1]
     assert len(tables[0].splitlines()) == 6
+
+
+def test_bfloat16_inference_stays_close_to_float32(
+    trained_model: Path, tutorial_dataset: Path, tmp_path: Path
+):
+    tables = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        table = tmp_path / f"{precision}.csv"
+        result = run_script(
+            "load_model.py", "-i", str(tutorial_dataset / "testing"), "-m", str(trained_model),
+            "-o", str(tmp_path / f"{precision}.png"), "--csv", str(table), "-n", "0",
+            "--precision", precision,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        tables[precision] = list(csv.DictReader(table.open()))
+    assert [r["path"] for r in tables["float32"]] == [r["path"] for r in tables["mixed_bfloat16"]]
+    exact = np.array([float(r["p_Parasitized"]) for r in tables["float32"]])
+    fast = np.array([float(r["p_Parasitized"]) for r in tables["mixed_bfloat16"]])
+    np.testing.assert_allclose(fast, exact, atol=2e-2)

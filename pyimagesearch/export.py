@@ -1,0 +1,191 @@
+"""Export a saved classifier for serving: raw RGB pixels in, class probabilities out.
+
+    python -m pyimagesearch.export --model saved_model.model --format onnx --output exported
+
+The exported graph takes a batch of equal-sized RGB images as uint8, shape
+[batch, height, width, 3], any batch size and any height and width (all three
+formats keep these dimensions dynamic), and does the resize and [0, 1] scaling
+itself with the model's own recipe (``preprocessing.to_model_input``), so a
+client sends pixels and gets probabilities in the order of the class names.
+
+OUTPUT is a folder; OUTPUT/pyimagesearch.json holds the class names and the
+recipe for every format, and each format also carries them inside:
+  tf_saved_model  OUTPUT is the SavedModel: endpoint `serve` (also `serving_default`),
+                  and `metadata()` returns the same JSON as a string
+  onnx            OUTPUT/model.onnx, input `images`; JSON in metadata_props["pyimagesearch.json"]
+  litert          OUTPUT/model.tflite, signature `serve`; JSON in the flatbuffer's
+                  metadata entry "pyimagesearch.json"
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from pyimagesearch.errors import UserError, run_command
+
+METADATA_NAME = "pyimagesearch.json"  # the same name as inside a saved .keras file
+FORMATS = {"tf_saved_model": None, "onnx": "model.onnx", "litert": "model.tflite"}
+# Python packages (import names) each format needs beyond TensorFlow and Keras.
+REQUIRED_PACKAGES = {"tf_saved_model": (), "onnx": ("tf2onnx", "onnx"), "litert": ()}
+ENDPOINT = "serve"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pyimagesearch.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
+    parser.add_argument(
+        "-f", "--format", required=True, choices=tuple(FORMATS), help="what to export to"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, help="folder to write (must not exist, or be empty)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace OUTPUT if it already holds files"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return parser.parse_args(argv)
+
+
+def check_packages(fmt: str) -> None:
+    """Say which package is missing before spending time on loading the model."""
+    for name in REQUIRED_PACKAGES[fmt]:
+        if importlib.util.find_spec(name) is None:
+            raise UserError(
+                f"--format {fmt} needs the Python package '{name}', which is not installed "
+                "(pip install -r requirements.txt)"
+            )
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an OUTPUT we would have to clobber or could not write, before any work."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output '{output}' is a file; give a folder name")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UserError(f"--output '{output}' is not empty; pass --overwrite to replace it")
+    parent = output.resolve().parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write '{output}': folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write '{output}': folder '{parent}' is not writable")
+
+
+def build_archive(model, metadata: dict):
+    """A Keras ExportArchive whose `serve` endpoint preprocesses raw uint8 images itself,
+    and that endpoint's tf.function (what the ONNX converter takes).
+
+    The resize and scaling are ``to_model_input``, the same function training and
+    ``load_model.py`` use, so an exported model cannot drift from the Keras one.
+    """
+    import keras
+    import tensorflow as tf
+
+    from pyimagesearch.preprocessing import to_model_input
+
+    recipe = metadata["preprocessing"]
+    document = json.dumps(metadata, indent=2)
+
+    def serve(images: tf.Tensor) -> tf.Tensor:
+        return model(to_model_input(images, recipe), training=False)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    traced = archive.add_endpoint(
+        ENDPOINT, serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, "images")]
+    )
+    archive.add_endpoint("metadata", lambda: tf.constant(document), input_signature=[])
+    return archive, traced
+
+
+def write_onnx(serve, document: str, path: Path) -> None:
+    """tf2onnx on the archive's `serve` function, as Keras' own ONNX export does on TF."""
+    import onnx
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_function(serve, serve.input_signature)
+    onnx.helper.set_model_props(proto, {METADATA_NAME: document})
+    onnx.save(proto, str(path))
+
+
+def write_litert(archive, document: str, path: Path) -> None:
+    """The TF Lite converter on the SavedModel's `serve` signature, metadata added to the file.
+
+    Only `serve` is converted: the converter drops a signature without inputs, so the
+    JSON goes into the flatbuffer's own metadata table, where LiteRT tools look for it.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive.write_out(tmp, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[ENDPOINT])
+        flat = converter.convert()
+    litert_model = flatbuffer_utils.convert_bytearray_to_object(flat)
+    buffer = schema.BufferT()
+    buffer.data = list(document.encode())
+    litert_model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(litert_model.buffers) - 1
+    litert_model.metadata = [*(litert_model.metadata or []), entry]
+    path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(litert_model))
+
+
+def export(model, metadata: dict, fmt: str, folder: Path) -> None:
+    """Write FORMAT into FOLDER (which exists and is empty), plus pyimagesearch.json."""
+    archive, serve = build_archive(model, metadata)
+    document = json.dumps(metadata, indent=2)
+    if fmt == "tf_saved_model":
+        archive.write_out(str(folder), verbose=False)
+    elif fmt == "onnx":
+        write_onnx(serve, document, folder / FORMATS[fmt])
+    else:
+        write_litert(archive, document, folder / FORMATS[fmt])
+    (folder / METADATA_NAME).write_text(document + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    output = Path(args.output)
+    check_packages(args.format)
+    check_output(output, args.overwrite)
+
+    from pyimagesearch.serialization import load_model
+
+    print(f"[INFO] loading '{args.model}'...")
+    model, metadata = load_model(args.model)
+    print(f"[INFO] exporting to {args.format} (classes {metadata['class_names']})...")
+    # Build beside OUTPUT and rename at the end: a failed export leaves OUTPUT as it was.
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.resolve().parent))
+    try:
+        export(model, metadata, args.format, staging)
+    except Exception as error:  # converters raise many types; say which and why in one line
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = " ".join(str(error).split())[:300]
+        raise UserError(
+            f"cannot export to {args.format}: {type(error).__name__}: {reason}"
+        ) from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if output.exists():
+        shutil.rmtree(output)
+    staging.chmod(0o755)  # mkdtemp makes it private; OUTPUT should look like any folder
+    os.replace(staging, output)
+    print(f"[INFO] {args.format} export written to '{output}'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))
