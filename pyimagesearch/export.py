@@ -27,14 +27,23 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyimagesearch.errors import UserError, run_command
+
+if TYPE_CHECKING:  # imported lazily below: --help and early errors need no TensorFlow
+    import keras
+    import tensorflow as tf
 
 METADATA_NAME = "pyimagesearch.json"  # the same name as inside a saved .keras file
 FORMATS = {"tf_saved_model": None, "onnx": "model.onnx", "litert": "model.tflite"}
 # Python packages (import names) each format needs beyond TensorFlow and Keras.
 REQUIRED_PACKAGES = {"tf_saved_model": (), "onnx": ("tf2onnx", "onnx"), "litert": ()}
 ENDPOINT = "serve"
+# Resizes that the ONNX and LiteRT graphs reproduce as TensorFlow does (checked on this
+# stack): tf2onnx's "area" is off by up to 0.9 per pixel and its "bicubic" fails in
+# onnxruntime when shrinking; LiteRT has neither as a built-in op.
+PORTABLE_RESIZES = ("bilinear", "nearest")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,7 +89,19 @@ def check_output(output: Path, overwrite: bool) -> None:
         raise UserError(f"cannot write '{output}': folder '{parent}' is not writable")
 
 
-def build_archive(model, metadata: dict):
+def check_recipe(fmt: str, recipe: dict) -> None:
+    """Refuse an export that would preprocess differently from the Keras model."""
+    interpolation = recipe["interpolation"]
+    if fmt != "tf_saved_model" and interpolation not in PORTABLE_RESIZES:
+        raise UserError(
+            f"--format {fmt} cannot reproduce this model's '{interpolation}' resize "
+            f"(only {', '.join(PORTABLE_RESIZES)}); use --format tf_saved_model"
+        )
+
+
+def build_archive(
+    model: keras.Model, recipe: dict, document: str
+) -> tuple[keras.export.ExportArchive, tf.types.experimental.PolymorphicFunction]:
     """A Keras ExportArchive whose `serve` endpoint preprocesses raw uint8 images itself,
     and that endpoint's tf.function (what the ONNX converter takes).
 
@@ -91,9 +112,6 @@ def build_archive(model, metadata: dict):
     import tensorflow as tf
 
     from pyimagesearch.preprocessing import to_model_input
-
-    recipe = metadata["preprocessing"]
-    document = json.dumps(metadata, indent=2)
 
     def serve(images: tf.Tensor) -> tf.Tensor:
         return model(to_model_input(images, recipe), training=False)
@@ -107,7 +125,7 @@ def build_archive(model, metadata: dict):
     return archive, traced
 
 
-def write_onnx(serve, document: str, path: Path) -> None:
+def write_onnx(serve: tf.types.experimental.PolymorphicFunction, document: str, path: Path) -> None:
     """tf2onnx on the archive's `serve` function, as Keras' own ONNX export does on TF."""
     import onnx
     import tf2onnx
@@ -117,7 +135,7 @@ def write_onnx(serve, document: str, path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def write_litert(archive, document: str, path: Path) -> None:
+def write_litert(archive: keras.export.ExportArchive, document: str, path: Path) -> None:
     """The TF Lite converter on the SavedModel's `serve` signature, metadata added to the file.
 
     Only `serve` is converted: the converter drops a signature without inputs, so the
@@ -142,10 +160,10 @@ def write_litert(archive, document: str, path: Path) -> None:
     path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(litert_model))
 
 
-def export(model, metadata: dict, fmt: str, folder: Path) -> None:
+def export(model: keras.Model, metadata: dict, fmt: str, folder: Path) -> None:
     """Write FORMAT into FOLDER (which exists and is empty), plus pyimagesearch.json."""
-    archive, serve = build_archive(model, metadata)
     document = json.dumps(metadata, indent=2)
+    archive, serve = build_archive(model, metadata["preprocessing"], document)
     if fmt == "tf_saved_model":
         archive.write_out(str(folder), verbose=False)
     elif fmt == "onnx":
@@ -165,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[INFO] loading '{args.model}'...")
     model, metadata = load_model(args.model)
+    check_recipe(args.format, metadata["preprocessing"])
     print(f"[INFO] exporting to {args.format} (classes {metadata['class_names']})...")
     # Build beside OUTPUT and rename at the end: a failed export leaves OUTPUT as it was.
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.resolve().parent))
