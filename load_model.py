@@ -139,6 +139,13 @@ def show(path: str, image) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     paths = choose_samples(gather_images(args.images), args.samples, args.seed)
+    from pyimagesearch.serialization import check_writable
+
+    for target in (args.output, args.csv, args.confusion):
+        if target:
+            check_writable(target)
+    if Path(args.output).suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+        raise UserError(f"--output '{args.output}' must end in .png, .jpg, .jpeg or .bmp")
 
     import cv2
     import keras

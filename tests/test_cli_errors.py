@@ -124,3 +124,17 @@ def test_split_with_only_broken_files_is_an_error(synthetic_dataset: Path, tmp_p
         "save_model.py", "-d", str(synthetic_dataset), "-m", str(tmp_path / "m.model")
     )
     assert_clean_refusal(result, "testing split has no readable image")
+
+
+def test_load_model_checks_output_paths_before_loading(tmp_path: Path):
+    images = tmp_path / "images"
+    write_image(images / "a.png")
+    model = tmp_path / "any.model"
+    model.write_bytes(b"not looked at yet")
+    missing = tmp_path / "missing" / "out.csv"
+    result = run_script("load_model.py", "-i", str(images), "-m", str(model), "--csv", str(missing))
+    assert_clean_refusal(result, "does not exist")
+    result = run_script(
+        "load_model.py", "-i", str(images), "-m", str(model), "-o", str(tmp_path / "m.txt")
+    )
+    assert_clean_refusal(result, "must end in .png")
