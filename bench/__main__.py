@@ -90,12 +90,19 @@ def train_rows(project: Child, legacy: Child, train_images: int) -> list:
     ]  # fmt: skip
 
 
-def infer_rows(bulk: tuple[Child, Child], sample: tuple[Child, Child], images: int) -> list:
+def infer_rows(
+    bulk: tuple[Child, Child], sample: tuple[Child, Child], images: int, bf16: Child
+) -> list:
     (pb, lb), (ps, ls) = bulk, sample
-    classify = [per_second(c.report.get("images", 0), c.report.get("classify_s")) for c in bulk]
+
+    def rate(child: Child) -> float | None:
+        return per_second(child.report.get("images", 0), child.report.get("classify_s"))
+
     return [
         (f"bulk {images} images: classification images/s (child's timer, decode incl.)",
-         *classify, ".1f"),
+         rate(pb), rate(lb), ".1f"),
+        (f"bulk {images} images: same, project with `--precision mixed_bfloat16`",
+         rate(bf16), rate(lb), ".1f"),
         (f"bulk {images} images: end-to-end wall time incl. start-up, s", pb.wall_s, lb.wall_s,
          ".1f"),
         (f"bulk {images} images: end-to-end images/s", images / pb.wall_s, images / lb.wall_s,
@@ -155,6 +162,13 @@ def run(args: argparse.Namespace, work: Path) -> str:
          "--output", str(work / "bulk.png")],
         logs,
     )  # fmt: skip
+    project_bulk_bf16 = run_child(
+        "project-bulk-bf16",
+        ["-m", "bench.instrument", "load_model.py", "--images", str(images_dir), "--model",
+         model, "--samples", "0", "--csv", str(work / "bulk16.csv"),
+         "--output", str(work / "bulk16.png"), "--precision", "mixed_bfloat16"],
+        logs,
+    )  # fmt: skip
     legacy_bulk = run_child(
         "legacy-bulk",
         ["-m", "bench.legacy", "predict", "--images", str(images_dir), "--model", legacy_model],
@@ -175,7 +189,9 @@ def run(args: argparse.Namespace, work: Path) -> str:
 
     table = markdown_table(
         train_rows(project_train, legacy_train, train_images)
-        + infer_rows((project_bulk, legacy_bulk), (project_sample, legacy_sample), images)
+        + infer_rows(
+            (project_bulk, legacy_bulk), (project_sample, legacy_sample), images, project_bulk_bf16
+        )
     )
     source = args.images or args.dataset
     return "\n".join(
