@@ -320,6 +320,7 @@ def train(config: TrainConfig) -> TrainResult:
         "batch_size": config.batch_size,
         "training_precision": precision,
         "schedule": config.schedule,
+        "history": history,
         "final_metrics": {
             **{k: v[-1] for k, v in history.items()},
             "test_accuracy": float((predictions == test_labels).mean()),
