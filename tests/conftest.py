@@ -91,12 +91,18 @@ def write_image(
     return path
 
 
+def write_dataset(root: Path, counts: dict[str, int], size=(90, 70)) -> Path:
+    """root/<split>/{Parasitized,Uninfected}/ with counts[split] random images per class."""
+    for split, count in counts.items():
+        for label, name in enumerate(("Parasitized", "Uninfected")):
+            for i in range(count):
+                write_image(
+                    root / split / name / f"{name}_{i}.png", size=size, seed=label * 1000 + i
+                )
+    return root
+
+
 @pytest.fixture
 def synthetic_dataset(tmp_path: Path) -> Path:
     """training/validation/testing with two classes of a few random images each."""
-    root = tmp_path / "synthetic"
-    for split, count in (("training", 8), ("validation", 4), ("testing", 4)):
-        for label, name in enumerate(("Parasitized", "Uninfected")):
-            for i in range(count):
-                write_image(root / split / name / f"{name}_{i}.png", seed=label * 1000 + i)
-    return root
+    return write_dataset(tmp_path / "synthetic", {"training": 8, "validation": 4, "testing": 4})

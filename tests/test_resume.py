@@ -12,19 +12,15 @@ import numpy as np
 import pytest
 
 from pyimagesearch.serialization import load_model
-from tests.conftest import ROOT, run_script, write_image
+from tests.conftest import ROOT, run_script, write_dataset
 
 ARGS = ["--epochs", "3", "--batch-size", "2", "--seed", "5"]
 
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    for split, count in (("training", 16), ("validation", 2), ("testing", 2)):
-        for label, name in enumerate(("Parasitized", "Uninfected")):
-            for i in range(count):
-                write_image(root / split / name / f"{i}.png", size=(40, 40), seed=label * 999 + i)
-    return root
+    counts = {"training": 16, "validation": 2, "testing": 2}
+    return write_dataset(tmp_path / "data", counts, size=(40, 40))
 
 
 def start_training(dataset: Path, model: Path, *extra: str) -> subprocess.Popen:
