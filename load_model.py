@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     class_names = metadata["class_names"]
     recipe = metadata["preprocessing"]
 
-    predict = make_predictor(model, args.precision)
+    batches = -(-len(paths) // args.batch_size)
+    predict = make_predictor(model, args.precision, batches)
     print(f"[INFO] classifying {len(paths)} images...")
     csv_file = open(args.csv, "w", newline="") if args.csv else None
     writer = csv.writer(csv_file) if csv_file else None

@@ -29,15 +29,18 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     return copy
 
 
-def make_predictor(model: keras.Model, precision: str = "float32") -> Predictor:
-    """One traced function for all batch sizes.
+def make_predictor(model: keras.Model, precision: str = "float32", batches: int = 2) -> Predictor:
+    """One traced function for all batch sizes, or a plain call for a single batch.
 
     ``model.predict_on_batch`` pays about 2x in per-call overhead on a small CPU
-    (measured in bench/), so the loader calls a ``tf.function`` of the model itself.
-    ``mixed_bfloat16`` is faster on CPUs with AMX but changes probabilities in the
-    fourth decimal; float32 gives exactly what Keras' own predict gives.
+    (measured in bench/), so the loader calls a ``tf.function`` of the model itself;
+    tracing it costs about 0.3 s more than one eager call, so a single batch (the
+    16-image default) runs eagerly. ``mixed_bfloat16`` is faster on CPUs with AMX but
+    changes probabilities in the fourth decimal; float32 gives what Keras' predict gives.
     """
     network = with_precision(model, precision)
+    if batches <= 1:
+        return lambda images: np.asarray(network(images, training=False), dtype="float32")
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
 
     @tf.function(input_signature=[spec])
