@@ -1,0 +1,77 @@
+"""Hostile and odd input through the real loader: no crash, clear words, nothing damaged."""
+
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyimagesearch.data import iter_decoded_batches
+from pyimagesearch.preprocessing import default_recipe
+from pyimagesearch.serialization import load_model, save_model
+from pyimagesearch.train import build_model
+from tests.conftest import run_script, write_dataset, write_image
+from tests.test_resume import read_until, start_training
+
+METADATA = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.model"
+    provenance = {"keras_version": "0.0.1", "epochs": 1, "seed": 1, "saved_at": "then"}
+    save_model(build_model(2), path, {**METADATA, "provenance": provenance})
+    return path
+
+
+def test_fuzzed_files_never_crash_the_loader(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    good = write_image(tmp_path / "good.png").read_bytes()
+    paths = []
+    for i in range(150):
+        (tmp_path / f"random_{i}.png").write_bytes(rng.bytes(int(rng.integers(0, 2000))))
+        mutated = bytearray(good)
+        for position in rng.integers(0, len(good), int(rng.integers(1, 20))):
+            mutated[position] = int(rng.integers(0, 256))
+        cut = int(rng.integers(1, len(good) + 1))
+        (tmp_path / f"mutated_{i}.png").write_bytes(bytes(mutated[:cut]))
+        paths += [str(tmp_path / f"random_{i}.png"), str(tmp_path / f"mutated_{i}.png")]
+    paths.append(str(tmp_path / "good.png"))
+    kept = np.concatenate([i for i, _ in iter_decoded_batches(paths, default_recipe(), 32)])
+    assert len(paths) - 1 in kept  # the intact file always comes through
+    assert len(kept) < len(paths)
+
+
+def test_folder_with_no_readable_image(tmp_path: Path, tiny_model_file: Path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"\x89PNG broken")
+    (images / "b.jpg").write_bytes(b"")
+    result = run_script("load_model.py", "-i", str(images), "-m", str(tiny_model_file),
+                        "-o", str(tmp_path / "m.png"))  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "none of the images could be read" in result.stderr
+
+
+def test_loader_summarises_provenance_and_warns_on_another_keras(
+    tmp_path: Path, tiny_model_file: Path
+):
+    write_image(tmp_path / "images" / "a.png")
+    result = run_script("load_model.py", "-i", str(tmp_path / "images"),
+                        "-m", str(tiny_model_file), "-o", str(tmp_path / "m.png"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "saved then with Keras 0.0.1" in result.stdout
+    assert "model saved with Keras 0.0.1, running Keras" in result.stderr
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path):
+    dataset = write_dataset(tmp_path / "data", {"training": 16, "validation": 2, "testing": 2},
+                            size=(40, 40))  # fmt: skip
+    model = tmp_path / "t.model"
+    process = start_training(dataset, model)
+    read_until(process, b"Epoch 2/3")
+    process.send_signal(signal.SIGTERM)
+    output = process.stdout.read().decode()
+    assert process.wait(timeout=300) == 130, output[-3000:]
+    assert "--resume" in output and "Traceback" not in output
+    assert load_model(Path(str(model) + ".checkpoint"))[1]["checkpoint"]["epoch"] == 1
