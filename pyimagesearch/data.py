@@ -61,7 +61,7 @@ def scan_dataset(dataset_dir: str | Path) -> dict[str, Split]:
     if missing:
         raise UserError(
             f"dataset folder '{root}' lacks {', '.join(missing)}; build one with "
-            "'python -m pyimagesearch.build_dataset --output {root}'"
+            f"'python -m pyimagesearch.build_dataset --output {root}'"
         )
     splits = {name: list_split(root / name) for name in SPLITS}
     reference = splits["training"].class_names
