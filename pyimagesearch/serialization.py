@@ -62,6 +62,10 @@ def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
                 archive.writestr(METADATA_NAME, document)
         with open(tmp_name, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); give it the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

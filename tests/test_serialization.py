@@ -1,5 +1,7 @@
 """Saving and loading: any path, exact round trip, atomic replace, safe mode, clear refusals."""
 
+import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -33,6 +35,9 @@ def test_round_trip_gives_identical_predictions(tmp_path: Path, model, name):
     assert metadata["preprocessing"] == METADATA["preprocessing"]
     assert np.array_equal(loaded.predict(BATCH, verbose=0), model.predict(BATCH, verbose=0))
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # like any file the user saves
 
 
 def test_failed_save_keeps_the_previous_model(tmp_path: Path, model, monkeypatch):
