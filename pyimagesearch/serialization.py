@@ -40,14 +40,43 @@ def check_writable(path: str | Path) -> None:
         raise UserError(f"cannot save to '{path}': folder '{folder}' is not writable")
 
 
+def temporary_prefix(path: Path) -> str:
+    return f".{path.name}.saving."
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete half-written saves left by a process that was killed (SIGKILL, power loss).
+
+    Their name carries the writer's process id; one whose writer is gone is garbage.
+    """
+    prefix = temporary_prefix(path)
+    for leftover in path.parent.glob(f"{prefix}*"):
+        pid = leftover.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
     """Save the model with its metadata, replacing PATH atomically."""
     path = Path(path)
     legacy = path.suffix.lower() in LEGACY_SUFFIXES
     document = json.dumps({"format": METADATA_FORMAT, **metadata}, indent=2)
+    remove_stale_temporaries(path)
     # Same folder as PATH, so the final rename never crosses file systems.
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".h5" if legacy else ".keras", dir=path.parent
+        prefix=f"{temporary_prefix(path)}{os.getpid()}.",
+        suffix=".h5" if legacy else ".keras",
+        dir=path.parent,
     )
     os.close(fd)
     try:

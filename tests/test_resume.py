@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyimagesearch.serialization import load_model
+from pyimagesearch.serialization import load_model, save_model
 from tests.conftest import ROOT, run_script, write_dataset
 
 ARGS = ["--epochs", "3", "--batch-size", "2", "--seed", "5"]
@@ -126,5 +126,19 @@ def test_sigkill_never_damages_the_previous_model(dataset: Path, tmp_path: Path)
         process.wait()
         loaded, metadata = load_model(model)  # the file at --model is always whole
         assert metadata["class_names"] == ["Parasitized", "Uninfected"]
-        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.model")]
     assert model.read_bytes() == before or load_model(model)[1]["provenance"]["epochs"] == 3
+
+    # A kill during the save can leave a half-written temporary beside --model; the next
+    # save removes those whose writer is dead and leaves a live writer's alone.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        stale = tmp_path / f".m.model.saving.{dead.pid}.x1.keras"
+        busy = tmp_path / f".m.model.saving.{alive.pid}.x2.keras"
+        stale.write_bytes(b"half")
+        busy.write_bytes(b"half")
+        save_model(loaded, model, metadata)
+        alive.kill()
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.model"))
+    assert leftovers == [busy.name]
+    assert load_model(model)[1]["class_names"] == ["Parasitized", "Uninfected"]
