@@ -1,9 +1,11 @@
-"""python -m bench --dataset DIR [--epochs 25] [--images DIR] [--limit N] [--smoke]
+"""python -m bench --dataset DIR [--epochs 25] [--seeds 1 2 3] [--images DIR] [--limit N] [--smoke]
 
-Trains, bulk-classifies and classifies 16 images with the project and with the
-tf_keras legacy reference (``bench.legacy``), each in its own process, and prints a
-markdown table of wall times, throughputs, test accuracies and peak RSS, with the
-ratio project / legacy. The table and a description of the machine go to --output.
+Trains (once per seed, project and legacy alternating), bulk-classifies and
+classifies 16 images with the project and with the tf_keras legacy reference
+(``bench.legacy``), each in its own process, and prints a markdown table of wall
+times, throughputs, test accuracies (each seed and their mean) and peak RSS, with
+the ratio project / legacy. Times are means over the seeds. The table and a
+description of the machine go to --output.
 """
 
 from __future__ import annotations
@@ -39,11 +41,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=25, help="default: 25")
     parser.add_argument("--images", help="bulk-inference images (default: the dataset folder)")
     parser.add_argument("--limit", type=int, default=0, help="cap the bulk images (0 = all)")
-    parser.add_argument("--seed", type=int, default=42, help="default: 42")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3],
+        help="training seeds; the first also draws the images (default: 1 2 3)",
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help=f"CI check: {SMOKE_EPOCHS} epoch, {SMOKE_IMAGES} images per split and to classify",
+        help=f"CI check: {SMOKE_EPOCHS} epoch, one seed, {SMOKE_IMAGES} images per split and "
+        "to classify",
     )
     parser.add_argument(
         "--output",
@@ -53,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.epochs, args.limit = SMOKE_EPOCHS, SMOKE_IMAGES
+        args.epochs, args.limit, args.seeds = SMOKE_EPOCHS, SMOKE_IMAGES, args.seeds[:1]
     if args.output is None:
         smoke = Path(tempfile.gettempdir(), "bench_smoke_RESULTS.md")
         args.output = str(smoke if args.smoke else Path(__file__).parent / "RESULTS.md")
@@ -64,7 +73,14 @@ def per_second(count: int, seconds: float | None) -> float | None:
     return count / seconds if seconds else None
 
 
-def train_rows(project: Child, legacy: Child, train_images: int) -> list:
+def mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def train_rows(
+    project: list[Child], legacy: list[Child], train_images: int, seeds: list[int]
+) -> list:
     def steady(child: Child) -> float | None:
         later = child.report.get("epoch_train_s", [])[1:]
         return per_second(train_images * len(later), sum(later)) if later else None
@@ -73,20 +89,26 @@ def train_rows(project: Child, legacy: Child, train_images: int) -> list:
         epochs = child.report.get("epoch_train_s", [])
         return per_second(train_images * len(epochs), sum(epochs))
 
-    def pick(key: str) -> tuple[float | None, float | None]:
-        return project.report.get(key), legacy.report.get(key)
+    def both(measure) -> tuple[float | None, float | None]:
+        return mean([measure(c) for c in project]), mean([measure(c) for c in legacy])
 
+    def accuracy(child: Child) -> float | None:
+        return child.report.get("test_accuracy")
+
+    runs = f"mean of {len(seeds)} runs" if len(seeds) > 1 else "one run"
     return [
-        ("training: run wall time, s (start-up, data, fit, test, save)", project.wall_s,
-         legacy.wall_s, ".1f"),
-        ("training: CPU time (user+sys), s", project.cpu_s, legacy.cpu_s, ".1f"),
-        ("training: `fit` wall time incl. validation, s", *pick("fit_s"), ".1f"),
-        ("training: images/s, all epochs (augmentation on)", overall(project), overall(legacy),
-         ".1f"),
-        ("training: images/s, epochs 2+ (augmentation on)", steady(project), steady(legacy),
-         ".1f"),
-        ("training: test accuracy", *pick("test_accuracy"), ".4f"),
-        ("training: peak RSS, MiB", project.peak_rss_mib, legacy.peak_rss_mib, ".0f"),
+        (f"training: run wall time, s (start-up, data, fit, test, save; {runs})",
+         *both(lambda c: c.wall_s), ".1f"),
+        ("training: CPU time (user+sys), s", *both(lambda c: c.cpu_s), ".1f"),
+        ("training: `fit` wall time incl. validation, s",
+         *both(lambda c: c.report.get("fit_s")), ".1f"),
+        ("training: images/s, all epochs (augmentation on)", *both(overall), ".1f"),
+        ("training: images/s, epochs 2+ (augmentation on)", *both(steady), ".1f"),
+        *[(f"training: test accuracy, seed {seed}", accuracy(p), accuracy(c), ".4f")
+          for seed, p, c in zip(seeds, project, legacy, strict=True)],
+        (f"training: test accuracy, mean of {len(seeds)} seed(s)", *both(accuracy), ".4f"),
+        ("training: peak RSS, MiB (largest run)",
+         max(c.peak_rss_mib for c in project), max(c.peak_rss_mib for c in legacy), ".0f"),
     ]  # fmt: skip
 
 
@@ -131,30 +153,40 @@ def run(args: argparse.Namespace, work: Path) -> str:
     machine = describe_machine()
     if args.smoke:  # a few images per split: start-up and tracing dominate anyway
         for split in SPLITS:
-            link_images(dataset / split, work / "dataset" / split, SMOKE_IMAGES, args.seed)
+            link_images(dataset / split, work / "dataset" / split, SMOKE_IMAGES, args.seeds[0])
         dataset = work / "dataset"
     train_images = len(list_images(dataset / "training"))
     images_dir = work / "images"
-    images = link_images(Path(args.images or dataset), images_dir, args.limit, args.seed)
+    images = link_images(Path(args.images or dataset), images_dir, args.limit, args.seeds[0])
     warm_cache([dataset, images_dir])
     logs = work / "logs"
     logs.mkdir()
-    model, legacy_model = str(work / "project.model"), str(work / "legacy.h5")
-    epochs, seed = str(args.epochs), str(args.seed)
-
-    project_train = run_child(
-        "project-train",
-        ["-m", "bench.instrument", "save_model.py", "-d", str(dataset), "-m", model,
-         "-p", str(work / "plot.png"), "--epochs", epochs, "--seed", seed],
-        logs,
-    )  # fmt: skip
-    project_train.report["test_accuracy"] = saved_test_accuracy(model)
-    legacy_train = run_child(
-        "legacy-train",
-        ["-m", "bench.legacy", "train", "--dataset", str(dataset), "--model", legacy_model,
-         "--epochs", epochs, "--seed", seed],
-        logs,
-    )  # fmt: skip
+    epochs, seed = str(args.epochs), str(args.seeds[0])
+    project_train, legacy_train = [], []
+    for run_seed in map(str, args.seeds):
+        model, legacy_model = (
+            str(work / f"project{run_seed}.model"),
+            str(work / f"legacy{run_seed}.h5"),
+        )
+        project_train.append(
+            run_child(
+                f"project-train-seed{run_seed}",
+                ["-m", "bench.instrument", "save_model.py", "-d", str(dataset), "-m", model,
+                 "-p", str(work / "plot.png"), "--epochs", epochs, "--seed", run_seed],
+                logs,
+            )
+        )  # fmt: skip
+        project_train[-1].report["test_accuracy"] = saved_test_accuracy(model)
+        legacy_train.append(
+            run_child(
+                f"legacy-train-seed{run_seed}",
+                ["-m", "bench.legacy", "train", "--dataset", str(dataset), "--model",
+                 legacy_model, "--epochs", epochs, "--seed", run_seed],
+                logs,
+            )
+        )  # fmt: skip
+    # Inference uses the models of the first seed.
+    model, legacy_model = str(work / f"project{seed}.model"), str(work / f"legacy{seed}.h5")
     project_bulk = run_child(
         "project-bulk",
         ["-m", "bench.instrument", "load_model.py", "--images", str(images_dir), "--model",
@@ -188,7 +220,7 @@ def run(args: argparse.Namespace, work: Path) -> str:
     )  # fmt: skip
 
     table = markdown_table(
-        train_rows(project_train, legacy_train, train_images)
+        train_rows(project_train, legacy_train, train_images, args.seeds)
         + infer_rows(
             (project_bulk, legacy_bulk), (project_sample, legacy_sample), images, project_bulk_bf16
         )
@@ -200,7 +232,8 @@ def run(args: argparse.Namespace, work: Path) -> str:
             "",
             f"Machine: {machine}.",
             "",
-            f"Settings: {args.epochs} epoch(s), seed {args.seed}, {train_images} training images "
+            f"Settings: {args.epochs} epoch(s), seed(s) {' '.join(map(str, args.seeds))}, "
+            f"{train_images} training images "
             f"from `{args.dataset}`; bulk inference over {images} images from `{source}`. "
             "Legacy inference loads the HDF5 model that `bench.legacy train` trained.",
             "",
