@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if writer:
         writer.writerow(["path", "label", *[f"p_{name}" for name in class_names]])
     progress = keras.utils.Progbar(len(paths), unit_name="image") if len(paths) > 256 else None
-    kept, tiles, truths, predictions = [], [], [], []
+    kept, tiles, truths, scores = [], [], [], []
     try:
         for indices, probabilities in iter_predictions(predict, paths, recipe, args.batch_size):
             for index, row in zip(indices, probabilities, strict=True):
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 true_label = parent if parent in class_names else None
                 kept.append(index)
                 truths.append(true_label)
-                predictions.append(label)
+                scores.append(row)
                 if writer:
                     writer.writerow([path, label, *[f"{p:.6f}" for p in row]])
                 if len(tiles) < MONTAGE_TILES:
@@ -200,27 +200,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         print(f"[INFO] predictions written to '{args.csv}'")
 
-    known = [(t, p) for t, p in zip(truths, predictions, strict=True) if t is not None]
+    known = [i for i, truth in enumerate(truths) if truth is not None]
     if known:
-        from sklearn.metrics import classification_report, confusion_matrix
+        from pyimagesearch.evaluation import print_report
 
-        true_labels, predicted_labels = zip(*known, strict=True)
-        correct = sum(t == p for t, p in known)
-        print(f"[INFO] {correct}/{len(known)} correct where the folder names the class")
-        print(
-            classification_report(
-                true_labels, predicted_labels, labels=class_names, digits=4, zero_division=0
-            )
-        )
-        matrix = confusion_matrix(true_labels, predicted_labels, labels=class_names)
-        print("[INFO] confusion matrix (rows: true, columns: predicted)")
-        width = max(len(name) for name in class_names)
-        for name, row in zip(class_names, matrix, strict=True):
-            print(f"  {name:>{width}}  " + "  ".join(f"{count:>{width}}" for count in row))
+        labels = np.asarray([class_names.index(truths[i]) for i in known])
+        known_probabilities = np.stack([scores[i] for i in known])
+        print_report([paths[kept[i]] for i in known], labels, known_probabilities, class_names)
         if args.confusion:
             from pyimagesearch.plots import plot_confusion_matrix
 
-            plot_confusion_matrix(true_labels, predicted_labels, class_names, args.confusion)
+            predicted = known_probabilities.argmax(axis=1)
+            plot_confusion_matrix(
+                [class_names[i] for i in labels],
+                [class_names[i] for i in predicted],
+                class_names,
+                args.confusion,
+            )
             print(f"[INFO] confusion matrix written to '{args.confusion}'")
     elif args.confusion:
         print("[INFO] no folder names a class, so there is no confusion matrix to draw")

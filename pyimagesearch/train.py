@@ -27,6 +27,7 @@ from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.data import load_split, make_dataset, scan_dataset
 from pyimagesearch.distribute import make_strategy, split_cpu
 from pyimagesearch.errors import UserError
+from pyimagesearch.evaluation import clinical_metrics, format_metrics
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.serialization import load_model, save_model
@@ -191,24 +192,6 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
     return model, state
 
 
-def clinical_metrics(labels, probabilities, class_names: list[str]) -> dict[str, float]:
-    """Sensitivity (Parasitized found), specificity (Uninfected cleared) and ROC AUC."""
-    if len(class_names) != 2 or "Parasitized" not in class_names:
-        return {}
-    from sklearn.metrics import recall_score, roc_auc_score
-
-    positive = class_names.index("Parasitized")
-    is_positive = labels == positive
-    said_positive = probabilities.argmax(axis=1) == positive
-    metrics = {
-        "sensitivity": float(recall_score(is_positive, said_positive, zero_division=0)),
-        "specificity": float(recall_score(~is_positive, ~said_positive, zero_division=0)),
-    }
-    if 0 < is_positive.sum() < len(labels):
-        metrics["auc"] = float(roc_auc_score(is_positive, probabilities[:, positive]))
-    return metrics
-
-
 def train(config: TrainConfig) -> TrainResult:
     """Train on DIR/training, watch DIR/validation, report on DIR/testing."""
     splits = scan_dataset(config.dataset)
@@ -306,7 +289,7 @@ def train(config: TrainConfig) -> TrainResult:
     )
     clinical = clinical_metrics(test_labels, probabilities, class_names)
     if clinical:
-        report += "\n" + "  ".join(f"{k}: {v:.4f}" for k, v in clinical.items()) + "\n"
+        report += "\n" + format_metrics(clinical) + "\n"
     metadata["provenance"] = {
         "project_version": pyimagesearch.__version__,
         "tensorflow_version": tf.__version__,
