@@ -94,6 +94,10 @@ def test_load_model_classifies_in_a_fresh_process(
     np.testing.assert_allclose(got, expected, atol=2e-6)
     labels = [metadata["class_names"][i] for i in expected.argmax(axis=1)]
     assert [row["label"] for row in rows] == labels
+    # The printed report agrees with the table on which predictions match their folder.
+    correct = sum(row["label"] == Path(row["path"]).parent.name for row in rows)
+    assert f"[INFO] {correct}/16 correct where the folder names the class" in result.stdout
+    assert "[INFO] sensitivity: " in result.stdout
 
 
 def test_same_seed_same_sample(trained_model: Path, tutorial_dataset: Path, tmp_path: Path):
