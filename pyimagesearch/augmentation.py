@@ -9,20 +9,33 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+AUGMENTATIONS = ("tutorial", "any-orientation")
 
-def build_augmenter(seed: int | None = None) -> keras.Sequential:
-    """Rotation 20 degrees, zoom 0.05, shifts 0.05, a small shear, horizontal flips,
-    nearest fill: the legacy ``ImageDataGenerator`` recipe."""
+
+def build_augmenter(seed: int | None = None, kind: str = "tutorial") -> keras.Sequential:
+    """ "tutorial": rotation 20 degrees, zoom 0.05, shifts 0.05, a small shear, horizontal
+    flips, nearest fill, the legacy ``ImageDataGenerator`` recipe. "any-orientation":
+    the same, but any rotation and vertical flips too, since a cell on a slide has no up;
+    corners come in black, like the background of the NIH crops."""
 
     def layer_seed(offset: int) -> int | None:
         return None if seed is None else seed + offset
 
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {kind!r}; expected one of {AUGMENTATIONS}")
+    any_orientation = kind == "any-orientation"
+    rotation = (
+        layers.RandomRotation(0.5, fill_mode="constant", dtype="float32", seed=layer_seed(1))
+        if any_orientation
+        else layers.RandomRotation(
+            20 / 360, fill_mode="nearest", dtype="float32", seed=layer_seed(1)
+        )
+    )
+    flips = "horizontal_and_vertical" if any_orientation else "horizontal"
     # float32 whatever the training precision: the model casts its own inputs.
     return keras.Sequential(
         [
-            layers.RandomRotation(
-                20 / 360, fill_mode="nearest", dtype="float32", seed=layer_seed(1)
-            ),
+            rotation,
             layers.RandomZoom(0.05, 0.05, fill_mode="nearest", dtype="float32", seed=layer_seed(2)),
             layers.RandomTranslation(
                 0.05, 0.05, fill_mode="nearest", dtype="float32", seed=layer_seed(3)
@@ -30,7 +43,7 @@ def build_augmenter(seed: int | None = None) -> keras.Sequential:
             layers.RandomShear(
                 0.05, 0.05, fill_mode="nearest", dtype="float32", seed=layer_seed(4)
             ),
-            layers.RandomFlip("horizontal", dtype="float32", seed=layer_seed(5)),
+            layers.RandomFlip(flips, dtype="float32", seed=layer_seed(5)),
         ],
         name="augmentation",
     )

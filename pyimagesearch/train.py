@@ -48,6 +48,7 @@ class TrainConfig:
     distribute: str | None = None
     cpu_devices: int = 1
     schedule: str = "time-decay"
+    augmentation: str = "tutorial"
     verbose: int = 1
 
 
@@ -239,7 +240,7 @@ def train(config: TrainConfig) -> TrainResult:
             train_ds = make_dataset(
                 *arrays["training"],
                 config.batch_size,
-                augment=build_augmenter(epoch_seed(seed, epoch)),
+                augment=build_augmenter(epoch_seed(seed, epoch), config.augmentation),
                 shuffle_seed=epoch_seed(seed, epoch),
             )
             result = model.fit(
@@ -303,6 +304,7 @@ def train(config: TrainConfig) -> TrainResult:
         "batch_size": config.batch_size,
         "training_precision": precision,
         "schedule": config.schedule,
+        "augmentation": config.augmentation,
         "history": history,
         "final_metrics": {
             **{k: v[-1] for k, v in history.items()},
