@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pyimagesearch.augmentation import AUGMENTATIONS
 from pyimagesearch.errors import run_command
 
 RECIPES = {
@@ -62,6 +63,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "ways, for the whole NIH set split by patient",
     )
     parser.add_argument("-e", "--epochs", type=positive_int, help="default: from --recipe")
+    parser.add_argument(
+        "--schedule",
+        choices=("time-decay", "cosine"),
+        help="learning rate: time-decay is the original lr / (1 + decay * iterations); cosine "
+        "warms up for one epoch, then falls to zero (default: from --recipe)",
+    )
+    parser.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        help="tutorial: the original's; any-orientation: any rotation and both flips "
+        "(default: from --recipe)",
+    )
     parser.add_argument("-b", "--batch-size", type=positive_int, help="default: from --recipe")
     parser.add_argument(
         "-s", "--seed", type=int, default=None, help="random seed for a repeatable run"
@@ -100,8 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     recipe = RECIPES[args.recipe]
     args.epochs = args.epochs or recipe["epochs"]
     args.batch_size = args.batch_size or recipe["batch_size"]
-    args.schedule = recipe["schedule"]
-    args.augmentation = recipe["augmentation"]
+    args.schedule = args.schedule or recipe["schedule"]
+    args.augmentation = args.augmentation or recipe["augmentation"]
     return args
 
 

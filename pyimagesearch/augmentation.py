@@ -6,17 +6,21 @@ holds no random layers, and the model itself stays XLA-friendly.
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported in build_augmenter: save_model.py --help needs no TensorFlow
+    import keras
 
 AUGMENTATIONS = ("tutorial", "any-orientation")
 
 
 def build_augmenter(seed: int | None = None, kind: str = "tutorial") -> keras.Sequential:
-    """ "tutorial": rotation 20 degrees, zoom 0.05, shifts 0.05, a small shear, horizontal
+    """The tutorial's: rotation 20 degrees, zoom 0.05, shifts 0.05, a small shear, horizontal
     flips, nearest fill, the legacy ``ImageDataGenerator`` recipe. "any-orientation":
     the same, but any rotation and vertical flips too, since a cell on a slide has no up;
     corners come in black, like the background of the NIH crops."""
+
+    from keras import Sequential, layers
 
     def layer_seed(offset: int) -> int | None:
         return None if seed is None else seed + offset
@@ -33,7 +37,7 @@ def build_augmenter(seed: int | None = None, kind: str = "tutorial") -> keras.Se
     )
     flips = "horizontal_and_vertical" if any_orientation else "horizontal"
     # float32 whatever the training precision: the model casts its own inputs.
-    return keras.Sequential(
+    return Sequential(
         [
             rotation,
             layers.RandomZoom(0.05, 0.05, fill_mode="nearest", dtype="float32", seed=layer_seed(2)),
