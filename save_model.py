@@ -91,10 +91,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
-        default="auto",
-        help="training arithmetic (default auto: mixed_float16 on a GPU, mixed_bfloat16 on "
-        "CPUs with AMX, else float32); the saved model is float32 either way",
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        default="float32",
+        help="training arithmetic (default float32). mixed_bfloat16 trains about 1.3x faster "
+        "on CPUs with AMX, mixed_float16 is for GPUs; both cost this recipe accuracy in our "
+        "runs. The saved model is float32 either way",
     )
     parser.add_argument(
         "--distribute",

@@ -1,20 +1,18 @@
-"""Training-speed choices made at run time, none of which reach the saved model.
+"""Training-speed choices, none of which reach the saved model.
 
 Measured on a 2-core CPU (see bench/RESULTS.md): Keras 3's BatchNormalization on
 the TensorFlow backend is computed from unfused moments and dominates the step;
-TensorFlow's fused kernel trains the same network about 1.4x faster, and with
-bfloat16 matrix units (AMX) another 1.3x. The model saved for users is rebuilt
-with the stock layer in float32 and the trained weights, so it loads anywhere.
+TensorFlow's fused kernel trains the same network about 1.4x faster. bfloat16 on
+AMX matrix units is another 1.3x, but costs accuracy with this recipe (one of five
+seeds never learned), so training stays float32 unless asked otherwise. The model
+saved for users is rebuilt with the stock layer in float32 and the trained
+weights, so it loads anywhere.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 import tensorflow as tf
-
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 @keras.saving.register_keras_serializable(package="pyimagesearch")
@@ -47,19 +45,3 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             is_training=False,
         )
         return outputs
-
-
-def has_amx_bf16() -> bool:
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
-def choose_precision(requested: str = "auto") -> str:
-    """mixed_float16 on a GPU, mixed_bfloat16 on CPUs with AMX, float32 elsewhere."""
-    if requested != "auto":
-        return requested
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return "mixed_bfloat16" if has_amx_bf16() else "float32"

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import keras
 
+# Registers FusedBatchNormalization, which training checkpoints hold, with Keras.
+import pyimagesearch.acceleration  # noqa: F401
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import INTERPOLATIONS
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from sklearn.metrics import classification_report
 
 import pyimagesearch
-from pyimagesearch.acceleration import FusedBatchNormalization, choose_precision
+from pyimagesearch.acceleration import FusedBatchNormalization
 from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.data import load_split, make_dataset, scan_dataset
 from pyimagesearch.distribute import make_strategy, split_cpu
@@ -44,7 +44,7 @@ class TrainConfig:
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
     checkpoint: str | None = None
     resume: bool = False
-    precision: str = "auto"
+    precision: str = "float32"
     distribute: str | None = None
     cpu_devices: int = 1
     schedule: str = "time-decay"
@@ -180,7 +180,7 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
     expected = {
         "epochs": config.epochs,
         "batch_size": config.batch_size,
-        "precision": choose_precision(config.precision),
+        "precision": config.precision,
     }
     saved = {k: state.get(k) for k in expected}
     if saved != expected or metadata["class_names"] != class_names:
@@ -204,7 +204,7 @@ def train(config: TrainConfig) -> TrainResult:
     strategy = make_strategy(config.distribute)
     if config.distribute:
         print(f"[INFO] {config.distribute} training on {strategy.num_replicas_in_sync} devices")
-    precision = choose_precision(config.precision)
+    precision = config.precision
     keras.mixed_precision.set_global_policy(precision)
     print(f"[INFO] training precision: {precision}")
     # Model, optimizer and checkpoint variables must be made under the strategy.
