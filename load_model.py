@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--precision",
         choices=("float32", "mixed_bfloat16"),
         default="float32",
-        help="float32 (default) gives exactly Keras' probabilities; mixed_bfloat16 is faster "
-        "on CPUs with AMX, probabilities differ in the fourth decimal",
+        help="float32 (default) gives exactly Keras' probabilities; mixed_bfloat16 can be "
+        "faster on CPUs with AMX, probabilities differ in the fourth decimal",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = parser.parse_args(argv)
