@@ -120,18 +120,19 @@ def train_rows(
 
 
 def infer_rows(
-    bulk: tuple[Child, Child], sample: tuple[Child, Child], images: int, bf16: Child
+    bulk: tuple[Child, Child], sample: tuple[Child, Child], images: int, variants: dict
 ) -> list:
+    """Rows for the inference runs; ``variants`` maps a flag description to its bulk run."""
     (pb, lb), (ps, ls) = bulk, sample
 
     def rate(child: Child) -> float | None:
         return per_second(child.report.get("images", 0), child.report.get("classify_s"))
 
     return [
-        (f"bulk {images} images: classification images/s (child's timer, decode incl.)",
-         rate(pb), rate(lb), ".1f"),
-        (f"bulk {images} images: same, project with `--precision mixed_bfloat16`",
-         rate(bf16), rate(lb), ".1f"),
+        (f"bulk {images} images: classification images/s (child's timer, decode incl.; "
+         "default flags)", rate(pb), rate(lb), ".1f"),
+        *[(f"bulk {images} images: same, project with {flags}", rate(child), rate(lb), ".1f")
+          for flags, child in variants.items()],
         (f"bulk {images} images: end-to-end wall time incl. start-up, s", pb.wall_s, lb.wall_s,
          ".1f"),
         (f"bulk {images} images: end-to-end images/s", images / pb.wall_s, images / lb.wall_s,
@@ -201,20 +202,21 @@ def run(args: argparse.Namespace, work: Path) -> str:
         return sorted(children, key=lambda child: child.wall_s)[len(children) // 2]
 
     runs = args.repeats
-    project_bulk = median_of(
-        runs,
-        "project-bulk",
-        ["-m", "bench.instrument", "load_model.py", "--images", str(images_dir), "--model",
-         model, "--samples", "0", "--csv", str(work / "bulk.csv"),
-         "--output", str(work / "bulk.png")],
-    )  # fmt: skip
-    project_bulk_bf16 = median_of(
-        runs,
-        "project-bulk-bf16",
-        ["-m", "bench.instrument", "load_model.py", "--images", str(images_dir), "--model",
-         model, "--samples", "0", "--csv", str(work / "bulk16.csv"),
-         "--output", str(work / "bulk16.png"), "--precision", "mixed_bfloat16"],
-    )  # fmt: skip
+
+    def bulk(name: str, *flags: str) -> Child:
+        return median_of(
+            runs,
+            name,
+            ["-m", "bench.instrument", "load_model.py", "--images", str(images_dir), "--model",
+             model, "--samples", "0", "--csv", str(work / f"{name}.csv"),
+             "--output", str(work / f"{name}.png"), *flags],
+        )  # fmt: skip
+
+    project_bulk = bulk("project-bulk")
+    variants = {
+        "`--precision mixed_bfloat16`": bulk("project-bulk-bf16", "--precision", "mixed_bfloat16"),
+        "`--runtime tensorflow`": bulk("project-bulk-tf", "--runtime", "tensorflow"),
+    }
     # The legacy loop runs for minutes, where a burst of other load matters little: once.
     legacy_bulk = run_child(
         "legacy-bulk",
@@ -236,9 +238,7 @@ def run(args: argparse.Namespace, work: Path) -> str:
 
     table = markdown_table(
         train_rows(project_train, legacy_train, train_images, args.seeds)
-        + infer_rows(
-            (project_bulk, legacy_bulk), (project_sample, legacy_sample), images, project_bulk_bf16
-        )
+        + infer_rows((project_bulk, legacy_bulk), (project_sample, legacy_sample), images, variants)
     )
     source = args.images or args.dataset
     return "\n".join(
