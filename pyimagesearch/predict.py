@@ -8,6 +8,8 @@ same weights compiled by OpenVINO. Both receive the arrays that
 from __future__ import annotations
 
 import importlib.util
+import sys
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
@@ -29,6 +31,21 @@ OPENVINO_MIN_IMAGES = 1000
 
 def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
+
+
+def import_openvino():
+    """Import OpenVINO with its usage statistics off.
+
+    ``import openvino`` reports usage to Intel unless the user has opted out; when its
+    ``openvino_telemetry`` package cannot be imported it falls back to a no-op, so
+    that package is hidden from this process (only from this process, only if nothing
+    imported it already). A medical tool should not send anything anywhere unasked.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
 
 
 def choose_runtime(requested: str, images: int) -> str:
@@ -93,22 +110,24 @@ class OpenVINOPredictor:
     """
 
     def __init__(self, model: keras.Model, precision: str) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-        function = tf.function(lambda images: model(images, training=False), input_signature=[spec])
-        converted = ov.convert_model(function.get_concrete_function())
+        core = import_openvino().Core()
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         # float32 is asked for explicitly: on CPUs with AMX OpenVINO would pick bfloat16.
         self.precision = (
             "bf16" if precision == "mixed_bfloat16" and "BF16" in capabilities else "f32"
         )
-        self.compiled = core.compile_model(
-            converted,
-            "CPU",
-            {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "THROUGHPUT"},
+        config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "THROUGHPUT"}
+        # The network goes over as a SavedModel that the runtime reads itself (what
+        # ``ov.convert_model`` does too, without its conversion telemetry).
+        module = tf.Module()
+        module.weights = model.variables
+        module.infer = tf.function(
+            lambda images: model(images, training=False),
+            input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)],
         )
+        with tempfile.TemporaryDirectory(prefix="pyimagesearch-openvino-") as folder:
+            tf.saved_model.save(module, folder, signatures=module.infer)
+            self.compiled = core.compile_model(core.read_model(folder), "CPU", config)
         count = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.requests = [self.compiled.create_infer_request() for _ in range(count)]
 

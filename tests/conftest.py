@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(
-    *args: str, cwd: Path | None = None, timeout: int = 900
+    *args: str, cwd: Path | None = None, timeout: int = 900, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run one of the project's commands in a fresh Python process, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd or ROOT,

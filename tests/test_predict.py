@@ -6,6 +6,7 @@ import pytest
 from pyimagesearch import predict
 from pyimagesearch.errors import UserError
 from pyimagesearch.resnet import ResNet
+from tests.conftest import run_script
 
 
 def test_auto_leaves_small_jobs_to_tensorflow():
@@ -41,3 +42,17 @@ def test_openvino_stream_matches_keras_batch_by_batch():
         expected = model.predict(images, verbose=0)
         np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-4)
     np.testing.assert_allclose(engine(batches[0][1]), streamed[0][1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not predict.openvino_installed(), reason="openvino is not installed")
+def test_openvino_sends_no_usage_statistics(tmp_path):
+    """OpenVINO's telemetry is opt-out; with it on, it would leave its client id in ~/intel."""
+    code = (
+        "from pyimagesearch import predict\n"
+        "from pyimagesearch.resnet import ResNet\n"
+        "model = ResNet.build(32, 32, 3, 2, (1, 1), (8, 16, 32))\n"
+        "predict.make_predictor(model, runtime='openvino')\n"
+    )
+    result = run_script("-c", code, env={"HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (tmp_path / "intel").exists()
