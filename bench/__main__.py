@@ -240,7 +240,8 @@ def run(args: argparse.Namespace, work: Path) -> str:
         train_rows(project_train, legacy_train, train_images, args.seeds)
         + infer_rows((project_bulk, legacy_bulk), (project_sample, legacy_sample), images, variants)
     )
-    source = args.images or args.dataset
+    # Folder names only: the report is meant to be shared, local paths are not.
+    source = Path(args.images or args.dataset).name
     return "\n".join(
         [
             f"# Benchmark: project (Keras 3) vs legacy (tf_keras){' (smoke)' * args.smoke}",
@@ -249,7 +250,8 @@ def run(args: argparse.Namespace, work: Path) -> str:
             "",
             f"Settings: {args.epochs} epoch(s), seed(s) {' '.join(map(str, args.seeds))}, "
             f"{train_images} training images "
-            f"from `{args.dataset}`; bulk inference over {images} images from `{source}`. "
+            f"from `{Path(args.dataset).name}`; "
+            f"bulk inference over {images} images from `{source}`. "
             "Legacy inference loads the HDF5 model that `bench.legacy train` trained.",
             "",
             "ratio = project / legacy: below 1 is better for times and memory, above 1 for "
