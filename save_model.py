@@ -18,12 +18,14 @@ RECIPES = {
         "batch_size": 32,
         "schedule": "time-decay",
         "augmentation": "tutorial",
+        "image_size": 64,
     },
     "full": {
         "epochs": 12,
         "batch_size": 64,
         "schedule": "cosine",
         "augmentation": "any-orientation",
+        "image_size": 64,
     },
 }
 
@@ -32,6 +34,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def image_side(text: str) -> int:
+    value = int(text)
+    # Two stride-2 stages and the final 8x8 average pooling need at least 32 pixels.
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"must be at least 32 pixels, got {text}")
     return value
 
 
@@ -77,6 +87,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("-b", "--batch-size", type=positive_int, help="default: from --recipe")
     parser.add_argument(
+        "--image-size",
+        type=image_side,
+        help="side in pixels of the square the cells are resized to; it is stored in the "
+        "model, so load_model.py follows it (default: from --recipe, 64)",
+    )
+    parser.add_argument(
         "-s", "--seed", type=int, default=None, help="random seed for a repeatable run"
     )
     parser.add_argument(
@@ -116,6 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.batch_size = args.batch_size or recipe["batch_size"]
     args.schedule = args.schedule or recipe["schedule"]
     args.augmentation = args.augmentation or recipe["augmentation"]
+    args.image_size = args.image_size or recipe["image_size"]
     return args
 
 
@@ -146,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_devices=args.cpu_devices,
         schedule=args.schedule,
         augmentation=args.augmentation,
+        image_size=(args.image_size, args.image_size),
     )
     try:
         result = train(config)

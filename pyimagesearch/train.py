@@ -181,8 +181,10 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "precision": config.precision,
+        "image_size": list(config.image_size),
     }
-    saved = {k: state.get(k) for k in expected}
+    size = metadata["preprocessing"]
+    saved = {**{k: state.get(k) for k in expected}, "image_size": [size["height"], size["width"]]}
     if saved != expected or metadata["class_names"] != class_names:
         raise UserError(
             f"--resume: checkpoint was made with {saved} and classes {metadata['class_names']}; "

@@ -138,3 +138,10 @@ def test_load_model_checks_output_paths_before_loading(tmp_path: Path):
         "load_model.py", "-i", str(images), "-m", str(model), "-o", str(tmp_path / "m.txt")
     )
     assert_clean_refusal(result, "must end in .png")
+
+
+def test_too_small_image_size_is_refused_before_any_work(tmp_path: Path):
+    result = run_script(
+        "save_model.py", "-d", str(tmp_path), "-m", str(tmp_path / "m.model"), "--image-size", "16"
+    )
+    assert_clean_refusal(result, "at least 32 pixels")
