@@ -3,8 +3,8 @@
     python -m pyimagesearch.export --model saved_model.model --format onnx --output exported
 
 The exported graph takes a batch of equal-sized RGB images as uint8, shape
-[batch, height, width, 3], any batch size and any height and width (all three
-formats keep these dimensions dynamic), and does the resize and [0, 1] scaling
+[batch, height, width, 3], any batch size and any height and width (every
+format keeps these dimensions dynamic), and does the resize and [0, 1] scaling
 itself with the model's own recipe (``preprocessing.to_model_input``), so a
 client sends pixels and gets probabilities in the order of the class names.
 
@@ -15,6 +15,8 @@ recipe for every format, and each format also carries them inside:
   onnx            OUTPUT/model.onnx, input `images`; JSON in metadata_props["pyimagesearch.json"]
   litert          OUTPUT/model.tflite, signature `serve`; JSON in the flatbuffer's
                   metadata entry "pyimagesearch.json"
+  openvino        OUTPUT/model.xml + model.bin (OpenVINO IR, float32 weights), input
+                  `images`; JSON in the model's rt_info entry "pyimagesearch.json"
 """
 
 from __future__ import annotations
@@ -36,13 +38,24 @@ if TYPE_CHECKING:  # imported lazily below: --help and early errors need no Tens
     import tensorflow as tf
 
 METADATA_NAME = "pyimagesearch.json"  # the same name as inside a saved .keras file
-FORMATS = {"tf_saved_model": None, "onnx": "model.onnx", "litert": "model.tflite"}
+FORMATS = {
+    "tf_saved_model": None,
+    "onnx": "model.onnx",
+    "litert": "model.tflite",
+    "openvino": "model.xml",
+}
 # Python packages (import names) each format needs beyond TensorFlow and Keras.
-REQUIRED_PACKAGES = {"tf_saved_model": (), "onnx": ("tf2onnx", "onnx"), "litert": ()}
+REQUIRED_PACKAGES = {
+    "tf_saved_model": (),
+    "onnx": ("tf2onnx", "onnx"),
+    "litert": (),
+    "openvino": ("openvino",),
+}
 ENDPOINT = "serve"
-# Resizes that the ONNX and LiteRT graphs reproduce as TensorFlow does (checked on this
+# Resizes that the ONNX, LiteRT and OpenVINO graphs reproduce as TensorFlow does (checked on this
 # stack): tf2onnx's "area" is off by up to 0.9 per pixel and its "bicubic" fails in
-# onnxruntime when shrinking; LiteRT has neither as a built-in op.
+# onnxruntime when shrinking; LiteRT has neither as a built-in op; OpenVINO's TensorFlow
+# reader has no ResizeBicubic (its bilinear and nearest match within 2e-7 on NIH cells).
 PORTABLE_RESIZES = ("bilinear", "nearest")
 
 
@@ -160,6 +173,19 @@ def write_litert(archive: keras.export.ExportArchive, document: str, path: Path)
     path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(litert_model))
 
 
+def write_openvino(archive: keras.export.ExportArchive, document: str, path: Path) -> None:
+    """OpenVINO's runtime reads the SavedModel (its `serving_default`, i.e. `serve`) and
+    writes IR; weights stay float32 (``save_model`` would halve them to float16)."""
+    from pyimagesearch.predict import import_openvino
+
+    openvino = import_openvino()
+    with tempfile.TemporaryDirectory() as tmp:
+        archive.write_out(tmp, verbose=False)
+        converted = openvino.Core().read_model(tmp)
+        converted.set_rt_info(document, METADATA_NAME)
+        openvino.save_model(converted, str(path), compress_to_fp16=False)
+
+
 def export(model: keras.Model, metadata: dict, fmt: str, folder: Path) -> None:
     """Write FORMAT into FOLDER (which exists and is empty), plus pyimagesearch.json."""
     document = json.dumps(metadata, indent=2)
@@ -168,8 +194,10 @@ def export(model: keras.Model, metadata: dict, fmt: str, folder: Path) -> None:
         archive.write_out(str(folder), verbose=False)
     elif fmt == "onnx":
         write_onnx(serve, document, folder / FORMATS[fmt])
-    else:
+    elif fmt == "litert":
         write_litert(archive, document, folder / FORMATS[fmt])
+    else:
+        write_openvino(archive, document, folder / FORMATS[fmt])
     (folder / METADATA_NAME).write_text(document + "\n")
 
 

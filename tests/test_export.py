@@ -133,6 +133,19 @@ def test_litert(saved: Path, cases, tmp_path: Path):
     assert json.loads(stored)["class_names"] == CLASS_NAMES
 
 
+def test_openvino(saved: Path, cases, tmp_path: Path):
+    from pyimagesearch.predict import import_openvino
+
+    openvino = import_openvino()
+    core = openvino.Core()
+    output = run_export(saved, "openvino", tmp_path / "openvino")
+    model = core.read_model(str(output / "model.xml"))
+    # float32 asked for: on CPUs with AMX OpenVINO would compute in bfloat16 by default.
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    check(cases, lambda images: compiled(images)[0])
+    assert json.loads(model.get_rt_info(METADATA_NAME).astype(str))["class_names"] == CLASS_NAMES
+
+
 def test_the_comparison_would_catch_other_preprocessing(keras_model, cases):
     """Guards the tests above: a plausible mistake (nearest-neighbour resize, pixels
     scaled 2% off) moves this model's probabilities by more than TOLERANCE."""
@@ -153,7 +166,7 @@ def test_refuses_resizes_a_format_cannot_reproduce(keras_model, tmp_path: Path):
     model, metadata = keras_model
     path = tmp_path / "area.model"
     save_model(model, path, {**metadata, "preprocessing": default_recipe(interpolation="area")})
-    for fmt in ("onnx", "litert"):
+    for fmt in ("onnx", "litert", "openvino"):
         with pytest.raises(UserError, match="'area' resize"):
             main(["--model", str(path), "--format", fmt, "--output", str(tmp_path / fmt)])
         assert not (tmp_path / fmt).exists()
