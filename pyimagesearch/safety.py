@@ -1,0 +1,241 @@
+"""What the commands may read and write, in one place.
+
+Every command checks its paths here before any work, so that no argument can make a
+tool destroy a file the user owns, read a device or FIFO forever, or decode an image
+bigger than memory:
+
+- an output may not be, or be inside, an input (nor hold one), and two outputs of
+  one command may not be the same file;
+- an output that exists must be a regular file (or, for folder outputs, a folder);
+- outputs are written under a temporary name beside the target and renamed into
+  place (:func:`replacing`), so a failed run leaves an earlier file as it was;
+- only regular files are read as images (:func:`usable_images`) or models, and an
+  image is decoded only when its header declares at most ``MAX_PIXELS`` pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from pyimagesearch.errors import UserError
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value and value.isdigit() and int(value) > 0 else default
+
+
+# Decoded pixels per image. A 6000x6000 photo (36 M) is fine; decoding takes 3 bytes per
+# pixel and resizing 12 more, so the default keeps one image under about 750 MB.
+# Raise with --max-pixels or $PYIMAGESEARCH_MAX_PIXELS.
+MAX_PIXELS = _env_int("PYIMAGESEARCH_MAX_PIXELS", 50_000_000)
+# Side of the model's square input (--image-size, and the size a saved recipe asks for):
+# every image becomes side x side x 3 float32 in memory, 12 MB at 1024.
+# Raise with $PYIMAGESEARCH_MAX_INPUT_SIDE.
+MAX_INPUT_SIDE = _env_int("PYIMAGESEARCH_MAX_INPUT_SIDE", 1024)
+# The JSON metadata inside a model is a few kilobytes; anything bigger is not ours.
+MAX_METADATA_BYTES = 1 << 20
+# Keras' own config.json of this ResNet is about 100 KB.
+MAX_CONFIG_BYTES = 16 << 20
+SEED_MAX = 2**31 - 1  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed in 0..2**31-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {text}")
+    return value
+
+
+def positive_count(text: str) -> int:
+    """argparse type: a positive integer (e.g. --max-pixels)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def is_regular_file(path: str | Path) -> bool:
+    """True for a regular file, or a symlink to one; False for devices, FIFOs, sockets."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _same_or_inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_paths(outputs: Mapping[str, str | Path | None], inputs: Mapping[str, object]) -> None:
+    """Refuse an output that is, is inside, or holds an input, or that another output names.
+
+    Keys are the option names used in messages (e.g. "--csv"); an input value may be a
+    path or a list of paths, and None entries are ignored.
+    """
+    resolved_inputs: list[tuple[str, str, Path]] = []
+    for flag, value in inputs.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if item is not None:
+                resolved_inputs.append((flag, str(item), Path(item).resolve()))
+    seen: dict[Path, str] = {}
+    for flag, value in outputs.items():
+        if value is None:
+            continue
+        target = Path(value).resolve()
+        if target in seen:
+            raise UserError(f"{flag} and {seen[target]} name the same file '{value}'")
+        seen[target] = flag
+        for input_flag, text, source in resolved_inputs:
+            if target == source:
+                raise UserError(f"{flag} '{value}' is {input_flag} '{text}'; it would be replaced")
+            if _same_or_inside(target, source):
+                raise UserError(f"{flag} '{value}' is inside {input_flag} '{text}'")
+            if _same_or_inside(source, target):
+                raise UserError(f"{flag} '{value}' holds {input_flag} '{text}'")
+
+
+def check_output_file(path: str | Path, flag: str, suffixes: Sequence[str] | None = None) -> None:
+    """Refuse, before any work, an output file we could not or should not write."""
+    path = Path(path)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} '{path}' must end in {', '.join(suffixes)}")
+    if path.exists() or path.is_symlink():
+        if path.is_dir():
+            raise UserError(f"{flag} '{path}' is a folder; give a file name")
+        if not is_regular_file(path):
+            raise UserError(f"{flag} '{path}' exists and is not a regular file; refusing it")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write {flag} '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write {flag} '{path}': folder '{folder}' is not writable")
+
+
+def check_output_folder(path: str | Path, flag: str) -> None:
+    """Refuse an output folder that is a file (or a device) or whose parent is unwritable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} '{path}' exists and is not a folder")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {flag} '{path}': folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {flag} '{path}': folder '{parent}' is not writable")
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside PATH (same suffix, so writers pick the same format);
+    on success rename it over PATH, on any failure delete it and leave PATH as it was.
+
+    A failed write (full disk, permissions) becomes a UserError, never a false "written".
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        umask = os.umask(0)  # mkstemp makes the file private; give it the usual mode
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"cannot write '{path}': {error.strerror or error}") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def replace_folder(staging: Path, output: Path) -> None:
+    """Put the finished STAGING folder at OUTPUT; an earlier OUTPUT is removed only after.
+
+    Callers check first that OUTPUT, if it exists, is theirs to replace.
+    """
+    trash = None
+    if output.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+        os.replace(output, trash / output.name)
+    os.replace(staging, output)
+    if trash is not None:
+        shutil.rmtree(trash)
+
+
+def image_pixels(path: str) -> int | None:
+    """Pixels the file's header declares, or None when it is not an image we know.
+
+    Pillow reads only the header here (no decoding), so a 49 KB PNG declaring
+    20000x20000 costs nothing to measure.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # our own bound replaces Pillow's bomb warning
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except Exception:  # Pillow raises many types for files that are not images
+        return None
+    return width * height
+
+
+def usable_images(paths: Iterable[str]) -> list[str]:
+    """The paths that are safe to decode; the others are named in a warning and skipped.
+
+    Skipped: anything that is not a regular file (a FIFO would hang, /dev/zero would
+    fill memory), names TensorFlow cannot take (not UTF-8), and images whose header
+    declares more than MAX_PIXELS pixels.
+    """
+    kept, skipped = [], []
+    for path in paths:
+        reason = None
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            reason = "its name is not valid UTF-8"
+        if reason is None and not is_regular_file(path):
+            reason = "not a regular file"
+        if reason is None:
+            # A header Pillow cannot read is left to the decoder, which skips and names
+            # the file with the other unreadable ones.
+            pixels = image_pixels(path)
+            if pixels is not None and pixels > MAX_PIXELS:
+                reason = (
+                    f"{pixels:,} pixels, more than the bound of {MAX_PIXELS:,} "
+                    "(raise it with --max-pixels)"
+                )
+        if reason is None:
+            kept.append(path)
+        else:
+            skipped.append((path, reason))
+    for path, reason in skipped[:20]:
+        print(f"[WARNING] skipping '{path}': {reason}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"[WARNING] ... and {len(skipped) - 20} more", file=sys.stderr)
+    if skipped:
+        print(f"[WARNING] skipped {len(skipped)} file(s) before decoding", file=sys.stderr)
+    return kept
