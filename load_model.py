@@ -14,15 +14,18 @@ batches; on a machine without a GPU the network then runs on OpenVINO (--runtime
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import random
 import sys
 from pathlib import Path
 
+from pyimagesearch import safety
 from pyimagesearch.errors import UserError, run_command
 
 MONTAGE_TILES = 16
+MONTAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,7 +58,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="save the confusion matrix as an image (when folder names give the true classes)",
     )
     parser.add_argument("--show", action="store_true", help="also open the montage in a window")
-    parser.add_argument("-s", "--seed", type=int, default=None, help="seed of the random sample")
+    parser.add_argument(
+        "-s", "--seed", type=safety.seed, default=None, help="seed of the random sample"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=safety.positive_count,
+        default=safety.MAX_PIXELS,
+        help="skip images whose header declares more pixels than this, before decoding "
+        f"(default: {safety.MAX_PIXELS:,})",
+    )
     parser.add_argument(
         "-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)"
     )
@@ -92,8 +104,8 @@ def gather_images(sources: list[str]) -> list[str]:
         path = Path(source)
         if path.is_dir():
             paths.extend(list_images(path))
-        elif path.is_file():
-            paths.append(str(path))
+        elif path.exists():  # a FIFO or device given by name is skipped with a warning
+            paths.extend(safety.usable_images([str(path)]))
         else:
             raise UserError(f"'{source}' does not exist")
     if not paths:
@@ -150,14 +162,17 @@ def show(path: str, image) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    safety.MAX_PIXELS = args.max_pixels
+    safety.check_paths(
+        {"--output": args.output, "--csv": args.csv, "--confusion": args.confusion},
+        {"--model": args.model, "--images": args.images},
+    )
+    safety.check_output_file(args.output, "--output", MONTAGE_SUFFIXES)
+    if args.csv:
+        safety.check_output_file(args.csv, "--csv")
+    if args.confusion:
+        safety.check_output_file(args.confusion, "--confusion", safety.figure_suffixes())
     paths = choose_samples(gather_images(args.images), args.samples, args.seed)
-    from pyimagesearch.serialization import check_writable
-
-    for target in (args.output, args.csv, args.confusion):
-        if target:
-            check_writable(target)
-    if Path(args.output).suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
-        raise UserError(f"--output '{args.output}' must end in .png, .jpg, .jpeg or .bmp")
 
     import cv2
     import keras
@@ -179,13 +194,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[INFO] compiling the network with OpenVINO ({args.precision})...")
     predict = make_predictor(model, args.precision, batches, runtime)
     print(f"[INFO] classifying {len(paths)} images...")
-    csv_file = open(args.csv, "w", newline="") if args.csv else None
-    writer = csv.writer(csv_file) if csv_file else None
-    if writer:
-        writer.writerow(["path", "label", *[f"p_{name}" for name in class_names]])
     progress = keras.utils.Progbar(len(paths), unit_name="image") if len(paths) > 256 else None
     kept, tiles, truths, scores = [], [], [], []
-    try:
+    # The CSV goes to a temporary file renamed over --csv only when the run succeeds.
+    with contextlib.ExitStack() as outputs:
+        writer = None
+        if args.csv:
+            csv_file = outputs.enter_context(
+                open(outputs.enter_context(safety.replacing(args.csv)), "w", newline="")
+            )
+            writer = csv.writer(csv_file)
+            writer.writerow(["path", "label", *[f"p_{name}" for name in class_names]])
         for indices, probabilities in iter_predictions(predict, paths, recipe, args.batch_size):
             for index, row in zip(indices, probabilities, strict=True):
                 path = paths[index]
@@ -203,15 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
             if progress:
                 progress.add(len(indices))
-    finally:
-        if csv_file:
-            csv_file.close()
 
-    import numpy as np
+        import numpy as np
 
-    warn_skipped(paths, np.asarray(kept, dtype="int64"))
-    if not kept:
-        raise UserError("none of the images could be read")
+        warn_skipped(paths, np.asarray(kept, dtype="int64"))
+        if not kept:
+            raise UserError("none of the images could be read")
     if args.csv:
         print(f"[INFO] predictions written to '{args.csv}'")
 
@@ -226,18 +242,21 @@ def main(argv: list[str] | None = None) -> int:
             from pyimagesearch.plots import plot_confusion_matrix
 
             predicted = known_probabilities.argmax(axis=1)
-            plot_confusion_matrix(
-                [class_names[i] for i in labels],
-                [class_names[i] for i in predicted],
-                class_names,
-                args.confusion,
-            )
+            with safety.replacing(args.confusion) as temporary:
+                plot_confusion_matrix(
+                    [class_names[i] for i in labels],
+                    [class_names[i] for i in predicted],
+                    class_names,
+                    str(temporary),
+                )
             print(f"[INFO] confusion matrix written to '{args.confusion}'")
     elif args.confusion:
         print("[INFO] no folder names a class, so there is no confusion matrix to draw")
 
     montage = build_montage(tiles)
-    cv2.imwrite(args.output, montage)
+    with safety.replacing(args.output) as temporary:
+        if not cv2.imwrite(str(temporary), montage):
+            raise OSError("OpenCV could not write the image")
     print(f"[INFO] montage written to '{args.output}'")
     if args.show:
         show(args.output, montage)

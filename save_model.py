@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pyimagesearch import safety
 from pyimagesearch.augmentation import AUGMENTATIONS
 from pyimagesearch.errors import run_command
 
@@ -42,6 +43,11 @@ def image_side(text: str) -> int:
     # Two stride-2 stages and the final 8x8 average pooling need at least 32 pixels.
     if value < 32:
         raise argparse.ArgumentTypeError(f"must be at least 32 pixels, got {text}")
+    if value > safety.MAX_INPUT_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {safety.MAX_INPUT_SIDE} pixels (raise the bound with "
+            f"$PYIMAGESEARCH_MAX_INPUT_SIDE), got {text}"
+        )
     return value
 
 
@@ -93,7 +99,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "model, so load_model.py follows it (default: from --recipe, 64)",
     )
     parser.add_argument(
-        "-s", "--seed", type=int, default=None, help="random seed for a repeatable run"
+        "-s", "--seed", type=safety.seed, default=None, help="random seed for a repeatable run"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=safety.positive_count,
+        default=safety.MAX_PIXELS,
+        help="skip images whose header declares more pixels than this, before decoding "
+        f"(default: {safety.MAX_PIXELS:,})",
     )
     parser.add_argument(
         "--checkpoint",
@@ -144,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     from pyimagesearch.train import TrainConfig, TrainingInterrupted, checkpoint_path_for, train
 
     checkpoint = args.checkpoint or str(checkpoint_path_for(args.model))
+    safety.MAX_PIXELS = args.max_pixels
+    safety.check_paths(
+        {"--model": args.model, "--plot": args.plot, "--checkpoint": checkpoint},
+        {"--dataset": args.dataset},
+    )
+    safety.check_output_file(args.plot, "--plot", safety.figure_suffixes())
     for path in (args.model, args.plot, checkpoint):
         check_writable(path)
     if not args.resume and Path(checkpoint).exists():
@@ -176,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[INFO] serializing network to '{args.model}'...")
     save_model(result.model, args.model, result.metadata)
     Path(checkpoint).unlink(missing_ok=True)
-    plot_history(result.history, args.plot)
+    with safety.replacing(args.plot) as temporary:
+        plot_history(result.history, str(temporary))
     print(f"[INFO] plot written to '{args.plot}'")
     return 0
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import is_image_file, load_image
+from pyimagesearch.safety import usable_images
 
 SPLITS = ("training", "validation", "testing")
 
@@ -28,12 +29,16 @@ class Split:
 
 
 def list_images(folder: Path) -> list[str]:
-    """Every image file under ``folder`` (recursively), in a stable sorted order."""
+    """Every image file under ``folder`` (recursively), in a stable sorted order.
+
+    Devices, FIFOs, odd names and images too big to decode are skipped with a warning
+    (``safety.usable_images``): the decoder would hang or run out of memory on them.
+    """
     found = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         found.extend(os.path.join(root, name) for name in sorted(files) if is_image_file(name))
-    return found
+    return usable_images(found)
 
 
 def list_split(split_dir: Path) -> Split:

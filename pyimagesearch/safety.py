@@ -71,6 +71,13 @@ def positive_count(text: str) -> int:
     return value
 
 
+def figure_suffixes() -> tuple[str, ...]:
+    """Suffixes matplotlib can save a figure as (--plot, --confusion), asked of matplotlib."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(f".{name}" for name in FigureCanvasBase.get_supported_filetypes())
+
+
 def is_regular_file(path: str | Path) -> bool:
     """True for a regular file, or a symlink to one; False for devices, FIFOs, sockets."""
     try:

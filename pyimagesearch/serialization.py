@@ -14,14 +14,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import keras
 
 # Registers FusedBatchNormalization, which training checkpoints hold, with Keras.
 import pyimagesearch.acceleration  # noqa: F401
+from pyimagesearch import safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import INTERPOLATIONS
 
@@ -29,17 +32,25 @@ METADATA_NAME = "pyimagesearch.json"
 METADATA_FORMAT = 1
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 LEGACY_SUFFIXES = (".h5", ".hdf5")
+# What zipfile, zlib, h5py and json raise for damaged or hostile files (ValueError covers
+# bad JSON and bad UTF-8, RuntimeError an encrypted member, NotImplementedError an
+# unknown compression method).
+READ_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 
 def check_writable(path: str | Path) -> None:
-    """Fail before a long training run, not after it, when PATH cannot be written."""
-    folder = Path(path).resolve().parent
-    if not folder.is_dir():
-        raise UserError(f"cannot save to '{path}': folder '{folder}' does not exist")
-    if Path(path).is_dir():
-        raise UserError(f"cannot save to '{path}': it is a folder")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"cannot save to '{path}': folder '{folder}' is not writable")
+    """Fail before a long training run, not after it, when PATH cannot be written
+    (see ``safety.check_output_file``: a device or FIFO there is refused too)."""
+    safety.check_output_file(path, "cannot save to")
 
 
 def temporary_prefix(path: Path) -> str:
@@ -98,6 +109,9 @@ def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
         os.umask(umask)
         os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, path)
+    except OSError as error:  # a full disk or lost permission: say so, keep any earlier file
+        Path(tmp_name).unlink(missing_ok=True)
+        raise UserError(f"cannot save to '{path}': {error.strerror or error}") from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -108,14 +122,55 @@ def read_metadata(path: str | Path) -> dict | None:
     kind = file_kind(path)
     if kind == "keras":
         with zipfile.ZipFile(path) as archive:
+            check_archive(archive, path)
             if METADATA_NAME not in archive.namelist():
                 return None
-            return json.loads(archive.read(METADATA_NAME))
-    import h5py
+            with archive.open(METADATA_NAME) as member:
+                # Read one byte past the bound: the size in the zip header may lie.
+                document = member.read(safety.MAX_METADATA_BYTES + 1)
+    else:
+        import h5py
 
-    with h5py.File(path, "r") as handle:
-        document = handle.attrs.get(METADATA_NAME)
-    return json.loads(document) if document is not None else None
+        with h5py.File(path, "r") as handle:
+            if METADATA_NAME not in handle.attrs:
+                return None
+            size = handle.attrs.get_id(METADATA_NAME).get_storage_size()
+            if size > safety.MAX_METADATA_BYTES:
+                raise UserError(f"'{path}': its metadata is {size:,} bytes; this is not ours")
+            document = handle.attrs[METADATA_NAME]
+    if len(document) > safety.MAX_METADATA_BYTES:
+        raise UserError(
+            f"'{path}': its metadata is larger than {safety.MAX_METADATA_BYTES:,} bytes"
+        )
+    try:
+        return json.loads(document)
+    except RecursionError:  # json has no depth limit of its own; the 1 MB bound caps the cost
+        raise UserError(f"'{path}': its metadata is nested too deeply") from None
+
+
+def check_archive(archive: zipfile.ZipFile, path: str | Path) -> None:
+    """Refuse a .keras zip we should not unpack: encrypted or oddly compressed members,
+    or a config/metadata member that inflates beyond any real model's (a zip bomb)."""
+    for info in archive.infolist():
+        if info.flag_bits & 0x1:
+            raise UserError(f"'{path}': member '{info.filename}' is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise UserError(
+                f"'{path}': member '{info.filename}' uses compression method "
+                f"{info.compress_type}, which Keras files never use"
+            )
+        bound = (
+            safety.MAX_METADATA_BYTES
+            if info.filename == METADATA_NAME
+            else safety.MAX_CONFIG_BYTES
+            if info.filename.endswith(".json")
+            else None
+        )
+        if bound is not None and info.file_size > bound:
+            raise UserError(
+                f"'{path}': member '{info.filename}' inflates to {info.file_size:,} bytes "
+                f"(at most {bound:,} expected)"
+            )
 
 
 def file_kind(path: str | Path) -> str:
@@ -125,6 +180,8 @@ def file_kind(path: str | Path) -> str:
         raise UserError(f"model file '{path}' does not exist")
     if path.is_dir():
         raise UserError(f"model path '{path}' is a folder, not a model file")
+    if not safety.is_regular_file(path):  # a FIFO would hang, a device never end
+        raise UserError(f"model path '{path}' is not a regular file")
     if path.stat().st_size == 0:
         raise UserError(f"model file '{path}' is empty (0 bytes)")
     if zipfile.is_zipfile(path):
@@ -135,6 +192,66 @@ def file_kind(path: str | Path) -> str:
     raise UserError(f"'{path}' is not a Keras model file (neither a .keras zip nor HDF5)")
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+def validate_metadata(metadata: object, path: str | Path) -> dict:
+    """Check the metadata's types and ranges before anything is built from it.
+
+    Class names: distinct non-empty strings; height and width: integers from 1 to
+    MAX_INPUT_SIDE (a bigger stored size would make every image gigabytes); a known
+    interpolation, colour and scale. Provenance is informative only: a malformed one
+    is dropped with a warning rather than refusing the model.
+    """
+    if not isinstance(metadata, dict):
+        raise UserError(f"'{path}' has unusable metadata: not a JSON object")
+    names = metadata.get("class_names")
+    if not (
+        isinstance(names, list)
+        and names
+        and all(isinstance(name, str) and name for name in names)
+        and len(set(names)) == len(names)
+    ):
+        raise UserError(
+            f"'{path}' has unusable metadata: class_names must be a list of distinct "
+            f"non-empty strings, got {_shown(names)}"
+        )
+    recipe = metadata.get("preprocessing")
+    if not isinstance(recipe, dict):
+        raise UserError(f"'{path}' has unusable metadata: preprocessing is {_shown(recipe)}")
+    for key in ("height", "width"):
+        value = recipe.get(key)
+        # bool is an int in Python; True is no image size.
+        if type(value) is not int or not 1 <= value <= safety.MAX_INPUT_SIDE:
+            raise UserError(
+                f"'{path}' has unusable metadata: {key} must be an integer from 1 to "
+                f"{safety.MAX_INPUT_SIDE} (raise with $PYIMAGESEARCH_MAX_INPUT_SIDE), "
+                f"got {_shown(value)}"
+            )
+    interpolation = recipe.get("interpolation")
+    if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
+        raise UserError(f"'{path}' asks for an unknown interpolation {_shown(interpolation)}")
+    if recipe.get("color") != "RGB":
+        raise UserError(f"'{path}' asks for an unknown colour order {_shown(recipe.get('color'))}")
+    if recipe.get("scale") != "1/255":
+        raise UserError(f"'{path}' asks for an unknown pixel scale {_shown(recipe.get('scale'))}")
+    provenance = metadata.get("provenance")
+    if provenance is not None:
+        metrics = provenance.get("final_metrics") if isinstance(provenance, dict) else None
+        accuracy = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
+        if (
+            not isinstance(provenance, dict)
+            or not isinstance(metrics, dict | None)
+            or not isinstance(accuracy, int | float | None)
+            or isinstance(accuracy, bool)
+        ):
+            print(f"[WARNING] '{path}': ignoring its malformed provenance", file=sys.stderr)
+            metadata["provenance"] = {}
+    return metadata
+
+
 def check_metadata(metadata: dict | None, model: keras.Model, path: str | Path) -> dict:
     """Refuse metadata the loader cannot use, with one line saying why."""
     if metadata is None:
@@ -142,17 +259,9 @@ def check_metadata(metadata: dict | None, model: keras.Model, path: str | Path) 
             f"'{path}' holds no class names or preprocessing recipe; "
             "save it with save_model.py so the loader knows how to use it"
         )
-    try:
-        class_names = list(metadata["class_names"])
-        recipe = metadata["preprocessing"]
-        size = (int(recipe["height"]), int(recipe["width"]))
-        interpolation = recipe["interpolation"]
-    except (KeyError, TypeError, ValueError) as error:
-        raise UserError(f"'{path}' has unusable metadata (missing {error})") from None
-    if interpolation not in INTERPOLATIONS or recipe.get("color") != "RGB":
-        raise UserError(f"'{path}' asks for preprocessing this version cannot do: {recipe}")
-    if recipe.get("scale") != "1/255":
-        raise UserError(f"'{path}' asks for an unknown pixel scale {recipe.get('scale')!r}")
+    validate_metadata(metadata, path)
+    class_names = metadata["class_names"]
+    size = (metadata["preprocessing"]["height"], metadata["preprocessing"]["width"])
     input_shape = tuple(model.input_shape[1:3])
     if input_shape != size or model.input_shape[-1] != 3:
         raise UserError(
@@ -173,12 +282,17 @@ def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, di
     kind = file_kind(path)
     try:
         metadata = read_metadata(path)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise UserError(f"cannot read '{path}': {error}") from None
+    except READ_ERRORS as error:
+        raise UserError(f"cannot read '{path}': {type(error).__name__}: {error}") from None
+    if metadata is not None:  # checked before Keras builds a network of the size it names
+        validate_metadata(metadata, path)
     with tempfile.TemporaryDirectory() as tmp:
         # Keras 3 picks its reader from the suffix; give it the one matching the content.
         readable = Path(tmp) / ("model.keras" if kind == "keras" else "model.h5")
-        shutil.copyfile(path, readable)
+        try:
+            shutil.copyfile(path, readable)
+        except OSError as error:
+            raise UserError(f"cannot read '{path}': {error.strerror or error}") from None
         try:
             model = keras.saving.load_model(readable, compile=compile, safe_mode=True)
         except Exception as error:  # Keras raises many types for bad files
