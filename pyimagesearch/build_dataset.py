@@ -21,14 +21,19 @@ import random
 import re
 import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
+from pyimagesearch import safety
 from pyimagesearch.errors import UserError, run_command
 
 NIH_URL = "https://data.lhncbc.nlm.nih.gov/public/Malaria/cell_images.zip"
 CLASSES = ("Parasitized", "Uninfected")
 SPLITS = ("training", "validation", "testing")
+# Written into every dataset folder this tool builds: --overwrite replaces split folders
+# only where it finds it, so a folder of the user's own is never emptied.
+MARKER = ".pyimagesearch-dataset"
 # The tutorial's split: 500 images in all.
 TUTORIAL_SIZES = {
     "training": {"Parasitized": 175, "Uninfected": 185},
@@ -77,8 +82,15 @@ def resolve_source(source: str) -> Path:
 def list_class_files(root: Path) -> dict[str, list[str]]:
     from pyimagesearch.preprocessing import is_image_file
 
+    # Devices, FIFOs and undecodable names are skipped: copying /dev/zero never ends.
     return {
-        name: sorted(f.name for f in (root / name).iterdir() if is_image_file(f.name))
+        name: sorted(
+            Path(f).name
+            for f in safety.usable_images(
+                sorted(str(f) for f in (root / name).iterdir() if is_image_file(f.name)),
+                check_headers=False,
+            )
+        )
         for name in CLASSES
     }
 
@@ -185,21 +197,62 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def write_split(
-    root: Path, output: Path, split: dict[str, dict[str, list[str]]], overwrite: bool
-) -> None:
-    existing = [output / s for s in SPLITS if (output / s).exists()]
-    if existing and not overwrite:
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse, before any work, split folders that are in the way and not ours to replace.
+
+    Ours: the folder carries MARKER, and each split holds only class folders of image
+    files. Anything else (a folder of the user's own files, say) is named and refused.
+    """
+    safety.check_output_folder(output, "--output")
+    existing = [output / s for s in SPLITS if (output / s).exists() or (output / s).is_symlink()]
+    if not existing:
+        return
+    if not overwrite:
         raise UserError(f"'{existing[0]}' already exists; pass --overwrite to rebuild the splits")
-    for folder in existing:
-        shutil.rmtree(folder)
-    for split_name in SPLITS:
-        for class_name in CLASSES:
-            target = output / split_name / class_name
-            target.mkdir(parents=True)
-            for file_name in split[split_name][class_name]:
-                link_or_copy(root / class_name / file_name, target / file_name)
-            print(f"[INFO] {split_name}/{class_name}: {len(split[split_name][class_name])} images")
+    if not (output / MARKER).is_file():
+        raise UserError(
+            f"--overwrite: '{output}' was not built by this tool (it has no {MARKER}); "
+            f"move its {', '.join(s.name for s in existing)} folder(s) away yourself"
+        )
+    from pyimagesearch.preprocessing import is_image_file
+
+    for split_folder in existing:
+        if split_folder.is_symlink() or not split_folder.is_dir():
+            raise UserError(f"--overwrite: '{split_folder}' is not a folder this tool wrote")
+        for class_folder in split_folder.iterdir():
+            if class_folder.name not in CLASSES or class_folder.is_symlink():
+                raise UserError(f"--overwrite: '{class_folder}' is not a folder this tool wrote")
+            for entry in class_folder.iterdir():
+                if entry.is_symlink() or not entry.is_file() or not is_image_file(entry.name):
+                    raise UserError(f"--overwrite: '{entry}' is not a file this tool wrote")
+
+
+def write_split(root: Path, output: Path, split: dict[str, dict[str, list[str]]]) -> None:
+    """Build the splits in a hidden folder inside OUTPUT, then swap them in: a failed run
+    leaves the earlier splits as they were. OUTPUT was checked by ``check_output``."""
+    output.mkdir(exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".pyimagesearch-building.", dir=output))
+    try:
+        for split_name in SPLITS:
+            for class_name in CLASSES:
+                target = staging / split_name / class_name
+                target.mkdir(parents=True)
+                for file_name in split[split_name][class_name]:
+                    link_or_copy(root / class_name / file_name, target / file_name)
+                count = len(split[split_name][class_name])
+                print(f"[INFO] {split_name}/{class_name}: {count} images")
+        (output / MARKER).write_text(
+            "Built by python -m pyimagesearch.build_dataset; --overwrite may replace the\n"
+            "training/, validation/ and testing/ folders here (nothing else).\n"
+        )
+        for split_name in SPLITS:
+            if (output / split_name).exists():
+                os.replace(output / split_name, staging / f"{split_name}.old")
+            os.replace(staging / split_name, output / split_name)
+    except OSError as error:
+        raise UserError(f"cannot write '{output}': {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -232,9 +285,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="shares of images for --split patient (default: 0.8 0.1 0.1)",
     )
     parser.add_argument(
-        "--seed", type=int, default=42, help="seed of the random draw (default: 42)"
+        "--seed", type=safety.seed, default=42, help="seed of the random draw (default: 42)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing split folders")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace split folders this tool built earlier (never anything else)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return parser.parse_args(argv)
 
@@ -243,14 +300,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if any(f <= 0 for f in args.fractions) or abs(sum(args.fractions) - 1) > 1e-6:
         raise UserError(f"--fractions must be positive and add up to 1, got {args.fractions}")
+    output = Path(args.output)
+    local_source = None if args.source.startswith(("http://", "https://")) else args.source
+    safety.check_paths({"--output": output}, {"--source": local_source})
+    check_output(output, args.overwrite)
     root = resolve_source(args.source)
+    safety.check_paths({"--output": output}, {"--source": root})
     files = list_class_files(root)
     print(f"[INFO] source '{root}': " + ", ".join(f"{len(v)} {k}" for k, v in files.items()))
     if args.split == "patient":
         split = patient_split(files, tuple(args.fractions), args.seed)
     else:
         split = tutorial_split(files, args.seed)
-    write_split(root, Path(args.output), split, args.overwrite)
+    write_split(root, output, split)
     print(f"[INFO] dataset written to '{args.output}'")
     return 0
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyimagesearch import safety
 from pyimagesearch.errors import UserError, run_command
 
 if TYPE_CHECKING:  # imported lazily below: --help and early errors need no TensorFlow
@@ -57,6 +57,12 @@ ENDPOINT = "serve"
 # onnxruntime when shrinking; LiteRT has neither as a built-in op; OpenVINO's TensorFlow
 # reader has no ResizeBicubic (its bilinear and nearest match within 2e-7 on NIH cells).
 PORTABLE_RESIZES = ("bilinear", "nearest")
+# Everything an export folder of ours holds at its top level, whatever the format: the
+# SavedModel's files, each format's model file, and METADATA_NAME (always written).
+EXPORT_ENTRIES = frozenset(
+    {"saved_model.pb", "fingerprint.pb", "variables", "assets", METADATA_NAME}
+    | {"model.onnx", "model.tflite", "model.xml", "model.bin"}
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "-o", "--output", required=True, help="folder to write (must not exist, or be empty)"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace OUTPUT if it already holds files"
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it is an earlier export (nothing else is ever replaced)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return parser.parse_args(argv)
@@ -89,17 +97,29 @@ def check_packages(fmt: str) -> None:
             )
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse an OUTPUT we would have to clobber or could not write, before any work."""
+def check_output(output: Path, overwrite: bool, model: str) -> None:
+    """Refuse an OUTPUT we would have to clobber or could not write, before any work.
+
+    --overwrite replaces only a folder this tool exported (METADATA_NAME beside nothing
+    but format files): anything else in OUTPUT is the user's and is named in the refusal.
+    """
+    safety.check_paths({"--output": output}, {"--model": model})
     if output.exists() and not output.is_dir():
         raise UserError(f"--output '{output}' is a file; give a folder name")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
+    safety.check_output_folder(output, "--output")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    if not overwrite:
         raise UserError(f"--output '{output}' is not empty; pass --overwrite to replace it")
-    parent = output.resolve().parent
-    if not parent.is_dir():
-        raise UserError(f"cannot write '{output}': folder '{parent}' does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write '{output}': folder '{parent}' is not writable")
+    if not (output / METADATA_NAME).is_file():
+        raise UserError(
+            f"--overwrite replaces only an earlier export; '{output}' has no {METADATA_NAME}"
+        )
+    for entry in sorted(output.iterdir()):
+        if entry.name not in EXPORT_ENTRIES:
+            raise UserError(
+                f"--overwrite replaces only an earlier export; '{entry}' is not part of one"
+            )
 
 
 def check_recipe(fmt: str, recipe: dict) -> None:
@@ -205,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output = Path(args.output)
     check_packages(args.format)
-    check_output(output, args.overwrite)
+    check_output(output, args.overwrite, args.model)
 
     from pyimagesearch.serialization import load_model
 
@@ -226,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if output.exists():
-        shutil.rmtree(output)
     staging.chmod(0o755)  # mkdtemp makes it private; OUTPUT should look like any folder
-    os.replace(staging, output)
+    try:
+        safety.replace_folder(staging, output)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot write '{output}': {error.strerror or error}") from None
     print(f"[INFO] {args.format} export written to '{output}'")
     return 0
 

@@ -210,12 +210,13 @@ def image_pixels(path: str) -> int | None:
     return width * height
 
 
-def usable_images(paths: Iterable[str]) -> list[str]:
+def usable_images(paths: Iterable[str], check_headers: bool = True) -> list[str]:
     """The paths that are safe to decode; the others are named in a warning and skipped.
 
     Skipped: anything that is not a regular file (a FIFO would hang, /dev/zero would
     fill memory), names TensorFlow cannot take (not UTF-8), and images whose header
-    declares more than MAX_PIXELS pixels.
+    declares more than MAX_PIXELS pixels (unless ``check_headers`` is False: copying
+    files needs no decoding).
     """
     kept, skipped = [], []
     for path in paths:
@@ -226,7 +227,7 @@ def usable_images(paths: Iterable[str]) -> list[str]:
             reason = "its name is not valid UTF-8"
         if reason is None and not is_regular_file(path):
             reason = "not a regular file"
-        if reason is None:
+        if reason is None and check_headers:
             # A header Pillow cannot read is left to the decoder, which skips and names
             # the file with the other unreadable ones.
             pixels = image_pixels(path)
