@@ -27,16 +27,21 @@ def emit(record: dict[str, Any]) -> None:
 
 def epoch_timer(base: type) -> Any:
     """A callback (subclass of ``base``: Keras 3's or tf_keras') that times the training
-    phase of each epoch, i.e. up to the start of validation."""
+    phase of each epoch, i.e. up to the start of validation, and counts its steps."""
 
     class EpochTimer(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             super().__init__()
             self.train_s: list[float] = []
+            self.steps: list[int] = []
             self._start: float | None = None
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self._start = time.perf_counter()
+            self.steps.append(0)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.steps[-1] += 1
 
         def on_test_begin(self, logs: dict | None = None) -> None:
             self._stop()
@@ -69,7 +74,10 @@ def install_hooks(record: dict[str, Any]) -> None:
         finally:  # training may call fit once per epoch: add the calls up
             record["fit_s"] = record.get("fit_s", 0.0) + time.perf_counter() - start
             record.setdefault("epoch_train_s", []).extend(timer.train_s)
+            record.setdefault("epoch_steps", []).extend(timer.steps)
             record["fit_calls"] = record.get("fit_calls", 0) + 1
+            if args and hasattr(args[0], "element_spec"):  # a tf.data training set
+                record["batch_size"] = args[0].element_spec[0].shape[0]
 
     def timed_iter(*args: Any, **kwargs: Any) -> Iterator:
         start, images = time.perf_counter(), 0

@@ -76,14 +76,23 @@ class ResNet:
             filters[0], (3, 3), use_bias=False, padding="same", kernel_regularizer=l2(reg)
         )(x)
 
+        # As in the original, ``reg`` is not passed on: the residual modules keep their
+        # own default L2 (0.0001); only the stem convolution and the classifier get ``reg``.
         for i, stage_depth in enumerate(stages):
             stride = 1 if i == 0 else 2
             x = ResNet.residual_module(
-                x, filters[i + 1], stride, chanDim, True, reg, bnEps, bnMom, batch_norm
+                x,
+                filters[i + 1],
+                stride,
+                chanDim,
+                red=True,
+                bnEps=bnEps,
+                bnMom=bnMom,
+                batch_norm=batch_norm,
             )
             for _ in range(stage_depth - 1):
                 x = ResNet.residual_module(
-                    x, filters[i + 1], 1, chanDim, False, reg, bnEps, bnMom, batch_norm
+                    x, filters[i + 1], 1, chanDim, bnEps=bnEps, bnMom=bnMom, batch_norm=batch_norm
                 )
 
         x = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(x)

@@ -32,8 +32,6 @@ from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.serialization import load_model, save_model
 
-INITIAL_LEARNING_RATE = 0.1
-
 
 @dataclass
 class TrainConfig:
@@ -47,8 +45,10 @@ class TrainConfig:
     precision: str = "float32"
     distribute: str | None = None
     cpu_devices: int = 1
+    learning_rate: float = 0.1
     schedule: str = "time-decay"
     augmentation: str = "tutorial"
+    recipe: str | None = None
     verbose: int = 1
 
 
@@ -96,26 +96,32 @@ def portable_copy(model: keras.Model, image_size: tuple[int, int]) -> keras.Mode
 
 
 def compile_model(
-    model: keras.Model, epochs: int, schedule: str = "time-decay", steps_per_epoch: int = 1
+    model: keras.Model,
+    epochs: int,
+    schedule: str = "time-decay",
+    steps_per_epoch: int = 1,
+    peak: float = 0.1,
 ) -> None:
-    """SGD(0.1, momentum 0.9) with the tutorial's schedule, or cosine for the full recipe.
+    """SGD(peak, momentum 0.9) with the tutorial's schedule, or a cosine one.
 
     "time-decay" is Keras 2's ``decay`` argument, lr / (1 + decay * iterations) with
-    decay = 0.1 / epochs, counted in optimizer iterations (batches): exactly
-    ``InverseTimeDecay`` with ``decay_steps=1``. "cosine" warms up linearly for one
-    epoch and then follows a cosine to zero, which lets a longer run settle.
+    decay = lr / epochs, counted in optimizer iterations (batches): exactly
+    ``InverseTimeDecay`` with ``decay_steps=1``. After 25 epochs it is still at half
+    the peak, so the last epochs move the weights as much as the first ones did and
+    the model saved is wherever the noise left it. "cosine" warms up linearly for one
+    epoch, then falls to zero, so the run ends settled.
     """
     if schedule == "cosine":
         total = max(epochs * steps_per_epoch, 2)
         learning_rate = keras.optimizers.schedules.CosineDecay(
             0.0,
             decay_steps=total - steps_per_epoch,
-            warmup_target=INITIAL_LEARNING_RATE,
+            warmup_target=peak,
             warmup_steps=steps_per_epoch,
         )
     else:
         learning_rate = keras.optimizers.schedules.InverseTimeDecay(
-            INITIAL_LEARNING_RATE, decay_steps=1, decay_rate=INITIAL_LEARNING_RATE / epochs
+            peak, decay_steps=1, decay_rate=peak / epochs
         )
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
@@ -181,6 +187,9 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "precision": config.precision,
+        "learning_rate": config.learning_rate,
+        "schedule": config.schedule,
+        "augmentation": config.augmentation,
         "image_size": list(config.image_size),
     }
     size = metadata["preprocessing"]
@@ -223,7 +232,7 @@ def train(config: TrainConfig) -> TrainResult:
         if not config.resume:
             model = build_model(len(class_names), config.image_size, FusedBatchNormalization)
             steps = max(len(splits["training"].paths) // config.batch_size, 1)
-            compile_model(model, config.epochs, config.schedule, steps)
+            compile_model(model, config.epochs, config.schedule, steps, config.learning_rate)
     start_epoch = len(history.get("loss", []))
 
     arrays = {}
@@ -271,6 +280,9 @@ def train(config: TrainConfig) -> TrainResult:
                     "epochs": config.epochs,
                     "batch_size": config.batch_size,
                     "precision": precision,
+                    "learning_rate": config.learning_rate,
+                    "schedule": config.schedule,
+                    "augmentation": config.augmentation,
                     "seed": seed,
                     "history": history,
                 }
@@ -305,6 +317,8 @@ def train(config: TrainConfig) -> TrainResult:
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "training_precision": precision,
+        "recipe": config.recipe,
+        "learning_rate": config.learning_rate,
         "schedule": config.schedule,
         "augmentation": config.augmentation,
         "history": history,
