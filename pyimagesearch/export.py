@@ -111,15 +111,15 @@ def check_output(output: Path, overwrite: bool, model: str) -> None:
         return
     if not overwrite:
         raise UserError(f"--output '{output}' is not empty; pass --overwrite to replace it")
-    if not (output / METADATA_NAME).is_file():
-        raise UserError(
-            f"--overwrite replaces only an earlier export; '{output}' has no {METADATA_NAME}"
-        )
     for entry in sorted(output.iterdir()):
         if entry.name not in EXPORT_ENTRIES:
             raise UserError(
                 f"--overwrite replaces only an earlier export; '{entry}' is not part of one"
             )
+    if not (output / METADATA_NAME).is_file():
+        raise UserError(
+            f"--overwrite replaces only an earlier export; '{output}' has no {METADATA_NAME}"
+        )
 
 
 def check_recipe(fmt: str, recipe: dict) -> None:
