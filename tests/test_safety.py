@@ -343,3 +343,16 @@ def test_encrypted_or_unknown_compression_members_are_one_line(tmp_path: Path, m
     patch_header(odd, METADATA_NAME, 8, 10, 9)  # method 9, Deflate64: zipfile cannot read it
     with pytest.raises(UserError, match="compression method 9"):
         load_model(odd)
+
+
+def test_export_overwrite_accepts_an_earlier_export(tmp_path: Path):
+    from pyimagesearch.export import check_output
+
+    earlier = tmp_path / "exported"
+    earlier.mkdir()
+    (earlier / "pyimagesearch.json").write_text("{}")
+    (earlier / "model.onnx").write_bytes(b"onnx")
+    check_output(earlier, overwrite=True, model=str(tmp_path / "m.keras"))
+    (earlier / "pyimagesearch.json").unlink()
+    with pytest.raises(UserError, match="has no pyimagesearch.json"):
+        check_output(earlier, overwrite=True, model=str(tmp_path / "m.keras"))
