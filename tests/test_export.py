@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import keras
@@ -41,7 +40,7 @@ def saved(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def batches(tmp_path_factory) -> list[list[Path]]:
+def batches(tmp_path_factory, real_images: Path | None) -> list[list[Path]]:
     """Image files grouped into equal-sized batches: synthetic ones (two of the same size)
     and, with MALARIA_SOURCE, a few real NIH cells of their own various sizes."""
     folder = tmp_path_factory.mktemp("images")
@@ -50,10 +49,9 @@ def batches(tmp_path_factory) -> list[list[Path]]:
         write_image(folder / "b.png", size=(90, 70), seed=2),
         write_image(folder / "c.png", size=(40, 150), seed=3),
     ]
-    source = Path(os.environ.get("MALARIA_SOURCE", "/nonexistent"))
-    if (source / "Parasitized").is_dir() and (source / "Uninfected").is_dir():
+    if real_images is not None:
         for name in CLASS_NAMES:
-            paths += sorted((source / name).glob("*.png"))[:2]
+            paths += sorted((real_images / name).glob("*.png"))[:2]
     groups: dict[tuple, list[Path]] = {}
     for path in paths:
         groups.setdefault(tuple(decode_rgb(tf.io.read_file(str(path))).shape), []).append(path)

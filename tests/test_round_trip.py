@@ -1,0 +1,78 @@
+"""The promise: the model loaded in another process is the model that was trained.
+
+A model trained on real images (its BatchNormalization statistics are no longer the
+initial ones) is saved in every format; ``load_model.py`` in a fresh process must give
+the probabilities the trained model gives on the arrays training evaluated, and report
+the test accuracy stored in the file.
+"""
+
+import csv
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from pyimagesearch.serialization import read_metadata, save_model
+from tests.conftest import TrainedRun, run_script
+
+
+def batch_norm_statistics(model: keras.Model) -> list[np.ndarray]:
+    return [
+        np.asarray(variable)
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for variable in (layer.moving_mean, layer.moving_variance)
+    ]
+
+
+@pytest.fixture(scope="module")
+def saved_three_ways(trained_run: TrainedRun) -> dict[str, Path]:
+    """The same trained model: '.model' as save_model.py wrote it, '.keras' and '.h5'."""
+    folder = trained_run.model_path.parent
+    paths = {".model": trained_run.model_path}
+    for suffix in (".keras", ".h5"):
+        paths[suffix] = folder / f"same_model{suffix}"
+        save_model(trained_run.model, paths[suffix], trained_run.metadata)
+    return paths
+
+
+def test_the_model_was_trained_and_is_not_saturated(trained_run: TrainedRun):
+    """Otherwise the round trip below could not notice lost moving statistics: they would
+    be the initial ones, or every probability would round to 0 or 1 whatever the weights."""
+    moved = [s for s in batch_norm_statistics(trained_run.model) if not np.all(s == s.flat[0])]
+    assert len(moved) == len(batch_norm_statistics(trained_run.model)) > 0
+    probabilities = trained_run.model.predict(trained_run.fed_to_model("testing"), verbose=0)
+    assert np.mean((probabilities > 0.01) & (probabilities < 0.99)) > 0.9
+
+
+@pytest.mark.parametrize("suffix", [".model", ".keras", ".h5"])
+def test_fresh_process_gives_the_trained_models_probabilities(
+    trained_run: TrainedRun, saved_three_ways: dict[str, Path], tutorial_dataset: Path,
+    tmp_path: Path, suffix: str
+):  # fmt: skip
+    path = saved_three_ways[suffix]
+    table = tmp_path / "predictions.csv"
+    # Batches of 32, as training's evaluation used: the same inputs in the same batches.
+    result = run_script(
+        "load_model.py", "-i", str(tutorial_dataset / "testing"), "-m", str(path), "-n", "0",
+        "-b", "32", "--csv", str(table), "-o", str(tmp_path / "montage.png"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(table.open()))
+
+    images = trained_run.fed_to_model("testing")
+    labels = trained_run.decoded["testing"][1]
+    expected = trained_run.model.predict(images, batch_size=32, verbose=0)
+    assert len(rows) == len(images) == 100
+    class_names = trained_run.metadata["class_names"]
+    assert [Path(r["path"]).parent.name for r in rows] == [class_names[i] for i in labels]
+    # Exact, to the six decimals the CSV keeps.
+    got = [[r[f"p_{name}"] for name in class_names] for r in rows]
+    assert got == [[f"{p:.6f}" for p in row] for row in expected]
+
+    stored = read_metadata(path)["provenance"]["final_metrics"]["test_accuracy"]
+    assert stored == trained_run.metadata["provenance"]["final_metrics"]["test_accuracy"]
+    correct, total = map(int, re.search(r"\[INFO\] (\d+)/(\d+) correct", result.stdout).groups())
+    assert correct / total == stored
