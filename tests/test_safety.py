@@ -167,17 +167,17 @@ def test_load_model_refuses_an_output_that_is_an_input(tmp_path: Path, model_fil
     assert model_file.read_bytes() == before
 
 
-def test_a_failed_run_leaves_an_earlier_csv_as_it_was(tmp_path: Path):
+def test_a_failed_run_leaves_an_earlier_csv_as_it_was(tmp_path: Path, model_file: Path):
     images = tmp_path / "images"
-    write_image(images / "a.png")
+    images.mkdir()
+    (images / "broken.png").write_bytes(b"\x89PNG but nothing more")  # fails in the decoder
     table = tmp_path / "predictions.csv"
     table.write_text("earlier results\n")
-    bad_model = tmp_path / "bad.keras"
-    bad_model.write_text("not a model")
-    result = run_capped("load_model.py", "-i", str(images), "-m", str(bad_model),
+    result = run_capped("load_model.py", "-i", str(images), "-m", str(model_file),
                         "--csv", str(table), "-o", str(tmp_path / "m.png"))  # fmt: skip
-    refused(result, "not a Keras model file")
+    refused(result, "none of the images could be read")
     assert table.read_text() == "earlier results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "predictions.csv"]
 
 
 def test_a_full_disk_is_an_error_not_written(tmp_path: Path, model_file: Path):
