@@ -122,6 +122,10 @@ def test_build_dataset_overwrite_replaces_only_its_own_splits(tmp_path: Path):
     (mine / "results.txt").write_text("user data")
     refused(build(source, output, "--overwrite"), "mine")
     assert (mine / "results.txt").read_text() == "user data"
+    (mine / "results.txt").rename(output / "testing" / "Parasitized" / "results.txt")
+    mine.rmdir()
+    refused(build(source, output, "--overwrite"), "results.txt")
+    assert (output / "testing" / "Parasitized" / "results.txt").read_text() == "user data"
 
     foreign = tmp_path / "foreign"
     (foreign / "training" / "Parasitized").mkdir(parents=True)
