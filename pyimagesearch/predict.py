@@ -181,16 +181,3 @@ def iter_predictions(
         return
     for indices, images in batches:
         yield indices, predict(images)
-
-
-def classify(
-    predict: Predictor, paths: list[str], recipe: dict, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indices of the readable files, their probabilities), for a modest list of files."""
-    indices, probabilities = [], []
-    for batch_indices, batch_probabilities in iter_predictions(predict, paths, recipe, batch_size):
-        indices.append(batch_indices)
-        probabilities.append(batch_probabilities)
-    if not indices:
-        return np.zeros(0, dtype="int64"), np.zeros((0, 0), dtype="float32")
-    return np.concatenate(indices), np.concatenate(probabilities)

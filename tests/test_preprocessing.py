@@ -1,50 +1,118 @@
 """One definition of "file -> model input", shared bit for bit by training and inference."""
 
+import importlib
+import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pyimagesearch.data import list_split, load_split
-from pyimagesearch.predict import classify
+from pyimagesearch import predict
 from pyimagesearch.preprocessing import default_recipe, load_image
-from tests.conftest import write_image
+from tests.conftest import train_in_process, write_image
 
 RECIPE = default_recipe()
+CLASSES = ("Parasitized", "Uninfected")
 
 
-def test_training_and_inference_see_identical_arrays(synthetic_dataset: Path):
-    """The training pipeline's array for a PNG is bitwise the one the loader classifies."""
-    split = list_split(synthetic_dataset / "testing")
-    training_images, _ = load_split(split, RECIPE)
-
-    seen_by_model = []
-
-    def record(images):
-        """Stands in for the model and keeps exactly what it was given."""
-        seen_by_model.append(np.asarray(images))
-        return np.zeros((len(images), 2), dtype="float32")
-
-    indices, _ = classify(record, split.paths, RECIPE, batch_size=3)
-    inference_images = np.concatenate(seen_by_model)[np.argsort(indices)]
-    assert training_images.dtype == np.float32
-    assert np.array_equal(training_images, inference_images)
-    # ...and both equal the one-file function called eagerly.
-    eager = load_image(split.paths[0], RECIPE).numpy()
-    assert np.array_equal(eager, training_images[0])
+def real_dataset(source: Path, root: Path) -> Path:
+    """root/<split>/<class>/ holding copies of the first twelve real NIH PNGs of each class."""
+    for name in CLASSES:
+        files = sorted((source / name).glob("*.png"))[:12]
+        for split, chosen in (("training", files[:6]), ("validation", files[6:8]),
+                              ("testing", files[8:])):  # fmt: skip
+            (root / split / name).mkdir(parents=True)
+            for file in chosen:
+                shutil.copy(file, root / split / name / file.name)
+    return root
 
 
-def test_real_png_is_resized_bilinearly_and_scaled(malaria_source: Path):
-    path = sorted((malaria_source / "Parasitized").iterdir())[0]
-    image = load_image(str(path), RECIPE).numpy()
-    assert image.shape == (64, 64, 3)
-    assert 0.0 <= image.min() and image.max() <= 1.0
+def test_training_and_load_model_feed_the_network_identical_arrays(
+    malaria_source: Path, tmp_path: Path, monkeypatch
+):
+    """Through the real entry points, at a non-default --image-size: what save_model.py's
+    pipeline hands to fit and evaluate is, bit for bit, what load_model.py hands to the
+    network it loaded, using the recipe stored in the file."""
+    dataset = real_dataset(malaria_source, tmp_path / "data")
+    model_path = tmp_path / "small.model"
+    run = train_in_process(
+        ["--dataset", str(dataset), "--model", str(model_path), "--plot", str(tmp_path / "p.png"),
+         "--epochs", "1", "--schedule", "time-decay", "--batch-size", "4", "--seed", "3",
+         "--image-size", "40"],
+        monkeypatch,
+    )  # fmt: skip
+    # Training's arrays before augmentation; validation and testing as batched for Keras.
+    trained_on = np.concatenate(
+        [run.decoded["training"][0], run.fed_to_model("validation"), run.fed_to_model("testing")]
+    )
+
+    seen = []
+
+    def recording_predictor(model, *args, **kwargs):
+        """Stands in for the network load_model.py loaded and keeps exactly what it was given."""
+        assert model.input_shape == (None, 40, 40, 3)
+
+        def network(images):
+            seen.append(np.asarray(images))
+            return np.full((len(images), 2), 0.5, dtype="float32")
+
+        return network
+
+    monkeypatch.setattr(predict, "make_predictor", recording_predictor)
+    load_script = importlib.import_module("load_model")
+    folders = [str(dataset / split) for split in ("training", "validation", "testing")]
+    argv = ["-i", *folders, "-m", str(model_path), "-n", "0", "-b", "5",
+            "-o", str(tmp_path / "montage.png")]  # fmt: skip
+    assert load_script.main(argv) == 0
+    loaded_on = np.concatenate(seen)
+    assert trained_on.shape == loaded_on.shape == (24, 40, 40, 3)
+    assert trained_on.dtype == loaded_on.dtype == np.float32
+    assert np.array_equal(trained_on, loaded_on)
+
+
+def bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resampling with half-pixel centres and no antialiasing (what TensorFlow 2
+    documents for method="bilinear"), written out independently in NumPy, in float64."""
+
+    def axis(size_out: int, size_in: int):
+        centre = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+        low = np.floor(centre)
+        weight = centre - low
+        low = low.astype(int)
+        return np.clip(low, 0, size_in - 1), np.clip(low + 1, 0, size_in - 1), weight
+
+    y0, y1, wy = axis(height, image.shape[0])
+    x0, x1, wx = axis(width, image.shape[1])
+    image = image.astype(np.float64)
+    wx = wx[None, :, None]
+    top = image[y0][:, x0] * (1 - wx) + image[y0][:, x1] * wx
+    bottom = image[y1][:, x0] * (1 - wx) + image[y1][:, x1] * wx
+    return top * (1 - wy[:, None, None]) + bottom * wy[:, None, None]
+
+
+@pytest.mark.parametrize("size", [64, 48])
+def test_real_png_is_resized_bilinearly_and_scaled(malaria_source: Path, size: int):
+    path = sorted((malaria_source / "Parasitized").glob("*.png"))[0]
+    image = load_image(str(path), default_recipe((size, size))).numpy()
     original = np.asarray(Image.open(path).convert("RGB"))
-    nearest = tf.image.resize(original, (64, 64), method="nearest").numpy() / 255.0
-    # The tutorial's two scripts disagreed exactly here; the recipe names one method.
-    assert not np.array_equal(image, nearest.astype("float32"))
+    assert image.shape == (size, size, 3) and image.dtype == np.float32
+    assert min(original.shape[:2]) > size  # a real reduction, where the methods differ
+    np.testing.assert_allclose(image, bilinear(original, size, size) / 255.0, rtol=0, atol=1e-5)
+    # Everything the tutorial's scripts or a careless edit could have used instead is far off.
+    others = {
+        f"tf {method}": tf.image.resize(original, (size, size), method=method).numpy()
+        for method in ("nearest", "area", "bicubic")
+    }
+    for name, flag in (("cv2 bilinear", cv2.INTER_LINEAR), ("cv2 area", cv2.INTER_AREA)):
+        others[name] = cv2.resize(original, (size, size), interpolation=flag)
+    others["tf bilinear antialiased"] = tf.image.resize(
+        original, (size, size), method="bilinear", antialias=True
+    ).numpy()
+    for name, other in others.items():
+        assert np.abs(image - other / 255.0).max() > 1e-3, name
 
 
 @pytest.mark.parametrize(

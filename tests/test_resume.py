@@ -47,6 +47,8 @@ def start_training(dataset: Path, model: Path, *extra: str) -> subprocess.Popen:
 
 
 def read_until(process: subprocess.Popen, marker: bytes, limit: float = 300) -> bytes:
+    """The output up to MARKER; fails when the process ends or LIMIT passes without it, so a
+    run that crashed or finished early cannot pass as one stopped at MARKER."""
     seen = b""
     deadline = time.monotonic() + limit
     while marker not in seen and time.monotonic() < deadline:
@@ -54,6 +56,9 @@ def read_until(process: subprocess.Popen, marker: bytes, limit: float = 300) -> 
         if not chunk:
             break
         seen += chunk
+    assert marker in seen, (
+        f"{marker!r} never appeared; output ends: {seen[-500:].decode(errors='replace')}"
+    )
     return seen
 
 
@@ -129,9 +134,12 @@ def test_sigkill_never_damages_the_previous_model(dataset: Path, tmp_path: Path)
         process = start_training(dataset, model)
         read_until(process, marker)
         process.kill()
-        process.wait()
+        # Killed by the signal, not ended on its own before it arrived.
+        assert process.wait(timeout=60) == -signal.SIGKILL, marker
         loaded, metadata = load_model(model)  # the file at --model is always whole
         assert metadata["class_names"] == ["Parasitized", "Uninfected"]
+        if marker == b"Epoch 2/3":  # mid-training: nothing was saved over it yet
+            assert model.read_bytes() == before
     assert model.read_bytes() == before or load_model(model)[1]["provenance"]["epochs"] == 3
 
     # A kill during the save can leave a half-written temporary beside --model; the next
