@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -32,6 +33,9 @@ METADATA_NAME = "pyimagesearch.json"
 METADATA_FORMAT = 1
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 LEGACY_SUFFIXES = (".h5", ".hdf5")
+# Keras 3 releases before 3.11.3 silently ignore safe_mode for HDF5 files (CVE-2025-9905):
+# a Lambda layer in a .h5 model, or in a .model file holding HDF5, runs its code on load.
+SAFE_KERAS = (3, 11, 3)
 # What zipfile, zlib, h5py and json raise for damaged or hostile files (ValueError covers
 # bad JSON and bad UTF-8, RuntimeError an encrypted member, NotImplementedError an
 # unknown compression method).
@@ -45,6 +49,18 @@ READ_ERRORS = (
     zipfile.BadZipFile,
     zlib.error,
 )
+
+
+def check_keras_version(version: str | None = None) -> None:
+    """Refuse to load any model with a Keras whose safe mode an HDF5 file can bypass."""
+    version = version or keras.__version__
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+    if numbers < SAFE_KERAS:
+        raise UserError(
+            f"Keras {version} ignores safe mode for HDF5 model files (CVE-2025-9905), so "
+            "loading one could run its code; install Keras 3.11.3 or later "
+            "(pip install -r requirements.txt)"
+        )
 
 
 def check_writable(path: str | Path) -> None:
@@ -279,6 +295,7 @@ def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, di
     """Load a model in Keras' safe mode (no arbitrary code), with its metadata.
 
     ``compile=True`` also restores the optimizer state (for resuming training)."""
+    check_keras_version()
     kind = file_kind(path)
     try:
         metadata = read_metadata(path)

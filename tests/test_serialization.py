@@ -11,7 +11,12 @@ import pytest
 
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import default_recipe
-from pyimagesearch.serialization import load_model, save_model
+from pyimagesearch.serialization import (
+    HDF5_SIGNATURE,
+    check_keras_version,
+    load_model,
+    save_model,
+)
 from pyimagesearch.train import build_model, compile_model
 
 METADATA = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
@@ -108,17 +113,22 @@ def test_metadata_that_disagrees_with_the_model_is_refused(tmp_path: Path, model
         load_model(path)
 
 
-def test_lambda_layer_code_never_runs(tmp_path: Path):
-    marker = tmp_path / "pwned"
+def hostile_model(marker: Path) -> keras.Model:
+    """A model whose Lambda layer creates MARKER whenever it is called, e.g. while loading."""
     inputs = keras.Input((64, 64, 3))
-    # The lambda would create the marker file when called during loading.
     code = f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]"
     hostile = keras.layers.Lambda(eval(code))(inputs)
     outputs = keras.layers.Dense(2, activation="softmax")(
         keras.layers.GlobalAveragePooling2D()(hostile)
     )
     model = keras.Model(inputs, outputs)
-    marker.unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)  # building it called the lambda once
+    return model
+
+
+def test_lambda_layer_code_never_runs(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    model = hostile_model(marker)
     path = tmp_path / "hostile.model"
     save_model(model, path, METADATA)
     with zipfile.ZipFile(path) as archive:
@@ -126,3 +136,37 @@ def test_lambda_layer_code_never_runs(tmp_path: Path):
     with pytest.raises(UserError, match="(?i)lambda|safe"):
         load_model(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["hostile.h5", "hostile.model"])
+def test_lambda_layer_in_hdf5_never_runs(tmp_path: Path, name: str):
+    """Keras before 3.11.3 skipped safe mode for HDF5 (CVE-2025-9905); a '.model' name
+    holding HDF5 bytes takes the same path, so both must be refused unexecuted."""
+    marker = tmp_path / "pwned"
+    written = tmp_path / "written.h5"
+    save_model(hostile_model(marker), written, METADATA)
+    path = tmp_path / name
+    path.write_bytes(written.read_bytes())
+    assert path.read_bytes()[:8] == HDF5_SIGNATURE
+    with pytest.raises(UserError, match="(?i)lambda|safe"):
+        load_model(path)
+    assert not marker.exists()
+    # The file does carry code that runs when safe mode is off: the refusal above is real.
+    keras.saving.load_model(written, safe_mode=False)(BATCH[:1])
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("version", ["3.11.2", "3.10.0", "3.0.0"])
+def test_keras_without_the_hdf5_safe_mode_fix_is_refused(tmp_path: Path, monkeypatch, version):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "hostile.h5"
+    save_model(hostile_model(marker), path, METADATA)
+    monkeypatch.setattr(keras, "__version__", version)
+    with pytest.raises(UserError, match=f"Keras {version} .*CVE-2025-9905.*3.11.3"):
+        load_model(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("version", ["3.11.3", "3.12.0", "3.15.1", "4.0.0.dev2026"])
+def test_keras_with_the_fix_is_accepted(version):
+    check_keras_version(version)
