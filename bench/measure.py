@@ -110,7 +110,7 @@ def describe_machine() -> str:
         f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, load average {load} at start; "
         f"Python {platform.python_version()}, TensorFlow {version('tensorflow')}, "
         f"Keras {version('keras')}, tf_keras {version('tf_keras')}; "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
     )
 
 

@@ -1,0 +1,33 @@
+"""What the project says it needs is what it needs: one Python floor, one list of runtime pins."""
+
+import re
+import sys
+import tomllib
+
+from tests.conftest import ROOT
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def requirement_lines(name: str) -> list[str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_pyproject_declares_exactly_the_runtime_requirements():
+    assert PYPROJECT["project"]["dependencies"] == requirement_lines("requirements.txt")
+
+
+def test_test_and_lint_tools_are_not_runtime_requirements():
+    runtime = {re.split("[=<>]", line)[0] for line in requirement_lines("requirements.txt")}
+    assert not runtime & {"pytest", "ruff", "onnxruntime", "ai-edge-litert"}
+    dev = requirement_lines("requirements-dev.txt")
+    assert dev[0] == "-r requirements.txt"
+    assert {"pytest", "ruff"} <= {re.split("[=<>]", line)[0] for line in dev[1:]}
+
+
+def test_python_floor_is_3_11_everywhere():
+    """numpy 2.4 and datetime.UTC (train.py) need 3.11; the README and pyproject say so."""
+    assert PYPROJECT["project"]["requires-python"] == ">=3.11"
+    assert "Python 3.11+" in (ROOT / "README.md").read_text()
+    assert sys.version_info >= (3, 11)
