@@ -65,8 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--recipe",
         choices=tuple(RECIPES),
         default=DEFAULT_RECIPE,
-        help="stable (default): the tutorial's network and augmentation, 12 epochs, learning "
-        "rate warmed up for one epoch then cosine to zero; a good model for any seed. "
+        help="stable (default): the tutorial's network and augmentation, 12 epochs, SGD "
+        "warmed up for one epoch to 0.03 then cosine to zero; a good model for any seed. "
         "tutorial: the original article's exact hyperparameters (25 epochs, SGD 0.1 with "
         "time decay), whose result depends on the seed. full: 12 epochs, batch 64, cosine, "
         "cells rotated to any angle and flipped both ways, for the whole NIH set split by "

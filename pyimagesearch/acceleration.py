@@ -45,3 +45,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             is_training=False,
         )
         return outputs
+
+
+def trace_faster() -> None:
+    """Turn off Keras' and TensorFlow's traceback filtering for this process.
+
+    Filtering wraps every layer call in a handler that trims framework frames from
+    error tracebacks; while ``fit`` traces its train and test functions, that Python
+    overhead costs more than the graph itself. Measured on a 2-core AMD EPYC, one
+    epoch of the tutorial split, start of ``train`` to model: 17-22 s with filtering,
+    11-12 s without (two runs each). Errors then show the full traceback, frames of
+    Keras and TensorFlow included; nothing else changes.
+    """
+    keras.config.disable_traceback_filtering()
+    tf.debugging.disable_traceback_filtering()

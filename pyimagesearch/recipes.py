@@ -21,7 +21,7 @@ RECIPES: dict[str, dict] = {
     "stable": {
         "epochs": 12,
         "batch_size": 32,
-        "learning_rate": 0.1,
+        "learning_rate": 0.03,
         "schedule": "cosine",
         "augmentation": "tutorial",
         "image_size": 64,

@@ -22,7 +22,7 @@ import tensorflow as tf
 from sklearn.metrics import classification_report
 
 import pyimagesearch
-from pyimagesearch.acceleration import FusedBatchNormalization
+from pyimagesearch.acceleration import FusedBatchNormalization, trace_faster
 from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.data import load_split, make_dataset, scan_dataset
 from pyimagesearch.distribute import make_strategy, split_cpu
@@ -112,12 +112,13 @@ def compile_model(
     epoch, then falls to zero, so the run ends settled.
     """
     if schedule == "cosine":
-        total = max(epochs * steps_per_epoch, 2)
+        # A one-epoch run (a smoke test) has no room for the warm-up.
+        warmup = steps_per_epoch if epochs > 1 else 0
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            0.0,
-            decay_steps=total - steps_per_epoch,
-            warmup_target=peak,
-            warmup_steps=steps_per_epoch,
+            0.0 if warmup else peak,
+            decay_steps=max(epochs * steps_per_epoch - warmup, 1),
+            warmup_target=peak if warmup else None,
+            warmup_steps=warmup,
         )
     else:
         learning_rate = keras.optimizers.schedules.InverseTimeDecay(
@@ -210,6 +211,7 @@ def train(config: TrainConfig) -> TrainResult:
     recipe = default_recipe(config.image_size)
     class_names = splits["training"].class_names
 
+    trace_faster()
     if config.cpu_devices > 1:
         split_cpu(config.cpu_devices)
     strategy = make_strategy(config.distribute)
