@@ -59,7 +59,7 @@ def resolve_source(source: str) -> Path:
         try:
             archive = keras.utils.get_file(origin=source, extract=False)
         except Exception as error:
-            raise UserError(f"cannot download '{source}': {error}") from None
+            raise UserError(f"cannot download '{source}': {error}") from error
         source = archive
     path = Path(source)
     if not path.exists():
@@ -250,7 +250,7 @@ def write_split(root: Path, output: Path, split: dict[str, dict[str, list[str]]]
                 os.replace(output / split_name, staging / f"{split_name}.old")
             os.replace(staging / split_name, output / split_name)
     except OSError as error:
-        raise UserError(f"cannot write '{output}': {error.strerror or error}") from None
+        raise UserError(f"cannot write '{output}': {error.strerror or error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

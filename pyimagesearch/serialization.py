@@ -127,7 +127,7 @@ def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
         os.replace(tmp_name, path)
     except OSError as error:  # a full disk or lost permission: say so, keep any earlier file
         Path(tmp_name).unlink(missing_ok=True)
-        raise UserError(f"cannot save to '{path}': {error.strerror or error}") from None
+        raise UserError(f"cannot save to '{path}': {error.strerror or error}") from error
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -300,7 +300,7 @@ def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, di
     try:
         metadata = read_metadata(path)
     except READ_ERRORS as error:
-        raise UserError(f"cannot read '{path}': {type(error).__name__}: {error}") from None
+        raise UserError(f"cannot read '{path}': {type(error).__name__}: {error}") from error
     if metadata is not None:  # checked before Keras builds a network of the size it names
         validate_metadata(metadata, path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -309,12 +309,12 @@ def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, di
         try:
             shutil.copyfile(path, readable)
         except OSError as error:
-            raise UserError(f"cannot read '{path}': {error.strerror or error}") from None
+            raise UserError(f"cannot read '{path}': {error.strerror or error}") from error
         try:
             model = keras.saving.load_model(readable, compile=compile, safe_mode=True)
         except Exception as error:  # Keras raises many types for bad files
             reason = " ".join(str(error).split())
             if len(reason) > 300:
                 reason = reason[:300] + "..."
-            raise UserError(f"cannot load model '{path}': {reason}") from None
+            raise UserError(f"cannot load model '{path}': {reason}") from error
     return model, check_metadata(metadata, model, path)

@@ -18,6 +18,7 @@ from pyimagesearch.serialization import (
     save_model,
 )
 from pyimagesearch.train import build_model, compile_model
+from tests.conftest import write_image
 
 METADATA = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
 BATCH = np.random.default_rng(0).random((5, 64, 64, 3), dtype="float32")
@@ -170,3 +171,21 @@ def test_keras_without_the_hdf5_safe_mode_fix_is_refused(tmp_path: Path, monkeyp
 @pytest.mark.parametrize("version", ["3.11.3", "3.12.0", "3.15.1", "4.0.0.dev2026"])
 def test_keras_with_the_fix_is_accepted(version):
     check_keras_version(version)
+
+
+def test_debug_shows_what_went_wrong_inside(tmp_path: Path, model, capsys):
+    """Without --debug one line and exit 2; with it, the traceback keeps the underlying error."""
+    import load_model as load_script
+    from pyimagesearch.errors import run_command
+
+    path = tmp_path / "m.keras"
+    save_model(model, path, METADATA)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("config.json", "{not json")  # readable zip, unusable model
+    write_image(tmp_path / "images" / "cell.png")
+    argv = ["-i", str(tmp_path / "images"), "-m", str(path), "-o", str(tmp_path / "montage.png")]
+    assert run_command(load_script.main, argv) == 2
+    assert capsys.readouterr().err.startswith("[ERROR] cannot load model")
+    with pytest.raises(UserError) as caught:
+        run_command(load_script.main, [*argv, "--debug"])
+    assert caught.value.__cause__ is not None
