@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from pyimagesearch import safety
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
 MONTAGE_TILES = 16
 MONTAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -162,6 +162,7 @@ def show(path: str, image) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    start_tensorflow(args.debug)
     safety.MAX_PIXELS = args.max_pixels
     safety.check_paths(
         {"--output": args.output, "--csv": args.csv, "--confusion": args.confusion},

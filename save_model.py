@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyimagesearch import safety
 from pyimagesearch.augmentation import AUGMENTATIONS
-from pyimagesearch.errors import run_command
+from pyimagesearch.errors import run_command, start_tensorflow
 from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
 
 
@@ -151,6 +151,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    start_tensorflow(args.debug)
     # Imported after parsing so that --help and bad arguments answer at once.
     from pyimagesearch.plots import plot_history
     from pyimagesearch.serialization import check_writable, save_model

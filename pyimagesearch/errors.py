@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 class UserError(Exception):
@@ -11,8 +13,13 @@ class UserError(Exception):
 
 
 def run_command(main: Callable[[list[str] | None], int | None], argv=None) -> int:
-    """Run a command-line ``main``, turning UserError into one stderr line and exit 2."""
+    """Run a command-line ``main``, turning UserError into one stderr line and exit 2.
+
+    Unless --debug, TensorFlow's C++ info and warning lines are off (see
+    :func:`start_tensorflow` for the start-up lines this setting no longer reaches)."""
     argv = sys.argv[1:] if argv is None else argv
+    if "--debug" not in argv:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return main(argv) or 0
     except UserError as error:
@@ -20,3 +27,34 @@ def run_command(main: Callable[[list[str] | None], int | None], argv=None) -> in
             raise
         print(f"[ERROR] {error}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def c_stderr_muted() -> Iterator[None]:
+    """Point the process's stderr file descriptor at /dev/null; Python's errors raised
+    inside still print, since it is restored before any traceback is written."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def start_tensorflow(debug: bool = False) -> None:
+    """Import TensorFlow and let it find its devices, with its C++ start-up log muted
+    unless DEBUG.
+
+    On a CPU-only machine that log prints lines such as an ERROR-level "failed call to
+    cuInit" between ours, none of which a user can act on. TensorFlow 2.21 writes them
+    through absl before absl's logging is set up, where TF_CPP_MIN_LOG_LEVEL does not
+    reach, so the only way to keep them out is the file descriptor itself.
+    """
+    with contextlib.nullcontext() if debug else c_stderr_muted():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA's probe (cuInit) happens here

@@ -8,6 +8,9 @@ from sklearn.metrics import classification_report, confusion_matrix, recall_scor
 # A wrong answer at this confidence or above is as likely to be a wrong label: in the
 # NIH set, such cells "Parasitized" often show no parasite at all (see the README).
 CONFIDENT = 0.9
+# Below this many images a count of confident errors says nothing about the model or
+# the labels (16 images, or a model that never learned, would give noise).
+MIN_IMAGES_FOR_CONFIDENT_ERRORS = 100
 
 
 def clinical_metrics(
@@ -70,14 +73,14 @@ def print_report(
     metrics = clinical_metrics(labels, probabilities, class_names)
     if metrics:
         print(f"[INFO] {format_metrics(metrics)}")
-    errors = int((predicted != labels).sum())
+    if len(labels) < MIN_IMAGES_FOR_CONFIDENT_ERRORS:
+        return
     doubtful = confident_errors(labels, probabilities)
-    if errors:
-        print(
-            f"[INFO] {len(doubtful)} of the {errors} wrong predictions had confidence >= "
-            f"{CONFIDENT:.2f}; worth a look, the folder label may be the mistake"
-            + (":" if len(doubtful) else "")
-        )
+    print(
+        f"[INFO] {len(doubtful)} errors were made with confidence >= {CONFIDENT:.2f} "
+        "(an overconfident model or a wrong label)"
+        + ("; most confident first:" if len(doubtful) else "")
+    )
     for index in doubtful[:listed]:
         print(
             f"  {probabilities[index].max():.3f} {class_names[predicted[index]]}, folder says "

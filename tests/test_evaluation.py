@@ -30,11 +30,23 @@ def test_confident_errors_are_wrong_and_sure_most_sure_first():
     assert confident_errors(labels, scores, threshold=0.6).tolist() == [0, 2, 4]
 
 
-def test_report_names_the_doubtful_files(capsys):
+def test_report_names_the_doubtful_files_neutrally_on_a_large_enough_set(capsys):
+    labels = np.array([0, 1, 1] + [0] * 97)
+    scores = probabilities([0.99, 0.97, 0.1] + [0.8] * 97)
+    print_report([f"{i}.png" for i in range(100)], labels, scores, CLASSES)
+    out = capsys.readouterr().out
+    assert "99/100 correct" in out
+    assert (
+        "[INFO] 1 errors were made with confidence >= 0.90 (an overconfident model or a "
+        "wrong label); most confident first:" in out
+    )
+    assert "0.970 Parasitized, folder says Uninfected: 1.png" in out
+    assert "sensitivity: 1.0000  specificity: 0.5000" in out
+
+
+def test_no_confident_error_verdict_on_a_small_set(capsys):
     labels = np.array([0, 1, 1])
     print_report(["a.png", "b.png", "c.png"], labels, probabilities([0.99, 0.97, 0.1]), CLASSES)
     out = capsys.readouterr().out
-    assert "2/3 correct" in out
-    assert "1 of the 1 wrong predictions had confidence >= 0.90" in out
-    assert "0.970 Parasitized, folder says Uninfected: b.png" in out
-    assert "sensitivity: 1.0000  specificity: 0.5000" in out
+    assert "2/3 correct" in out and "sensitivity: 1.0000  specificity: 0.5000" in out
+    assert "confidence" not in out and "b.png" not in out

@@ -1,0 +1,23 @@
+"""A first run prints our lines only: TensorFlow's C++ start-up log stays out unless --debug."""
+
+from pathlib import Path
+
+from pyimagesearch.preprocessing import default_recipe
+from pyimagesearch.serialization import save_model
+from pyimagesearch.train import build_model
+from tests.conftest import run_script, write_image
+
+
+def test_load_model_prints_only_its_own_lines(tmp_path: Path):
+    model = tmp_path / "tiny.model"
+    metadata = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
+    save_model(build_model(2), model, metadata)
+    for i in range(2):
+        write_image(tmp_path / "images" / f"cell{i}.png", seed=i)
+    args = ("load_model.py", "-i", str(tmp_path / "images"), "-m", str(model),
+            "-o", str(tmp_path / "montage.png"))  # fmt: skip
+    result = run_script(*args, env={"TF_CPP_MIN_LOG_LEVEL": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""
+    assert all(line.startswith("[INFO] ") for line in result.stdout.splitlines())
+    assert run_script(*args, "--debug").returncode == 0  # --debug lets the log through
