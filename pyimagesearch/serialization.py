@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import zipfile
@@ -69,14 +70,24 @@ def check_writable(path: str | Path) -> None:
     safety.check_output_file(path, "cannot save to")
 
 
+# This host's name as it appears in temporary names (no path separators, no oddities).
+HOST = re.sub(r"[^\w.-]", "_", socket.gethostname()) or "localhost"
+
+
 def temporary_prefix(path: Path) -> str:
-    return f".{path.name}.saving."
+    """Start of the temporary name a save uses beside PATH; the writer's pid follows.
+
+    It carries the host's name: on shared storage (multi-worker training) other hosts
+    save beside us, and their process ids mean nothing here."""
+    return f".{path.name}.saving.{HOST}."
 
 
 def remove_stale_temporaries(path: Path) -> None:
     """Delete half-written saves left by a process that was killed (SIGKILL, power loss).
 
-    Their name carries the writer's process id; one whose writer is gone is garbage.
+    Their name carries the writer's host and process id; only this host's, whose writer
+    is gone, are garbage. Another host's file is never touched: it may be a save in
+    progress.
     """
     prefix = temporary_prefix(path)
     for leftover in path.parent.glob(f"{prefix}*"):
