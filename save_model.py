@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyimagesearch import safety
 from pyimagesearch.augmentation import AUGMENTATIONS
-from pyimagesearch.errors import run_command, start_tensorflow
+from pyimagesearch.errors import UserError, run_command, start_tensorflow
 from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
 
 
@@ -129,7 +129,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--distribute",
         choices=("mirrored", "multi-worker"),
         help="train on all local GPUs (mirrored) or on several machines (multi-worker, "
-        "each started with TF_CONFIG); default: one device",
+        "each started with TF_CONFIG and the same --seed; only the chief writes files); "
+        "default: one device",
     )
     parser.add_argument(
         "--cpu-devices",
@@ -139,6 +140,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = parser.parse_args(argv)
+    if args.distribute == "multi-worker" and args.seed is None:
+        # Each worker would otherwise draw its own seed, shuffling and augmenting apart.
+        raise UserError("--distribute multi-worker needs --seed, the same on every worker")
     recipe = RECIPES[args.recipe]
     args.epochs = args.epochs or recipe["epochs"]
     args.batch_size = args.batch_size or recipe["batch_size"]
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_tensorflow(args.debug)
     # Imported after parsing so that --help and bad arguments answer at once.
+    from pyimagesearch.distribute import is_chief
     from pyimagesearch.plots import plot_history
     from pyimagesearch.serialization import check_writable, save_model
     from pyimagesearch.train import TrainConfig, TrainingInterrupted, checkpoint_path_for, train
@@ -164,9 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         {"--dataset": args.dataset},
     )
     safety.check_output_file(args.plot, "--plot", safety.figure_suffixes())
-    for path in (args.model, args.plot, checkpoint):
+    # In a multi-worker run only the chief writes; the others train and write nothing.
+    chief = args.distribute != "multi-worker" or is_chief()
+    for path in (args.model, args.plot, checkpoint) if chief else ():
         check_writable(path)
-    if not args.resume and Path(checkpoint).exists():
+    if chief and not args.resume and Path(checkpoint).exists():
         print(
             f"[INFO] '{checkpoint}' is left from an interrupted run; starting afresh "
             "(add --resume to continue it instead)"
@@ -186,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         augmentation=args.augmentation,
         recipe=args.recipe,
         image_size=(args.image_size, args.image_size),
+        chief=chief,
     )
     try:
         result = train(config)
@@ -195,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             print("[INFO] continue with the same command plus --resume")
         return 130
     print(result.report)
+    if not chief:
+        print(
+            "[INFO] this worker is not the chief, so it writes nothing: the chief (the "
+            "'chief' task in TF_CONFIG, or worker 0) saves the model, checkpoint and plot"
+        )
+        return 0
     print(f"[INFO] serializing network to '{args.model}'...")
     save_model(result.model, args.model, result.metadata)
     Path(checkpoint).unlink(missing_ok=True)

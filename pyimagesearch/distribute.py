@@ -5,13 +5,41 @@ there is no GPU) and averages gradients; ``multi-worker`` does the same across
 machines, each started with a ``TF_CONFIG`` environment variable naming the
 cluster and its own index (see the README). Without ``--distribute`` the default
 strategy runs on one device.
+
+In a multi-worker run every worker trains, but only the chief writes the model,
+checkpoint and plot (:func:`is_chief`): on shared storage the others would write the
+same files at once.
 """
 
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
 
+from pyimagesearch.errors import UserError
+
 STRATEGIES = ("mirrored", "multi-worker")
+
+
+def is_chief() -> bool:
+    """Whether this process is the one that saves, by TensorFlow's rule: the 'chief' task
+    when TF_CONFIG's cluster names one, else worker 0. Without TF_CONFIG a multi-worker
+    run is a cluster of one, which is its own chief."""
+    text = os.environ.get("TF_CONFIG", "").strip()
+    try:
+        config = json.loads(text) if text else {}
+        task = config.get("task", {})
+        kind, index = task.get("type", "worker"), int(task.get("index", 0))
+        has_chief = bool(config.get("cluster", {}).get("chief"))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise UserError(
+            f"TF_CONFIG is unusable ({error}); it must be JSON like "
+            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}}'
+        ) from error
+    return (kind, index) == (("chief", 0) if has_chief else ("worker", 0))
 
 
 def split_cpu(devices: int) -> None:
