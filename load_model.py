@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import os
 import random
 import sys
 from pathlib import Path
@@ -57,7 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--confusion",
         help="save the confusion matrix as an image (when folder names give the true classes)",
     )
-    parser.add_argument("--show", action="store_true", help="also open the montage in a window")
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="also open the montage in a matplotlib window (where there is a display)",
+    )
     parser.add_argument(
         "-s", "--seed", type=safety.seed, default=None, help="seed of the random sample"
     )
@@ -145,21 +148,6 @@ def describe(metadata: dict) -> None:
             )
 
 
-def show(path: str, image) -> None:
-    import cv2
-
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
-        print(f"[INFO] no display available; the montage is in '{path}'")
-        return
-    try:
-        cv2.imshow("Results", image)
-        cv2.waitKey(0)
-    except cv2.error:
-        print(f"[INFO] this OpenCV build cannot open windows; the montage is in '{path}'")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_tensorflow(args.debug)
@@ -179,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from pyimagesearch.data import warn_skipped
-    from pyimagesearch.montage import build_montage, labelled_tile
+    from pyimagesearch.montage import build_montage, labelled_tile, show_montage
     from pyimagesearch.predict import choose_runtime, iter_predictions, make_predictor
     from pyimagesearch.serialization import load_model
 
@@ -260,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             raise OSError("OpenCV could not write the image")
     print(f"[INFO] montage written to '{args.output}'")
     if args.show:
-        show(args.output, montage)
+        show_montage(montage, args.output)
     return 0
 
 

@@ -1,6 +1,9 @@
-"""The labelled montage of classified images that load_model.py writes."""
+"""The labelled montage of classified images that load_model.py writes (and shows)."""
 
 from __future__ import annotations
+
+import os
+import sys
 
 import cv2
 import imutils
@@ -14,6 +17,8 @@ TILE = 128
 COLOURS = {"Parasitized": (0, 0, 255), "Uninfected": (0, 255, 0)}
 OTHER_COLOURS = [(255, 128, 0), (255, 0, 255), (0, 255, 255), (128, 128, 255)]
 WRONG_COLOUR = (0, 215, 255)  # amber frame marks a wrong prediction
+# Backends that open windows, in matplotlib's own order of preference.
+WINDOW_BACKENDS = ("macosx", "qtagg", "gtk4agg", "gtk3agg", "tkagg", "wxagg")
 
 
 def colour_for(label: str, class_names: list[str]) -> tuple[int, int, int]:
@@ -53,3 +58,55 @@ def labelled_tile(
 def build_montage(tiles: list[np.ndarray], grid: tuple[int, int] = (4, 4)) -> np.ndarray:
     """The first page of tiles as one image (imutils lays them out)."""
     return imutils.build_montages(tiles, (TILE, TILE), grid)[0]
+
+
+def window_backend() -> str | None:
+    """Switch pyplot to a backend that opens windows and return its name, or None.
+
+    $MPLBACKEND, when set, is the only one tried. pyplot's own choice is not used: plots.py
+    pins Agg (files only) once imported, e.g. by --confusion."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends import BackendFilter, backend_registry
+
+    files_only = backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
+    requested = os.environ.get("MPLBACKEND")
+    for name in [requested] if requested else WINDOW_BACKENDS:
+        if name.lower() in files_only:
+            continue
+        try:
+            plt.switch_backend(name)
+        except (ImportError, ValueError):  # toolkit not installed, or no display it can use
+            continue
+        return name
+    return None
+
+
+def show_montage(montage: np.ndarray, path: str) -> None:
+    """Open the montage in a matplotlib window (OpenCV here is the headless build, which
+    has none) until it is closed. Where no window can open, say so in one line and carry
+    on: the montage is already on disk at PATH."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        print(
+            "[INFO] no display (DISPLAY and WAYLAND_DISPLAY are unset), so --show cannot "
+            f"open a window; the montage is in '{path}'"
+        )
+        return
+    if window_backend() is None:
+        print(
+            "[INFO] matplotlib found no backend that opens windows here (none installed, "
+            f"e.g. tkinter or PyQt, or the display refused it); the montage is in '{path}'"
+        )
+        return
+    import matplotlib.pyplot as plt
+
+    try:
+        height, width = montage.shape[:2]
+        figure = plt.figure("Results", figsize=(width / 100, height / 100), dpi=100)
+        axis = figure.add_axes((0, 0, 1, 1))
+        axis.imshow(montage[..., ::-1])  # OpenCV's BGR to matplotlib's RGB
+        axis.set_axis_off()
+        plt.show()
+    except Exception as error:  # a toolkit failing at run time must not fail the command
+        print(f"[INFO] the window could not open ({error}); the montage is in '{path}'")
