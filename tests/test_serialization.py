@@ -2,6 +2,8 @@
 
 import os
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,9 +15,11 @@ from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import default_recipe
 from pyimagesearch.serialization import (
     HDF5_SIGNATURE,
+    HOST,
     check_keras_version,
     load_model,
     save_model,
+    temporary_prefix,
 )
 from pyimagesearch.train import build_model, compile_model
 from tests.conftest import write_image
@@ -44,6 +48,35 @@ def test_round_trip_gives_identical_predictions(tmp_path: Path, model, name):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # like any file the user saves
+
+
+def test_a_save_sweeps_only_this_hosts_dead_temporaries(tmp_path: Path, model, monkeypatch):
+    """On shared storage (multi-worker) other hosts save beside us and their process ids
+    mean nothing here: only this host's temporaries whose writer is dead are removed."""
+    path = tmp_path / "m.model"
+    written = []
+    real_save = keras.Model.save
+
+    def save(self, filepath, *args, **kwargs):
+        written.append(Path(filepath).name)
+        return real_save(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", save)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    prefix = temporary_prefix(path)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        stale = tmp_path / f"{prefix}{dead.pid}.a1.keras"
+        busy = tmp_path / f"{prefix}{alive.pid}.a2.keras"
+        elsewhere = tmp_path / f".m.model.saving.other-host.{dead.pid}.a3.keras"
+        for leftover in (stale, busy, elsewhere):
+            leftover.write_bytes(b"half")
+        save_model(model, path, METADATA)
+        alive.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [path.name, busy.name, elsewhere.name]
+    )
+    assert written[0].startswith(f".m.model.saving.{HOST}.{os.getpid()}.")
 
 
 def test_failed_save_keeps_the_previous_model(tmp_path: Path, model, monkeypatch):
