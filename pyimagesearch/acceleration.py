@@ -1,6 +1,6 @@
 """Training-speed choices, none of which reach the saved model.
 
-Measured on a 2-core CPU (see bench/RESULTS.md): Keras 3's BatchNormalization on
+Measured on a 2-core CPU (see bench/RESULTS-xeon-2026-11-26.md): Keras 3's BatchNormalization on
 the TensorFlow backend is computed from unfused moments and dominates the step;
 TensorFlow's fused kernel trains the same network about 1.4x faster. bfloat16 on
 AMX matrix units is another 1.3x, but costs accuracy with this recipe (one of five

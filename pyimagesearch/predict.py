@@ -24,8 +24,9 @@ Predictor = Callable[[tf.Tensor], np.ndarray]
 Batches = Iterable[tuple[np.ndarray, tf.Tensor]]
 RUNTIMES = ("auto", "openvino", "tensorflow")
 # Converting the network to OpenVINO costs about 1.5-2 s (trace, convert, compile) on a
-# 2-core CPU, and OpenVINO then classifies about 1.6x faster in float32 (bench/RESULTS.md):
-# it pays back from roughly a thousand images, so `auto` leaves smaller jobs to TensorFlow.
+# 2-core CPU, and OpenVINO then classifies about 1.6x faster in float32
+# (bench/RESULTS-xeon-2026-11-26.md): it pays back from roughly a thousand images, so
+# `auto` leaves smaller jobs to TensorFlow.
 OPENVINO_MIN_IMAGES = 1000
 
 
@@ -105,7 +106,7 @@ class OpenVINOPredictor:
     Why: on a 2-core CPU TensorFlow runs this ResNet at about 300 images/s, and
     OpenVINO at about 1.6x that in float32 and 4x in bfloat16 on CPUs with AMX,
     because its convolutions are tuned for small batches and images (measured,
-    bench/RESULTS.md). ``stream`` keeps one batch per OpenVINO stream running while
+    bench/RESULTS-xeon-2026-11-26.md). ``stream`` keeps one batch per OpenVINO stream running while
     tf.data decodes the next, so both cores stay busy.
     """
 
