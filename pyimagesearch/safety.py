@@ -25,6 +25,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from pyimagesearch.errors import UserError
 
@@ -188,11 +189,12 @@ def replace_folder(staging: Path, output: Path) -> None:
         shutil.rmtree(trash)
 
 
-def image_pixels(path: str) -> int | None:
+def image_pixels(path: str | BinaryIO) -> int | None:
     """Pixels the file's header declares, or None when it is not an image we know.
 
     Pillow reads only the header here (no decoding), so a 49 KB PNG declaring
-    20000x20000 costs nothing to measure.
+    20000x20000 costs nothing to measure. PATH may be an open binary file (the
+    server's uploads are bytes).
     """
     from PIL import Image
 

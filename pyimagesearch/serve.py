@@ -1,0 +1,443 @@
+"""HTTP service: the saved model behind FastAPI, with concurrent requests batched together.
+
+    python serve_model.py --model saved_model.model [--host 127.0.0.1] [--port 8000]
+
+The model is loaded once, as load_model.py loads it (``serialization.load_model``: safe
+mode, metadata checked). Uploads are decoded from bytes by ``pyimagesearch.preprocessing``
+with the recipe stored in the model, and the network runs in ``pyimagesearch.predict``'s
+predictor, so a file gets the probabilities ``load_model.py`` gives it.
+
+Why micro-batching: on a CPU one batch of 16 images costs far less than 16 batches of
+one, so requests that arrive while the network is busy (or within ``max_wait_ms`` of the
+first) are classified together by one worker, and each request gets its own rows back.
+
+Bad input (too big, too many files, not an image, truncated, empty, wrong field) gets a
+4xx with a JSON body ``{"error", "file", "reason"}``; the server keeps serving. Clients
+send images only: no paths, no models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import math
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pyimagesearch import safety
+
+FIELD = "files"
+FORMATS = "PNG, JPEG, BMP or GIF"
+WEB = Path(__file__).resolve().parent / "web"
+# The page loads only its own script, style and the images a person picks (blob: URLs).
+PAGE_POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold; each bound has a CLI option in serve_model.py."""
+
+    max_request_bytes: int = 32 << 20
+    max_images: int = 64
+    max_pixels: int = safety.MAX_PIXELS
+
+
+class ClientError(Exception):
+    """Bad input from a client: answered with STATUS and a JSON body, never a 500."""
+
+    def __init__(self, status: int, reason: str, file: str | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.file = status, reason, file
+
+    def response(self) -> JSONResponse:
+        error = f"'{self.file}': {self.reason}" if self.file is not None else self.reason
+        body = {"error": error, "file": self.file, "reason": self.reason}
+        return JSONResponse(body, status_code=self.status)
+
+
+def decode_upload(name: str, data: bytes, recipe: dict, max_pixels: int) -> np.ndarray:
+    """One uploaded file as model input, or a ClientError naming it.
+
+    The header's pixel count is read (by Pillow, without decoding) before TensorFlow
+    decodes anything, so a small file declaring a huge image costs nothing.
+    """
+    import tensorflow as tf
+
+    from pyimagesearch.preprocessing import decode_rgb, to_model_input
+
+    if not data:
+        raise ClientError(400, "the file is empty (0 bytes)", name)
+    pixels = safety.image_pixels(io.BytesIO(data))
+    if pixels is None:
+        raise ClientError(415, f"not a {FORMATS} image (its header cannot be read)", name)
+    if pixels > max_pixels:
+        raise ClientError(
+            413, f"the image has {pixels:,} pixels, more than this server's {max_pixels:,}", name
+        )
+    try:
+        return to_model_input(decode_rgb(tf.constant(data)), recipe).numpy()
+    except (tf.errors.OpError, ValueError) as error:
+        message = getattr(error, "message", str(error)).strip().splitlines()[0]
+        if "Unknown image file format" in message:
+            raise ClientError(415, f"not a {FORMATS} image", name) from None
+        raise ClientError(400, f"the image is damaged or truncated ({message})", name) from None
+
+
+@dataclass
+class Job:
+    """The images of one request and the future its rows of probabilities go to."""
+
+    images: np.ndarray
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """Gathers the images of concurrent requests into batches for one network thread.
+
+    A batch starts with the oldest waiting request and takes the next ones, in order,
+    until ``max_batch`` images or until ``max_wait_s`` has passed with nothing new. A
+    request bigger than ``max_batch`` runs alone, in slices.
+    """
+
+    def __init__(
+        self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_s: float
+    ) -> None:
+        self.predict, self.max_batch, self.max_wait_s = predict, max_batch, max_wait_s
+        self.waiting: deque[Job] = deque()
+        self.arrived = asyncio.Event()
+        self.network = ThreadPoolExecutor(1, thread_name_prefix="network")
+        self.batches = 0
+        self.images = 0
+
+    async def classify(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for IMAGES (N x H x W x 3), one row per image, in order."""
+        job = Job(images, asyncio.get_running_loop().create_future())
+        self.waiting.append(job)
+        self.arrived.set()
+        return await job.future
+
+    async def _wait_for_arrival(self, timeout: float | None) -> None:
+        self.arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.arrived.wait(), timeout)
+
+    async def _next_batch(self) -> list[Job]:
+        while not self.waiting:
+            await self._wait_for_arrival(None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        jobs = [self.waiting.popleft()]
+        count = len(jobs[0].images)
+        while count < self.max_batch:
+            if self.waiting:
+                if count + len(self.waiting[0].images) > self.max_batch:
+                    break  # it starts the next batch
+                jobs.append(self.waiting.popleft())
+                count += len(jobs[-1].images)
+            elif (remaining := deadline - loop.time()) > 0:
+                await self._wait_for_arrival(remaining)
+            else:
+                break
+        return jobs
+
+    def _run_network(self, images: np.ndarray) -> np.ndarray:
+        rows = [
+            self.predict(images[i : i + self.max_batch])
+            for i in range(0, len(images), self.max_batch)
+        ]
+        return np.concatenate(rows)
+
+    async def run(self) -> None:
+        """The worker: forever take a batch, run it in the network thread, hand rows back."""
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._next_batch()
+            jobs = [job for job in jobs if not job.future.done()]  # the client went away
+            if not jobs:
+                continue
+            images = np.concatenate([job.images for job in jobs])
+            try:
+                probabilities = await loop.run_in_executor(self.network, self._run_network, images)
+            except Exception as error:  # a bug or a runtime failure: tell every waiting request
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            self.batches += 1
+            self.images += len(images)
+            start = 0
+            for job in jobs:
+                end = start + len(job.images)
+                if not job.future.done():
+                    job.future.set_result(probabilities[start:end])
+                start = end
+
+    def close(self) -> None:
+        self.network.shutdown(wait=False, cancel_futures=True)
+
+
+def finite(value: Any) -> Any:
+    """VALUE with NaN and infinities as None: JSON has no such numbers (a diverged
+    training run stores NaN losses in its history)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+class Service:
+    """One loaded model, its predictor and batcher, and the request limits."""
+
+    def __init__(
+        self,
+        model: Any,
+        metadata: dict,
+        model_name: str,
+        runtime: str = "tensorflow",
+        max_batch: int = 64,
+        max_wait_ms: float = 5.0,
+        limits: Limits | None = None,
+    ) -> None:
+        self.model, self.metadata, self.model_name = model, metadata, model_name
+        self.runtime, self.max_batch, self.max_wait_ms = runtime, max_batch, max_wait_ms
+        self.limits = limits or Limits()
+        self.class_names: list[str] = metadata["class_names"]
+        self.recipe: dict = metadata["preprocessing"]
+        # Decoding takes memory (up to max_pixels x 15 bytes per image): a few at a time.
+        self.decoders = ThreadPoolExecutor(min(4, os.cpu_count() or 1), "decode")
+        self.batcher: MicroBatcher | None = None
+        self.worker: asyncio.Task | None = None
+        self.ready = False
+        self.failure: str | None = None
+
+    def identity(self) -> dict:
+        """Which model answered: what a result should be reported with."""
+        provenance = self.metadata.get("provenance") or {}
+        metrics = provenance.get("final_metrics") or {}
+        return finite(
+            {
+                "file": self.model_name,
+                "classes": self.class_names,
+                "saved_at": provenance.get("saved_at"),
+                "test_accuracy": metrics.get("test_accuracy"),
+            }
+        )
+
+    def _prepare(self) -> Callable[[np.ndarray], np.ndarray]:
+        """Build the predictor and run it once per batch shape class, off the event loop:
+        the first call traces (TensorFlow) or compiles (OpenVINO) the network."""
+        from pyimagesearch.predict import make_predictor
+
+        predict = make_predictor(self.model, "float32", batches=2, runtime=self.runtime)
+        shape = tuple(self.model.input_shape[1:])
+        for size in sorted({1, self.max_batch}):
+            predict(np.zeros((size, *shape), dtype="float32"))
+        return predict
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        print(f"[INFO] warming up the network ({self.runtime})...", flush=True)
+        try:
+            predict = await loop.run_in_executor(self.decoders, self._prepare)
+        except Exception as error:
+            self.failure = f"{type(error).__name__}: {error}"
+            print(f"[ERROR] the network could not be prepared: {self.failure}", flush=True)
+            return
+        self.batcher = MicroBatcher(predict, self.max_batch, self.max_wait_ms / 1000)
+        self.worker = asyncio.create_task(self.batcher.run())
+        self.ready = True
+        print("[INFO] ready", flush=True)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+        if self.batcher is not None:
+            self.batcher.close()
+        self.decoders.shutdown(wait=False, cancel_futures=True)
+
+    async def read_uploads(self, request: Request) -> list[tuple[str, bytes]]:
+        """(name, bytes) of each file in the multipart field ``files``, within the limits."""
+        limit = self.limits.max_request_bytes
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            raise ClientError(
+                415, f"send the images as multipart/form-data, each in the field '{FIELD}'"
+            )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ClientError(413, f"the request is {int(declared):,} bytes; at most {limit:,}")
+        bounded = Request(request.scope, receive=bounded_receive(request.receive, limit))
+        most = self.limits.max_images
+        try:
+            form = await bounded.form(max_files=most, max_fields=most)
+        except StarletteHTTPException as error:  # Starlette's multipart refusals
+            if "Too many files" in str(error.detail):
+                raise ClientError(413, f"more than {most} images in one request") from None
+            raise ClientError(400, f"unreadable multipart body: {error.detail}") from None
+        try:
+            uploads: list[tuple[str, bytes]] = []
+            for key, value in form.multi_items():
+                if key != FIELD:
+                    raise ClientError(
+                        400, f"unexpected field '{key}'; send each image as a file in '{FIELD}'"
+                    )
+                if not isinstance(value, UploadFile):
+                    raise ClientError(400, f"field '{FIELD}' holds text; it takes image files")
+                name = value.filename or f"{FIELD}[{len(uploads)}]"
+                uploads.append((name, await value.read()))
+        finally:
+            await form.close()
+        if not uploads:
+            raise ClientError(
+                400, f"no images: send one or more files in the multipart field '{FIELD}'"
+            )
+        return uploads
+
+    async def predict(self, request: Request) -> dict:
+        if not self.ready or self.batcher is None:
+            raise ClientError(503, "the model is still warming up; try again shortly")
+        uploads = await self.read_uploads(request)
+        loop = asyncio.get_running_loop()
+
+        def decode_all() -> np.ndarray:
+            return np.stack(
+                [
+                    decode_upload(name, data, self.recipe, self.limits.max_pixels)
+                    for name, data in uploads
+                ]
+            )
+
+        images = await loop.run_in_executor(self.decoders, decode_all)
+        probabilities = await self.batcher.classify(images)
+        predictions = [
+            {
+                "file": name,
+                "label": self.class_names[int(row.argmax())],
+                "probabilities": {c: float(p) for c, p in zip(self.class_names, row, strict=True)},
+            }
+            for (name, _), row in zip(uploads, probabilities, strict=True)
+        ]
+        return {"model": self.identity(), "predictions": predictions}
+
+
+def bounded_receive(
+    receive: Callable[[], Awaitable[dict]], limit: int
+) -> Callable[[], Awaitable[dict]]:
+    """RECEIVE that raises a 413 ClientError once the body passes LIMIT bytes: for bodies
+    sent without a Content-Length (chunked), or with a false one. (Uvicorn reads and
+    drops the rest of the body after the answer, so the client still gets to read it.)"""
+    received = 0
+
+    async def wrapped() -> dict:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise ClientError(413, f"the request is larger than {limit:,} bytes")
+        return message
+
+    return wrapped
+
+
+def static_file(name: str, media_type: str) -> Callable[[], Awaitable[Response]]:
+    content = (WEB / name).read_bytes()
+
+    async def endpoint() -> Response:
+        return Response(
+            content, media_type=media_type, headers={"Content-Security-Policy": PAGE_POLICY}
+        )
+
+    return endpoint
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI application around SERVICE (no interactive docs: they load from a CDN)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        starting = asyncio.create_task(service.start())
+        try:
+            yield
+        finally:
+            starting.cancel()
+            service.close()
+
+    app = FastAPI(
+        title="Malaria cell classifier",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, error: ClientError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals (unknown path, wrong method, malformed multipart).
+        return ClientError(error.status_code, str(error.detail)).response()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        # A JSONResponse as is: FastAPI's validation of a plain dict costs per request.
+        return JSONResponse(await service.predict(request))
+
+    @app.get("/model")
+    async def model() -> dict:
+        return finite(
+            {
+                "file": service.model_name,
+                "class_names": service.class_names,
+                "preprocessing": service.recipe,
+                "provenance": service.metadata.get("provenance") or {},
+                "runtime": service.runtime,
+                "max_batch": service.max_batch,
+                "max_wait_ms": service.max_wait_ms,
+                "limits": dataclasses.asdict(service.limits),
+            }
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        batcher = service.batcher
+        body = {
+            "ready": service.ready,
+            "runtime": service.runtime,
+            "error": service.failure,
+            # How well requests are being batched: images / batches is the mean batch.
+            "batches": batcher.batches if batcher else 0,
+            "images": batcher.images if batcher else 0,
+        }
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    for path, name, media_type in (
+        ("/", "index.html", "text/html; charset=utf-8"),
+        ("/app.js", "app.js", "text/javascript; charset=utf-8"),
+        ("/style.css", "style.css", "text/css; charset=utf-8"),
+    ):
+        app.add_api_route(path, static_file(name, media_type), methods=["GET"])
+    return app

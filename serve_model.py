@@ -1,0 +1,162 @@
+"""Serve a model saved by save_model.py over HTTP: a web page, a JSON API, health checks.
+
+    python serve_model.py --model saved_model.model [--host 127.0.0.1] [--port 8000]
+
+Then open http://127.0.0.1:8000/ or
+    curl -F files=@cell.png http://127.0.0.1:8000/predict
+
+Endpoints: POST /predict (multipart field 'files', one or more images), GET /model,
+GET /healthz, GET /readyz, GET / (the page). Requests arriving together are classified
+in one batch (--max-batch images, waiting at most --max-wait-ms for more). There is no
+authentication: it listens on 127.0.0.1 unless --host says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+from pyimagesearch import safety
+from pyimagesearch.errors import UserError, run_command, start_tensorflow
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port (0 lets the system choose)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument("--port", type=port_number, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "openvino", "tensorflow"),
+        default="auto",
+        help="engine that runs the network: auto (default) uses OpenVINO on a machine without "
+        "a GPU when it is installed, TensorFlow otherwise",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=safety.positive_count,
+        default=64,
+        help="most images the network classifies at once (default: 64)",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a batch waits for more requests before it runs (default: 5)",
+    )
+    parser.add_argument(
+        "--max-images",
+        type=safety.positive_count,
+        default=64,
+        help="most images in one request (default: 64)",
+    )
+    parser.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=32.0,
+        help="largest request body in MiB (default: 32)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=safety.positive_count,
+        default=safety.MAX_PIXELS,
+        help="refuse an image whose header declares more pixels, before decoding "
+        f"(default: {safety.MAX_PIXELS:,})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=safety.positive_count,
+        default=128,
+        help="concurrent connections and requests before new ones get a 503 (default: 128)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    args = parser.parse_args(argv)
+    if not 0 <= args.max_wait_ms <= 1000:
+        raise UserError(f"--max-wait-ms must be between 0 and 1000, got {args.max_wait_ms}")
+    if not 0 < args.max_request_mb <= 4096:
+        raise UserError(
+            f"--max-request-mb must be above 0 and at most 4096, got {args.max_request_mb}"
+        )
+    return args
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a taken port is one clear line (exit 2)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start_tensorflow(args.debug)
+    import uvicorn
+
+    from pyimagesearch.predict import OPENVINO_MIN_IMAGES, choose_runtime
+    from pyimagesearch.serialization import load_model
+    from pyimagesearch.serve import Limits, Service, create_app
+
+    sock = listen(args.host, args.port)  # before the model: a taken port fails at once
+    port = sock.getsockname()[1]  # the one the system chose for --port 0
+    print("[INFO] loading pre-trained network...")
+    model, metadata = load_model(args.model)
+    # A server classifies many images over its life: `auto` decides as for a large job.
+    runtime = choose_runtime(args.runtime, OPENVINO_MIN_IMAGES)
+    limits = Limits(
+        max_request_bytes=int(args.max_request_mb * (1 << 20)),
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+    )
+    service = Service(
+        model, metadata, Path(args.model).name, runtime, args.max_batch, args.max_wait_ms, limits
+    )
+    if not is_loopback(args.host):
+        print(
+            f"[WARNING] listening on {args.host}: anyone who can reach this machine can use "
+            "the model (there is no authentication)",
+            file=sys.stderr,
+        )
+    config = uvicorn.Config(
+        create_app(service),
+        log_level="debug" if args.debug else "warning",
+        access_log=args.debug,
+        limit_concurrency=args.max_connections,
+    )
+    print(f"[INFO] serving on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

@@ -1,0 +1,228 @@
+"""The HTTP API in-process (FastAPI's TestClient): results, identity, limits, bad input,
+batching. An untrained model is enough here and needs no real images; the real server
+on real images is tests/test_serve_live.py."""
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from pyimagesearch.preprocessing import default_recipe, load_image
+from pyimagesearch.serialization import load_model, save_model
+from pyimagesearch.serve import Limits, MicroBatcher, Service, create_app
+from pyimagesearch.train import build_model
+from tests.conftest import run_script, write_image
+from tests.serving import (
+    CASES,
+    MAX_IMAGES,
+    MAX_REQUEST_BYTES,
+    check_refusal,
+    good_request,
+    image_bytes,
+)
+
+CLASSES = ["Parasitized", "Uninfected"]
+PROVENANCE = {
+    "saved_at": "2026-01-02T03:04:05+00:00",
+    "history": {"loss": [0.7, float("nan")]},  # a diverged run: NaN is no JSON number
+    "final_metrics": {"test_accuracy": 0.875},
+}
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("serve") / "served.model"
+    metadata = {"class_names": CLASSES, "preprocessing": default_recipe(), "provenance": PROVENANCE}
+    save_model(build_model(len(CLASSES)), path, metadata)
+    return path
+
+
+def make_service(path: Path, **options) -> Service:
+    model, metadata = load_model(path)
+    limits = Limits(max_request_bytes=MAX_REQUEST_BYTES, max_images=MAX_IMAGES)
+    return Service(model, metadata, path.name, "tensorflow", limits=limits, **options)
+
+
+def wait_ready(client: TestClient, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (response := client.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, response.json()
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def client(saved_model: Path):
+    with TestClient(create_app(make_service(saved_model, max_batch=8))) as client:
+        wait_ready(client)
+        yield client
+
+
+def post_files(client: TestClient, files: list[tuple[str, bytes]]):
+    return client.post(
+        "/predict", files=[("files", (name, data, "image/png")) for name, data in files]
+    )
+
+
+def test_predictions_are_the_models_on_the_same_files(
+    client: TestClient, saved_model: Path, tmp_path: Path
+):
+    """RGB PNG, grayscale JPEG and RGBA PNG of different sizes, in one request: the
+    probabilities the model gives on load_image's arrays, in the order sent."""
+    paths = [
+        write_image(tmp_path / "a.png", size=(90, 70), seed=1),
+        write_image(tmp_path / "b.jpg", mode="L", fmt="JPEG", size=(64, 64), seed=2),
+        write_image(tmp_path / "c.png", mode="RGBA", size=(40, 130), seed=3),
+    ]
+    response = post_files(client, [(p.name, p.read_bytes()) for p in paths])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    model, metadata = load_model(saved_model)
+    inputs = np.stack([load_image(str(p), metadata["preprocessing"]).numpy() for p in paths])
+    expected = model.predict(inputs, verbose=0)
+    assert [p["file"] for p in body["predictions"]] == ["a.png", "b.jpg", "c.png"]
+    for prediction, row in zip(body["predictions"], expected, strict=True):
+        served = [prediction["probabilities"][name] for name in CLASSES]
+        np.testing.assert_allclose(served, row, atol=1e-6)
+        assert prediction["label"] == CLASSES[int(np.argmax(served))]
+    assert body["model"] == {
+        "file": "served.model",
+        "classes": CLASSES,
+        "saved_at": PROVENANCE["saved_at"],
+        "test_accuracy": 0.875,
+    }
+
+
+def test_concurrent_requests_each_get_their_own_rows(client: TestClient):
+    """Eight clients at once: each answer is the one its image gets alone."""
+    images = [(f"img{i}.png", image_bytes(seed=10 + i, size=(50 + 7 * i, 60))) for i in range(8)]
+    alone = {name: post_files(client, [(name, data)]).json() for name, data in images}
+    answers: dict[str, dict] = {}
+
+    def send(name: str, data: bytes) -> None:
+        answers[name] = post_files(client, [(name, data)]).json()
+
+    threads = [threading.Thread(target=send, args=image) for image in images]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for name, _ in images:
+        assert answers[name]["predictions"][0]["file"] == name
+        together = answers[name]["predictions"][0]["probabilities"]
+        by_itself = alone[name]["predictions"][0]["probabilities"]
+        np.testing.assert_allclose(list(together.values()), list(by_itself.values()), atol=1e-6)
+
+
+def test_micro_batcher_gathers_requests_and_returns_rows_in_order():
+    """Nine requests queued together (1 to 12 images, max_batch 8): fewer network calls
+    than requests, none over 8 images, and every request gets its own rows in order."""
+    calls = []
+
+    def network(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return images[:, 0, 0, :2].copy()  # each image's row is its own marker
+
+    async def scenario():
+        batcher = MicroBatcher(network, max_batch=8, max_wait_s=0.005)
+        worker = asyncio.create_task(batcher.run())
+        sizes = [1, 3, 2, 1, 5, 1, 1, 12, 2]
+        jobs = [
+            (request + np.arange(n)[:, None, None, None] / 100 + np.zeros((n, 2, 2, 2))).astype(
+                "float32"
+            )
+            for request, n in enumerate(sizes)
+        ]
+        results = await asyncio.gather(*(batcher.classify(images) for images in jobs))
+        worker.cancel()
+        batcher.close()
+        return jobs, results, batcher
+
+    jobs, results, batcher = asyncio.run(scenario())
+    for images, rows in zip(jobs, results, strict=True):
+        assert np.array_equal(rows, images[:, 0, 0, :2])
+    assert calls == [7, 7, 8, 4, 2]  # 1+3+2+1 | 5+1+1 | 12 alone, in slices | 2
+    assert batcher.batches == 4 and batcher.images == sum(len(j) for j in jobs)
+
+
+def test_a_network_failure_fails_its_requests_and_the_worker_goes_on():
+    failures = [RuntimeError("out of memory")]
+
+    def network(images: np.ndarray) -> np.ndarray:
+        if failures:
+            raise failures.pop()
+        return np.ones((len(images), 2), "float32")
+
+    async def scenario():
+        batcher = MicroBatcher(network, max_batch=4, max_wait_s=0)
+        worker = asyncio.create_task(batcher.run())
+        with pytest.raises(RuntimeError, match="out of memory"):
+            await batcher.classify(np.zeros((1, 2, 2, 3), "float32"))
+        rows = await asyncio.wait_for(batcher.classify(np.zeros((2, 2, 2, 3), "float32")), 10)
+        worker.cancel()
+        batcher.close()
+        return rows
+
+    assert asyncio.run(scenario()).shape == (2, 2)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_gets_a_4xx_naming_file_and_reason_then_serving_goes_on(client: TestClient, case):
+    check_refusal(case, client.request(**case.request()))
+    response = client.request(**good_request())
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["file"] == "good.png"
+
+
+def test_health_readiness_and_model_description(client: TestClient):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["ready"] is True and ready["runtime"] == "tensorflow" and ready["error"] is None
+    model = client.get("/model").json()
+    assert model["file"] == "served.model"
+    assert model["class_names"] == CLASSES
+    assert model["preprocessing"] == default_recipe()
+    assert model["provenance"]["final_metrics"] == {"test_accuracy": 0.875}
+    assert model["provenance"]["history"]["loss"] == [0.7, None]  # NaN: no JSON number
+    assert model["limits"]["max_images"] == MAX_IMAGES
+
+
+def test_page_script_and_style_are_served_from_the_app(client: TestClient):
+    """No build step, nothing fetched from elsewhere (no CDN): the page names only
+    paths of this server, and says so in its Content-Security-Policy."""
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert 'id="files"' in page.text and 'src="/app.js"' in page.text
+    for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        response = client.get(path)
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+        assert "http://" not in response.text and "https://" not in response.text
+    assert "http://" not in page.text and "https://" not in page.text
+    assert client.get("/docs").status_code == 404  # FastAPI's docs would load a CDN
+
+
+def test_predict_before_warm_up_is_a_503_and_health_is_ok(saved_model: Path):
+    """Without the lifespan (no warm-up), the server says it is not ready yet."""
+    client = TestClient(create_app(make_service(saved_model)))
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 503
+    response = client.request(**good_request())
+    assert response.status_code == 503 and "warming up" in response.json()["reason"]
+
+
+def test_cli_refuses_a_missing_model_and_a_taken_port(tmp_path: Path):
+    result = run_script(
+        "serve_model.py", "--model", str(tmp_path / "none.model"), "--port", "0", timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        result = run_script("serve_model.py", "--model", "x.model", "--port", port, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "cannot listen on 127.0.0.1:" in result.stderr and "Traceback" not in result.stderr
