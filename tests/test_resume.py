@@ -91,6 +91,13 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(dataset: Path, tmp_p
     checkpoint = Path(str(part) + ".checkpoint")
     assert load_model(checkpoint)[1]["checkpoint"]["epoch"] == 1
 
+    # A checkpoint continues only the recipe that made it: not another learning rate.
+    other_rate = run_script("save_model.py", "-d", str(dataset), "-m", str(part),
+                            "-p", str(tmp_path / "part.png"), *ARGS, "--learning-rate", "0.05",
+                            "--resume")  # fmt: skip
+    assert other_rate.returncode == 2, other_rate.stderr[-3000:]
+    assert "learning_rate" in other_rate.stderr and checkpoint.exists()
+
     resumed = run_script(
         "save_model.py",
         "-d",
