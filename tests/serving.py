@@ -21,7 +21,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +91,6 @@ class Case:
     chunked: bool = False  # sent without Content-Length
     method: str = "POST"
     path: str = "/predict"
-    extra: dict = field(default_factory=dict)
 
     def request(self) -> dict:
         """Keyword arguments for httpx's (and TestClient's) ``request``."""
@@ -196,7 +195,7 @@ def upload_and_wait(driver, url: str, files: list[Path], timeout: float = 60) ->
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    driver.find_element(By.ID, "files").send_keys("\n".join(str(f) for f in files))
+    driver.find_element(By.ID, "files").send_keys("\n".join(str(f.resolve()) for f in files))
     WebDriverWait(driver, timeout).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, ".tile[data-label]")) == len(files)
     )
