@@ -52,11 +52,28 @@ def split_cpu(devices: int) -> None:
     )
 
 
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy with the two ``reduce`` calls Keras 3's fit() makes of
+    it and it refuses (keras-team/keras#20585): a whole (images, labels) batch at once,
+    and each scalar loss or metric along axis 0, which a scalar does not have. Here a
+    structure is reduced one value at a time and a scalar across replicas. Every worker
+    makes the same calls, so the collectives still line up."""
+
+    def reduce(self, reduce_op, value, axis):
+        def one(item):
+            scalar = self.experimental_local_results(item)[0].shape.rank == 0
+            return super(_MultiWorkerStrategy, self).reduce(
+                reduce_op, item, None if scalar else axis
+            )
+
+        return tf.nest.map_structure(one, value)
+
+
 def make_strategy(name: str | None) -> tf.distribute.Strategy:
     if name is None:
         return tf.distribute.get_strategy()
     if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices)
