@@ -403,18 +403,20 @@ def create_app(service: Service) -> FastAPI:
         return JSONResponse(await service.predict(request))
 
     @app.get("/model")
-    async def model() -> dict:
-        return finite(
-            {
-                "file": service.model_name,
-                "class_names": service.class_names,
-                "preprocessing": service.recipe,
-                "provenance": service.metadata.get("provenance") or {},
-                "runtime": service.runtime,
-                "max_batch": service.max_batch,
-                "max_wait_ms": service.max_wait_ms,
-                "limits": dataclasses.asdict(service.limits),
-            }
+    async def model() -> JSONResponse:
+        return JSONResponse(
+            finite(
+                {
+                    "file": service.model_name,
+                    "class_names": service.class_names,
+                    "preprocessing": service.recipe,
+                    "provenance": service.metadata.get("provenance") or {},
+                    "runtime": service.runtime,
+                    "max_batch": service.max_batch,
+                    "max_wait_ms": service.max_wait_ms,
+                    "limits": dataclasses.asdict(service.limits),
+                }
+            )
         )
 
     @app.get("/healthz")
