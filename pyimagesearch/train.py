@@ -14,8 +14,6 @@ import datetime
 import platform
 import random
 import signal
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +50,7 @@ class TrainConfig:
     augmentation: str = "tutorial"
     recipe: str | None = None
     verbose: int = 1
-    chief: bool = True  # False: a multi-worker worker whose checkpoints are not kept
+    chief: bool = True  # False: a multi-worker worker other than the chief writes no checkpoint
 
 
 @dataclass
@@ -170,21 +168,6 @@ def _catch_stop_signals(stopper: _OneEpochAtATime):
             signal.signal(sig, handler)
 
 
-@contextlib.contextmanager
-def _checkpoint_target(config: TrainConfig) -> Iterator[str | None]:
-    """Where this process writes each epoch's checkpoint.
-
-    Every worker of a multi-worker run must save it: reading the metrics' on-read
-    variables is a collective that all of them join. Only the chief's goes to the
-    checkpoint path; the others write into a private temporary folder, removed at the end.
-    """
-    if config.chief or not config.checkpoint:
-        yield config.checkpoint
-        return
-    with tempfile.TemporaryDirectory(prefix="pyimagesearch-worker-") as folder:
-        yield str(Path(folder) / Path(config.checkpoint).name)
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**31
 
@@ -265,7 +248,7 @@ def train(config: TrainConfig) -> TrainResult:
     metadata = {"class_names": class_names, "preprocessing": recipe}
     stopper = _OneEpochAtATime()
     print(f"[INFO] training network for {config.epochs} epochs...")
-    with _catch_stop_signals(stopper), _checkpoint_target(config) as checkpoint:
+    with _catch_stop_signals(stopper):
         for epoch in range(start_epoch, config.epochs):
             # A fresh, (seed, epoch)-seeded pipeline: resuming needs no RNG state.
             train_ds = make_dataset(
@@ -294,7 +277,7 @@ def train(config: TrainConfig) -> TrainResult:
                 )
             for key, values in result.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
-            if checkpoint:
+            if config.checkpoint and config.chief:
                 state = {
                     "epoch": epoch + 1,
                     "epochs": config.epochs,
@@ -306,7 +289,7 @@ def train(config: TrainConfig) -> TrainResult:
                     "seed": seed,
                     "history": history,
                 }
-                save_model(model, checkpoint, {**metadata, "checkpoint": state})
+                save_model(model, config.checkpoint, {**metadata, "checkpoint": state})
 
     # Evaluate exactly what will be saved.
     model = portable_copy(model, config.image_size)
