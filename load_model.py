@@ -64,13 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-s", "--seed", type=safety.seed, default=None, help="seed of the random sample"
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=safety.positive_count,
-        default=safety.MAX_PIXELS,
-        help="skip images whose header declares more pixels than this, before decoding "
-        f"(default: {safety.MAX_PIXELS:,})",
-    )
+    safety.add_max_pixels_argument(parser)
     parser.add_argument(
         "-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)"
     )

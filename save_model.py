@@ -100,13 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-s", "--seed", type=safety.seed, default=None, help="random seed for a repeatable run"
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=safety.positive_count,
-        default=safety.MAX_PIXELS,
-        help="skip images whose header declares more pixels than this, before decoding "
-        f"(default: {safety.MAX_PIXELS:,})",
-    )
+    safety.add_max_pixels_argument(parser)
     parser.add_argument(
         "--checkpoint",
         help="where each finished epoch is checkpointed (default: MODEL.checkpoint); "

@@ -76,13 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=32.0,
         help="largest request body in MiB (default: 32)",
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=safety.positive_count,
-        default=safety.MAX_PIXELS,
-        help="refuse an image whose header declares more pixels, before decoding "
-        f"(default: {safety.MAX_PIXELS:,})",
-    )
+    safety.add_max_pixels_argument(parser, "refuse")
     parser.add_argument(
         "--max-connections",
         type=safety.positive_count,

@@ -72,6 +72,17 @@ def positive_count(text: str) -> int:
     return value
 
 
+def add_max_pixels_argument(parser: argparse.ArgumentParser, action: str = "skip") -> None:
+    """--max-pixels, the same bound for every command that decodes images."""
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_count,
+        default=MAX_PIXELS,
+        help=f"{action} images whose header declares more pixels than this, before decoding "
+        f"(default: {MAX_PIXELS:,}; also $PYIMAGESEARCH_MAX_PIXELS)",
+    )
+
+
 def figure_suffixes() -> tuple[str, ...]:
     """Suffixes matplotlib can save a figure as (--plot, --confusion), asked of matplotlib."""
     from matplotlib.backend_bases import FigureCanvasBase
