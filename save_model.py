@@ -60,7 +60,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where to save the model (any name, e.g. saved_model.model; "
         "'.h5' gives a legacy HDF5 file, anything else the native Keras format)",
     )
+    parser.add_argument(
+        "--exclude",
+        metavar="LIST",
+        help="leave these training images out: the label audit's issues.csv (python -m "
+        "pyimagesearch.audit) or a text file of file names, one per line; validation and "
+        "testing keep every image and its label, and the model's provenance records the list",
+    )
     parser.add_argument("-p", "--plot", default="plot.png", help="loss/accuracy plot (PNG)")
+    parser.add_argument(
+        "--calibration-plot",
+        metavar="FILE",
+        help="reliability diagram of the testing split before and after temperature scaling "
+        "(the temperature is fitted on the validation split and stored in the model, so "
+        "load_model.py and every export give calibrated probabilities)",
+    )
     parser.add_argument(
         "--recipe",
         choices=tuple(RECIPES),
@@ -147,6 +161,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def write_calibration_plot(calibration, path: str) -> None:
+    """The reliability diagram on the testing split, or one [INFO] line saying why not."""
+    from pyimagesearch.calibration import calibrate
+    from pyimagesearch.plots import plot_reliability
+
+    if calibration is None or not len(calibration.test_labels):
+        print(f"[INFO] no temperature was fitted, so '{path}' was not written")
+        return
+    before = calibration.test_probabilities
+    with safety.replacing(path) as temporary:
+        plot_reliability(
+            calibration.test_labels,
+            before,
+            calibrate(before, calibration.temperature),
+            calibration.temperature,
+            str(temporary),
+        )
+    print(f"[INFO] calibration plot written to '{path}'")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_tensorflow(args.debug)
@@ -159,10 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint or str(checkpoint_path_for(args.model))
     safety.MAX_PIXELS = args.max_pixels
     safety.check_paths(
-        {"--model": args.model, "--plot": args.plot, "--checkpoint": checkpoint},
-        {"--dataset": args.dataset},
+        {
+            "--model": args.model,
+            "--plot": args.plot,
+            "--calibration-plot": args.calibration_plot,
+            "--checkpoint": checkpoint,
+        },
+        {"--dataset": args.dataset, "--exclude": args.exclude},
     )
     safety.check_output_file(args.plot, "--plot", safety.figure_suffixes())
+    if args.calibration_plot:
+        safety.check_output_file(
+            args.calibration_plot, "--calibration-plot", safety.figure_suffixes()
+        )
     # In a multi-worker run only the chief writes; the others train and write nothing.
     chief = args.distribute != "multi-worker" or is_chief()
     for path in (args.model, args.plot, checkpoint) if chief else ():
@@ -186,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         schedule=args.schedule,
         augmentation=args.augmentation,
         recipe=args.recipe,
+        exclude=args.exclude,
         image_size=(args.image_size, args.image_size),
         chief=chief,
     )
@@ -209,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     with safety.replacing(args.plot) as temporary:
         plot_history(result.history, str(temporary))
     print(f"[INFO] plot written to '{args.plot}'")
+    if args.calibration_plot:
+        write_calibration_plot(result.calibration, args.calibration_plot)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 from dataclasses import dataclass
@@ -55,6 +56,36 @@ def list_split(split_dir: Path) -> Split:
         paths.extend(files)
         labels.extend([index] * len(files))
     return Split(split_dir.name, paths, np.asarray(labels, dtype="int32"), class_names)
+
+
+def read_file_list(path: str | Path) -> set[str]:
+    """File names to leave out: the audit's issues.csv (its ``file`` or ``path`` column)
+    or a plain list, one name per line.
+
+    Names, not paths, are matched, so one list serves every copy of the data set (the
+    tutorial split, a patient split, the cross-validation's folders).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the list of files to exclude '{path}': {error}") from None
+    rows = list(csv.reader(text.splitlines()))
+    header = [cell.strip().lower() for cell in rows[0]] if rows else []
+    column = next((header.index(c) for c in ("file", "path") if c in header), None)
+    if column is None:
+        names = [row[0] for row in rows if row and row[0].strip()]
+    else:
+        names = [row[column] for row in rows[1:] if len(row) > column and row[column].strip()]
+    if not names:
+        raise UserError(f"'{path}' lists no files to exclude")
+    return {os.path.basename(name.strip()) for name in names}
+
+
+def without_files(split: Split, names: set[str]) -> Split:
+    """The split less the files whose base name is in ``names``."""
+    keep = [i for i, p in enumerate(split.paths) if os.path.basename(p) not in names]
+    return Split(split.name, [split.paths[i] for i in keep], split.labels[keep], split.class_names)
 
 
 def scan_dataset(dataset_dir: str | Path) -> dict[str, Split]:

@@ -24,7 +24,15 @@ from sklearn.metrics import classification_report
 import pyimagesearch
 from pyimagesearch.acceleration import FusedBatchNormalization, trace_faster
 from pyimagesearch.augmentation import build_augmenter
-from pyimagesearch.data import load_split, make_dataset, scan_dataset
+from pyimagesearch.calibration import Calibration, fit_on_validation
+from pyimagesearch.data import (
+    Split,
+    load_split,
+    make_dataset,
+    read_file_list,
+    scan_dataset,
+    without_files,
+)
 from pyimagesearch.distribute import make_strategy, split_cpu
 from pyimagesearch.errors import UserError
 from pyimagesearch.evaluation import clinical_metrics, format_metrics
@@ -49,6 +57,7 @@ class TrainConfig:
     schedule: str = "time-decay"
     augmentation: str = "tutorial"
     recipe: str | None = None
+    exclude: str | None = None  # a list of files (e.g. the audit's issues.csv) left out of training
     verbose: int = 1
     chief: bool = True  # False: a multi-worker worker other than the chief writes no checkpoint
 
@@ -59,6 +68,7 @@ class TrainResult:
     history: dict
     report: str
     metadata: dict = field(default_factory=dict)
+    calibration: Calibration | None = None  # the fitted temperature and its test figures
 
 
 class TrainingInterrupted(Exception):
@@ -206,9 +216,20 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
     return model, state
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train on DIR/training, watch DIR/validation, report on DIR/testing."""
-    splits = scan_dataset(config.dataset)
+def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainResult:
+    """Train on DIR/training, watch DIR/validation, report on DIR/testing.
+
+    ``splits`` replaces the folders (cross-validation hands over each fold's files).
+    """
+    splits = splits or scan_dataset(config.dataset)
+    excluded = 0
+    if config.exclude:
+        # Training only: validation and testing keep the labels as given, so the
+        # figures are never judged against a list someone edited.
+        kept = without_files(splits["training"], read_file_list(config.exclude))
+        excluded = len(splits["training"].paths) - len(kept.paths)
+        splits = {**splits, "training": kept}
+        print(f"[INFO] left {excluded} training images listed in '{config.exclude}' out")
     recipe = default_recipe(config.image_size)
     class_names = splits["training"].class_names
 
@@ -324,6 +345,7 @@ def train(config: TrainConfig) -> TrainResult:
         "learning_rate": config.learning_rate,
         "schedule": config.schedule,
         "augmentation": config.augmentation,
+        "excluded": {"list": str(config.exclude), "images": excluded} if config.exclude else None,
         "history": history,
         "final_metrics": {
             **{k: v[-1] for k, v in history.items()},
@@ -331,4 +353,10 @@ def train(config: TrainConfig) -> TrainResult:
             **{f"test_{k}": v for k, v in clinical.items()},
         },
     }
-    return TrainResult(model, history, report, metadata)
+    # Temperature scaling: fitted on validation, judged on test; labels do not change.
+    validation_labels = arrays["validation"][1]
+    validation = model.predict(val_ds, verbose=0) if len(validation_labels) else None
+    calibration = fit_on_validation(validation, validation_labels, probabilities, test_labels)
+    if calibration is not None:
+        metadata["calibration"] = calibration.metadata()
+    return TrainResult(model, history, report, metadata, calibration)

@@ -1,0 +1,470 @@
+"""Patient-grouped K-fold cross-validation: how good is the recipe on people it never saw?
+
+python -m pyimagesearch.crossval --dataset cell_images --folds 5 --recipe full --output cv
+
+DATASET is a folder of class sub-folders (the NIH download's ``cell_images``). Every
+patient's cells go to exactly one fold (file names carry the patient, see
+``build_dataset.patient_of``), folds are balanced by class, and the split is seeded.
+For fold k the other folds are split again by patient into training and validation;
+the model trained there classifies fold k. Written to OUTPUT:
+
+- ``fold-K/model.keras`` and ``fold-K/predictions.csv`` as each fold finishes (a run
+  that stops resumes at the first unfinished fold, and inside it from its last epoch);
+- ``oof.csv``: the out-of-sample probabilities of every image, its patient and fold,
+  the input of ``python -m pyimagesearch.audit``;
+- ``summary.md`` / ``summary.json``: per fold and mean +/- std accuracy, sensitivity,
+  specificity, ROC AUC; and a per-patient diagnosis;
+- ``patients.csv``: each patient's predicted parasitized fraction and diagnosis.
+
+A patient is called infected when the share of their cells called Parasitized is above
+a threshold chosen on that fold's validation patients, never on the fold it is judged on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pyimagesearch import safety
+from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES
+
+POSITIVE = "Parasitized"
+
+
+@dataclass
+class Fold:
+    """Indices into the image list of one fold's training, validation and test images."""
+
+    number: int
+    training: np.ndarray
+    validation: np.ndarray
+    testing: np.ndarray
+
+
+def patients_of(paths: list[str]) -> list[str]:
+    """Each image's patient; files without a patient id are their own group (with a warning)."""
+    from pyimagesearch.build_dataset import patient_of
+
+    patients = [patient_of(os.path.basename(p)) for p in paths]
+    unknown = sum(p is None for p in patients)
+    if unknown:
+        print(
+            f"[WARNING] {unknown} files have no patient id in their name; each is its own "
+            "group, so a patient may be spread over folds",
+            file=sys.stderr,
+        )
+    return [p or f"file:{os.path.basename(path)}" for p, path in zip(patients, paths, strict=True)]
+
+
+def make_folds(
+    labels: np.ndarray, patients: list[str], folds: int, seed: int, validation: float = 0.1
+) -> list[Fold]:
+    """Patient-grouped, class-stratified folds, each with validation patients of its own.
+
+    The validation share is of all images (0.1: about 1 patient in 10), taken from the
+    training folds by the same grouped, stratified rule.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = np.asarray(patients)
+    if len(set(patients)) < folds:
+        raise UserError(f"{len(set(patients))} patients cannot fill {folds} folds")
+    outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    result = []
+    for number, (rest, testing) in enumerate(outer.split(np.zeros(len(labels)), labels, groups), 1):
+        # A tiny trial may have fewer patients left than the share asks for.
+        inner_splits = max(2, min(round((1 - 1 / folds) / validation), len(set(groups[rest]))))
+        inner = StratifiedGroupKFold(
+            n_splits=inner_splits, shuffle=True, random_state=seed + number
+        )
+        training, held = next(inner.split(np.zeros(len(rest)), labels[rest], groups[rest]))
+        result.append(Fold(number, rest[training], rest[held], testing))
+    return result
+
+
+def choose_threshold(fractions: np.ndarray, infected: np.ndarray) -> float:
+    """The share of Parasitized cells above which a patient is called infected.
+
+    Picks the cut with the most patients right (ties: the middle of the widest gap),
+    over cuts half-way between the observed fractions.
+    """
+    values = np.unique(np.concatenate([[0.0, 1.0], fractions]))
+    cuts = (values[:-1] + values[1:]) / 2
+    if len(cuts) == 0:
+        return 0.5
+    correct = np.array([((fractions > c) == infected).sum() for c in cuts])
+    best = np.flatnonzero(correct == correct.max())
+    return float(cuts[best[len(best) // 2]])
+
+
+def patient_table(
+    patients: np.ndarray, labels: np.ndarray, predicted: np.ndarray, positive: int
+) -> dict[str, dict]:
+    """Per patient: cells, true and predicted Parasitized share, truly infected or not."""
+    table = {}
+    for patient in np.unique(patients):
+        mine = patients == patient
+        table[str(patient)] = {
+            "cells": int(mine.sum()),
+            "labelled_parasitized": float((labels[mine] == positive).mean()),
+            "predicted_parasitized": float((predicted[mine] == positive).mean()),
+            "infected": bool((labels[mine] == positive).any()),
+        }
+    return table
+
+
+def fold_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
+    from pyimagesearch.evaluation import clinical_metrics
+
+    accuracy = float((probabilities.argmax(axis=1) == labels).mean())
+    return {"accuracy": accuracy, **clinical_metrics(labels, probabilities, class_names)}
+
+
+def predict_files(model, metadata: dict, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the files that decoded, probabilities) with the model's own preprocessing."""
+    from pyimagesearch.predict import iter_predictions, make_predictor
+
+    predictor = make_predictor(model)
+    kept, probabilities = [], []
+    for indices, batch in iter_predictions(predictor, paths, metadata["preprocessing"], 256):
+        kept.append(indices)
+        probabilities.append(batch)
+    return np.concatenate(kept), np.concatenate(probabilities)
+
+
+def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict:
+    """Train on the fold's training patients, then classify its held-out patients."""
+    from pyimagesearch.data import Split
+    from pyimagesearch.serialization import save_model
+    from pyimagesearch.train import TrainConfig, checkpoint_path_for, train
+
+    paths, labels, class_names, patients = images
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = folder / "model.keras"
+    checkpoint = checkpoint_path_for(model_path)
+
+    def split(name: str, index: np.ndarray) -> Split:
+        return Split(name, [paths[i] for i in index], labels[index], class_names)
+
+    splits = {
+        "training": split("training", fold.training),
+        "validation": split("validation", fold.validation),
+        "testing": split("testing", fold.testing),
+    }
+    recipe = RECIPES[args.recipe]
+    config = TrainConfig(
+        args.dataset,
+        epochs=args.epochs or recipe["epochs"],
+        batch_size=args.batch_size or recipe["batch_size"],
+        seed=args.seed + fold.number,
+        image_size=(args.image_size or recipe["image_size"],) * 2,
+        checkpoint=str(checkpoint),
+        resume=checkpoint.exists(),
+        precision=args.precision,
+        learning_rate=args.learning_rate or recipe["learning_rate"],
+        schedule=recipe["schedule"],
+        augmentation=recipe["augmentation"],
+        recipe=args.recipe,
+        exclude=args.exclude,
+        verbose=2,
+    )
+    started = time.monotonic()
+    result = train(config, splits)
+    trained = time.monotonic() - started
+    metadata = result.metadata
+    metadata["provenance"]["crossval"] = {"fold": fold.number, "folds": args.folds}
+    save_model(result.model, model_path, metadata)
+    checkpoint.unlink(missing_ok=True)
+
+    test_paths = splits["testing"].paths
+    kept, probabilities = predict_files(result.model, metadata, test_paths)
+    val_kept, val_probabilities = predict_files(result.model, metadata, splits["validation"].paths)
+    positive = class_names.index(POSITIVE) if POSITIVE in class_names else None
+    threshold = None
+    if positive is not None:
+        val_index = fold.validation[val_kept]
+        table = patient_table(
+            np.asarray(patients)[val_index],
+            labels[val_index],
+            val_probabilities.argmax(axis=1),
+            positive,
+        )
+        threshold = choose_threshold(
+            np.array([t["predicted_parasitized"] for t in table.values()]),
+            np.array([t["infected"] for t in table.values()]),
+        )
+    rows = []
+    for index, probs in zip(fold.testing[kept], probabilities, strict=True):
+        rows.append(
+            {
+                "path": paths[index],
+                "file": os.path.basename(paths[index]),
+                "patient": patients[index],
+                "fold": fold.number,
+                "label": class_names[labels[index]],
+                "predicted": class_names[int(probs.argmax())],
+                **{f"prob_{name}": f"{p:.6f}" for name, p in zip(class_names, probs, strict=True)},
+            }
+        )
+    write_csv(folder / "predictions.csv", rows)
+    summary = {
+        "fold": fold.number,
+        "seed": config.seed,
+        "patients": {
+            name: len({patients[i] for i in index})
+            for name, index in (
+                ("training", fold.training),
+                ("validation", fold.validation),
+                ("testing", fold.testing),
+            )
+        },
+        "images": {name: len(s.paths) for name, s in splits.items()},
+        "metrics": fold_metrics(labels[fold.testing[kept]], probabilities, class_names),
+        "diagnosis_threshold": threshold,
+        "training_seconds": round(trained, 1),
+        "calibration": metadata.get("calibration"),
+    }
+    # Written last: its presence is what marks the fold finished.
+    temporary = folder / "result.json.tmp"
+    temporary.write_text(json.dumps(summary, indent=2))
+    temporary.replace(folder / "result.json")
+    return summary
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    temporary.replace(path)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} +/- {np.std(values, ddof=1) if len(values) > 1 else 0:.4f}"
+
+
+def summarise(args: argparse.Namespace, results: list[dict], class_names: list[str]) -> str:
+    """oof.csv, patients.csv, summary.json and summary.md from the finished folds."""
+    output = Path(args.output)
+    rows = [row for r in results for row in read_csv(output / f"fold-{r['fold']}/predictions.csv")]
+    write_csv(output / "oof.csv", rows)
+
+    diagnosis = []
+    if POSITIVE in class_names:
+        thresholds = {r["fold"]: r["diagnosis_threshold"] for r in results}
+        by_patient: dict[str, list[dict]] = {}
+        for row in rows:
+            by_patient.setdefault(row["patient"], []).append(row)
+        for patient, cells in sorted(by_patient.items()):
+            fold = int(cells[0]["fold"])
+            labelled = np.mean([c["label"] == POSITIVE for c in cells])
+            predicted = np.mean([c["predicted"] == POSITIVE for c in cells])
+            infected = labelled > 0
+            called = bool(predicted > thresholds[fold])
+            diagnosis.append(
+                {
+                    "patient": patient,
+                    "fold": fold,
+                    "cells": len(cells),
+                    "labelled_parasitized": f"{labelled:.3f}",
+                    "predicted_parasitized": f"{predicted:.3f}",
+                    "threshold": f"{thresholds[fold]:.3f}",
+                    "infected": infected,
+                    "called_infected": called,
+                    "correct": called == infected,
+                }
+            )
+        write_csv(output / "patients.csv", diagnosis)
+
+    metrics = sorted(
+        {k for r in results for k in r["metrics"]},
+        key=["accuracy", "sensitivity", "specificity", "auc"].index,
+    )
+    lines = [
+        f"Patient-grouped {args.folds}-fold cross-validation of `--recipe {args.recipe}` on "
+        f"{len(rows)} images of {len({r['patient'] for r in rows})} patients "
+        f"(`--seed {args.seed}`).",
+        "",
+        "| fold | patients (train/val/test) | test images | "
+        + " | ".join(metrics)
+        + " | patients diagnosed right | training time |",
+        "| ---: | :---: | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: | ---: |",
+    ]
+    for r in results:
+        p = r["patients"]
+        mine = [d for d in diagnosis if d["fold"] == r["fold"]]
+        right = f"{sum(d['correct'] for d in mine)}/{len(mine)}" if mine else "-"
+        lines.append(
+            f"| {r['fold']} | {p['training']}/{p['validation']}/{p['testing']} | "
+            f"{r['images']['testing']} | "
+            + " | ".join(f"{r['metrics'].get(m, float('nan')):.4f}" for m in metrics)
+            + f" | {right} | {r['training_seconds'] / 60:.1f} min |"
+        )
+    right = sum(d["correct"] for d in diagnosis)
+    lines.append(
+        "| mean +/- std | | | "
+        + " | ".join(
+            mean_std([r["metrics"][m] for r in results if m in r["metrics"]]) for m in metrics
+        )
+        + (f" | {right}/{len(diagnosis)} |" if diagnosis else " | - |")
+        + " |"
+    )
+    text = "\n".join(lines) + "\n"
+    (output / "summary.md").write_text(text)
+    (output / "summary.json").write_text(
+        json.dumps({"arguments": vars(args), "folds": results}, indent=2, default=str)
+    )
+    return text
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-d", "--dataset", required=True, help="folder with one sub-folder of images per class"
+    )
+    parser.add_argument("-o", "--output", required=True, help="folder for the folds' results")
+    parser.add_argument("-k", "--folds", type=safety.positive_count, default=5)
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default=DEFAULT_RECIPE,
+        help="training recipe, as in save_model.py (full: the one for the whole NIH set)",
+    )
+    parser.add_argument("-e", "--epochs", type=safety.positive_count, help="default: from --recipe")
+    parser.add_argument(
+        "-b", "--batch-size", type=safety.positive_count, help="default: from --recipe"
+    )
+    parser.add_argument("--learning-rate", type=float, help="default: from --recipe")
+    parser.add_argument("--image-size", type=int, help="default: from --recipe")
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
+    parser.add_argument(
+        "-s",
+        "--seed",
+        type=safety.seed,
+        default=1,
+        help="seeds the folds and, as seed + fold, each fold's training (default 1)",
+    )
+    parser.add_argument(
+        "--validation",
+        type=float,
+        default=0.1,
+        help="share of all images held out, by patient, from each fold's training to "
+        "validate and to choose the diagnosis threshold (default 0.1)",
+    )
+    parser.add_argument(
+        "--exclude",
+        metavar="LIST",
+        help="leave these images out of every fold's training (the audit's issues.csv); "
+        "they are still classified and judged with their given labels",
+    )
+    parser.add_argument(
+        "--limit",
+        type=safety.positive_count,
+        help="use only this many images, drawn by patient (a quick trial)",
+    )
+    safety.add_max_pixels_argument(parser)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    args = parser.parse_args(argv)
+    if args.folds < 2:
+        raise UserError("--folds must be at least 2")
+    if not 0 < args.validation < 0.5:
+        raise UserError("--validation must be between 0 and 0.5")
+    return args
+
+
+def limit_by_patient(paths, labels, patients, limit: int, seed: int):
+    """Whole patients, drawn in a seeded order, until ``limit`` images."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(sorted(set(patients)))
+    chosen, total = set(), 0
+    counts = Counter(patients)
+    for patient in order:
+        if total >= limit:
+            break
+        chosen.add(patient)
+        total += counts[patient]
+    keep = [i for i, p in enumerate(patients) if p in chosen]
+    return [paths[i] for i in keep], labels[keep], [patients[i] for i in keep]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start_tensorflow(args.debug)
+    from pyimagesearch.data import list_split
+
+    safety.MAX_PIXELS = args.max_pixels
+    safety.check_paths(
+        {"--output": args.output}, {"--dataset": args.dataset, "--exclude": args.exclude}
+    )
+    dataset = Path(args.dataset)
+    if not dataset.is_dir():
+        raise UserError(f"dataset folder '{dataset}' does not exist or is not a folder")
+    found = list_split(dataset)
+    paths, labels, class_names = found.paths, found.labels, found.class_names
+    patients = patients_of(paths)
+    if args.limit:
+        paths, labels, patients = limit_by_patient(paths, labels, patients, args.limit, args.seed)
+    folds = make_folds(labels, patients, args.folds, args.seed, args.validation)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("debug", "output")}
+    settings_file = output / "settings.json"
+    if settings_file.exists():
+        previous = json.loads(settings_file.read_text())
+        if previous != settings:
+            raise UserError(
+                f"'{output}' holds a cross-validation run with other settings {previous}; "
+                "choose another --output"
+            )
+    settings_file.write_text(json.dumps(settings, indent=2))
+    print(
+        f"[INFO] {len(paths)} images of {len(set(patients))} patients, "
+        f"{args.folds} folds grouped by patient"
+    )
+    results = []
+    started = time.monotonic()
+    for fold in folds:
+        folder = output / f"fold-{fold.number}"
+        if (folder / "result.json").exists():
+            results.append(json.loads((folder / "result.json").read_text()))
+            print(f"[INFO] fold {fold.number}/{args.folds} already done, skipping")
+            continue
+        print(
+            f"[INFO] fold {fold.number}/{args.folds}: training on {len(fold.training)} images, "
+            f"validating on {len(fold.validation)}, testing {len(fold.testing)} "
+            f"({len({patients[i] for i in fold.testing})} unseen patients)"
+        )
+        result = run_fold(args, fold, (paths, labels, class_names, patients), folder)
+        results.append(result)
+        done = len(results)
+        elapsed = time.monotonic() - started
+        print(
+            f"[INFO] fold {fold.number}/{args.folds}: accuracy {result['metrics']['accuracy']:.4f} "
+            f"in {result['training_seconds'] / 60:.1f} min ({done}/{args.folds} folds done, "
+            f"{elapsed / 60:.1f} min so far)"
+        )
+    print(summarise(args, results, class_names))
+    print(f"[INFO] out-of-sample predictions written to '{output / 'oof.csv'}'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))
