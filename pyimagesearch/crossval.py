@@ -228,7 +228,8 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
                 ("testing", fold.testing),
             )
         },
-        "images": {name: len(s.paths) for name, s in splits.items()},
+        # As trained: after --exclude, without files that would not decode.
+        "images": metadata["provenance"]["file_counts"],
         "metrics": fold_metrics(labels[fold.testing[kept]], probabilities, class_names),
         "diagnosis_threshold": threshold,
         "training_seconds": round(trained, 1),

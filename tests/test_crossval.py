@@ -1,0 +1,195 @@
+"""Patient-grouped cross-validation and --exclude: no patient leaks, every image judged once."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_script
+
+from pyimagesearch.build_dataset import patient_of
+from pyimagesearch.crossval import choose_threshold, make_folds
+from pyimagesearch.data import Split, read_file_list, without_files
+from pyimagesearch.errors import UserError
+
+
+def synthetic_patients(count: int = 30, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Infected patients with mostly Parasitized cells, healthy ones with none."""
+    rng = np.random.default_rng(seed)
+    labels, patients = [], []
+    for index in range(count):
+        cells = int(rng.integers(5, 40))
+        infected = index % 2 == 0
+        labels += [0 if infected and rng.random() < 0.8 else 1 for _ in range(cells)]
+        patients += [f"P{index}"] * cells
+    return np.asarray(labels), patients
+
+
+def test_folds_keep_each_patient_in_one_place():
+    labels, patients = synthetic_patients()
+    folds = make_folds(labels, patients, folds=5, seed=3)
+    groups = np.asarray(patients)
+    tested = np.concatenate([f.testing for f in folds])
+    assert sorted(tested) == list(range(len(labels))), "every image is tested exactly once"
+    for fold in folds:
+        parts = [
+            set(groups[fold.training]),
+            set(groups[fold.validation]),
+            set(groups[fold.testing]),
+        ]
+        assert parts[0] and parts[1] and parts[2]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+        assert len(fold.training) + len(fold.validation) + len(fold.testing) == len(labels)
+        # Stratified: both classes in every fold's test and training images.
+        assert set(labels[fold.testing]) == {0, 1} and set(labels[fold.training]) == {0, 1}
+
+
+def test_folds_are_seeded():
+    labels, patients = synthetic_patients()
+    first = make_folds(labels, patients, folds=4, seed=7)
+    again = make_folds(labels, patients, folds=4, seed=7)
+    other = make_folds(labels, patients, folds=4, seed=8)
+    assert all(np.array_equal(a.testing, b.testing) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a.testing, b.testing) for a, b in zip(first, other, strict=True))
+
+
+def test_too_few_patients_is_a_user_error():
+    with pytest.raises(UserError, match="patients cannot fill"):
+        make_folds(np.array([0, 1, 0]), ["P1", "P1", "P2"], folds=3, seed=1)
+
+
+def test_threshold_separates_validation_patients():
+    fractions = np.array([0.0, 0.02, 0.04, 0.30, 0.55, 0.9])
+    infected = np.array([False, False, False, True, True, True])
+    threshold = choose_threshold(fractions, infected)
+    assert 0.04 < threshold < 0.30
+    # One healthy patient with many false alarms moves the cut above them if that is best.
+    threshold = choose_threshold(
+        np.array([0.0, 0.4, 0.6, 0.8]), np.array([False, False, True, True])
+    )
+    assert 0.4 < threshold < 0.6
+
+
+def test_exclusion_lists_match_file_names(tmp_path: Path):
+    issues = tmp_path / "issues.csv"
+    issues.write_text("path,file,patient\nsome/where/a.png,a.png,P1\nelse/b.png,b.png,P2\n")
+    assert read_file_list(issues) == {"a.png", "b.png"}
+    paths_only = tmp_path / "paths.csv"
+    paths_only.write_text("path\nx/Parasitized/c.png\n")
+    assert read_file_list(paths_only) == {"c.png"}
+    plain = tmp_path / "list.txt"
+    plain.write_text("d.png\n\ne.png\n")
+    assert read_file_list(plain) == {"d.png", "e.png"}
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(UserError, match="lists no files"):
+        read_file_list(empty)
+    with pytest.raises(UserError, match="cannot read"):
+        read_file_list(tmp_path / "missing.csv")
+    split = Split("training", ["t/a.png", "t/z.png", "u/d.png"], np.array([0, 0, 1]), ["A", "B"])
+    kept = without_files(split, {"a.png", "d.png"})
+    assert kept.paths == ["t/z.png"] and kept.labels.tolist() == [0]
+
+
+@pytest.fixture(scope="module")
+def few_patients(malaria_source: Path, tmp_path_factory) -> Path:
+    """Real cells of 10 patients (5 infected, 5 healthy), at most 16 cells each."""
+    by_patient: dict[str, list[Path]] = defaultdict(list)
+    for class_dir in sorted(malaria_source.iterdir()):
+        if class_dir.is_dir():
+            for path in sorted(class_dir.iterdir()):
+                by_patient[patient_of(path.name) or ""].append(path)
+    infected = [p for p in sorted(by_patient) if p.startswith("P")][:5]
+    healthy = [p for p in sorted(by_patient) if p.startswith("C")][:5]
+    root = tmp_path_factory.mktemp("few_patients")
+    for patient in infected + healthy:
+        for path in by_patient[patient][:16]:
+            target = root / path.parent.name / path.name
+            target.parent.mkdir(exist_ok=True)
+            os.symlink(path.resolve(), target)
+    return root
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_path: Path):
+    """The real command: every image judged once by a model that never saw its patient,
+    the fold's saved model gives the oof probabilities, a stopped run resumes by fold,
+    and --exclude drops images from training only."""
+    from pyimagesearch.crossval import patients_of
+    from pyimagesearch.data import list_split
+
+    found = list_split(few_patients)
+    images = found.paths
+    # Two images that fold 1 would train on (the folds are seeded: --seed 5, 0.1).
+    planned = make_folds(found.labels, patients_of(images), folds=2, seed=5)
+    listed = [os.path.basename(images[i]) for i in planned[0].training[:2]]
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("\n".join(listed) + "\n")
+    output = tmp_path / "cv"
+    command = (
+        "-m", "pyimagesearch.crossval", "--dataset", str(few_patients), "--output", str(output),
+        "--folds", "2", "--epochs", "1", "--image-size", "32", "--seed", "5",
+        "--exclude", str(exclude),
+    )  # fmt: skip
+    first = run_script(*command)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    rows = read_rows(output / "oof.csv")
+    assert sorted(r["file"] for r in rows) == sorted(os.path.basename(p) for p in images)
+    assert set(listed) <= {r["file"] for r in rows}, "excluded images are still judged"
+    results = [json.loads((output / f"fold-{k}/result.json").read_text()) for k in (1, 2)]
+    for result in results:
+        fold = result["fold"]
+        tested = {r["patient"] for r in rows if int(r["fold"]) == fold}
+        assert len(tested) == result["patients"]["testing"]
+        metadata = json.loads((output / f"fold-{fold}/result.json").read_text())
+        assert metadata["images"]["testing"] == sum(int(r["fold"]) == fold for r in rows)
+    # Fold 1 trained without the two listed images; fold 2 judged them with their labels.
+    assert results[0]["images"]["training"] == len(planned[0].training) - 2
+    assert results[1]["images"]["training"] == len(planned[1].training)
+
+    # The saved fold model, loaded afresh, gives the probabilities oof.csv holds.
+    from pyimagesearch.serialization import load_model
+
+    model, metadata = load_model(output / "fold-1/model.keras")
+    assert metadata["provenance"]["excluded"]["list"] == str(exclude)
+    assert metadata["provenance"]["crossval"] == {"fold": 1, "folds": 2}
+    fold_rows = [r for r in rows if r["fold"] == "1"]
+    from pyimagesearch.crossval import predict_files
+
+    _, probabilities = predict_files(model, metadata, [r["path"] for r in fold_rows])
+    stored = np.array(
+        [[float(r["prob_Parasitized"]), float(r["prob_Uninfected"])] for r in fold_rows]
+    )
+    np.testing.assert_allclose(probabilities, stored, atol=2e-6)
+
+    summary = (output / "summary.md").read_text()
+    assert "mean +/- std" in summary and "| 1 |" in summary and "| 2 |" in summary
+    diagnosis = read_rows(output / "patients.csv")
+    assert len(diagnosis) == 10 and {d["infected"] for d in diagnosis} == {"True", "False"}
+
+    # Stopped after fold 1: the rerun keeps fold 1 and trains only fold 2.
+    (output / "fold-2/result.json").unlink()
+    fold1_model = (output / "fold-1/model.keras").stat().st_mtime_ns
+    again = run_script(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "fold 1/2 already done" in again.stdout
+    assert "fold 2/2: training on" in again.stdout
+    assert (output / "fold-1/model.keras").stat().st_mtime_ns == fold1_model
+    assert sorted(r["file"] for r in read_rows(output / "oof.csv")) == sorted(
+        r["file"] for r in rows
+    )
+
+    # Other settings in the same folder are refused, before any training.
+    other = run_script(*command[:-2], "--validation", "0.2")
+    assert other.returncode == 2
+    assert "other settings" in other.stderr
