@@ -27,13 +27,30 @@ def colour_for(label: str, class_names: list[str]) -> tuple[int, int, int]:
     return OTHER_COLOURS[class_names.index(label) % len(OTHER_COLOURS)]
 
 
-def labelled_tile(
-    path: str, label: str, confidence: float, class_names: list[str], true_label: str | None
-) -> np.ndarray:
-    """One 128x128 display tile: the image as decoded for the model, with its label drawn."""
+def cell_tile(path: str, heatmap: np.ndarray | None = None) -> np.ndarray:
+    """The image as decoded for the model, as a 128x128 BGR display tile, with HEATMAP
+    (a Grad-CAM map in [0, 1], see pyimagesearch.gradcam) blended on when given."""
     rgb = decode_rgb(tf.io.read_file(path)).numpy()
     # Display only: the model's input was made by pyimagesearch.preprocessing.
     tile = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (TILE, TILE))
+    if heatmap is not None:
+        from pyimagesearch.gradcam import overlay
+
+        tile = overlay(tile, heatmap)
+    return tile
+
+
+def labelled_tile(
+    path: str,
+    label: str,
+    confidence: float,
+    class_names: list[str],
+    true_label: str | None,
+    heatmap: np.ndarray | None = None,
+) -> np.ndarray:
+    """One 128x128 display tile: the image as decoded for the model (with its Grad-CAM
+    HEATMAP when given), with its label drawn."""
+    tile = cell_tile(path, heatmap)
     cv2.putText(
         tile, label, (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour_for(label, class_names), 2
     )
@@ -57,7 +74,12 @@ def labelled_tile(
 
 def build_montage(tiles: list[np.ndarray], grid: tuple[int, int] = (4, 4)) -> np.ndarray:
     """The first page of tiles as one image (imutils lays them out)."""
-    return imutils.build_montages(tiles, (TILE, TILE), grid)[0]
+    return build_pages(tiles, grid)[0]
+
+
+def build_pages(tiles: list[np.ndarray], grid: tuple[int, int] = (4, 4)) -> list[np.ndarray]:
+    """Every page of tiles, GRID columns x rows each (imutils lays them out)."""
+    return imutils.build_montages(tiles, (TILE, TILE), grid)
 
 
 def window_backend() -> str | None:

@@ -23,7 +23,7 @@ import stat
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -198,6 +198,59 @@ def replace_folder(staging: Path, output: Path) -> None:
     os.replace(staging, output)
     if trash is not None:
         shutil.rmtree(trash)
+
+
+def check_own_folder(
+    path: str | Path, flag: str, marker: str, owned: Callable[[str], bool], overwrite: bool = True
+) -> None:
+    """Refuse an output folder that exists, is not empty, and is not an earlier output of
+    this tool (MARKER inside and every entry a name OWNED accepts), before any work.
+
+    With ``overwrite`` False even an earlier output is refused (the tool asks for
+    --overwrite); a folder of the user's own files is always refused, by name.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"{flag} '{path}' is a symbolic link; give a real folder")
+    check_output_folder(path, flag)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"{flag} '{path}' is not empty; pass --overwrite to replace it")
+    if not (path / marker).is_file():
+        raise UserError(
+            f"{flag} '{path}' is not empty and was not written by this tool (it has no "
+            f"{marker}); give a new or empty folder"
+        )
+    for entry in sorted(path.iterdir()):
+        if entry.name != marker and (
+            entry.is_symlink() or not entry.is_file() or not owned(entry.name)
+        ):
+            raise UserError(f"{flag} '{path}' holds '{entry.name}', which this tool did not write")
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty folder beside PATH; on success it replaces PATH (which callers checked
+    with :func:`check_own_folder`), on any failure it is deleted and PATH left as it was."""
+    path = Path(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.resolve().parent))
+    try:
+        yield staging
+        staging.chmod(0o777 & ~_umask())
+        replace_folder(staging, path)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot write '{path}': {error.strerror or error}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def image_pixels(path: str | BinaryIO) -> int | None:
