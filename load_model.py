@@ -7,6 +7,9 @@ first 16 are drawn as a 4x4 montage: red labels for Parasitized, green for
 Uninfected, with the confidence; when the true class is known from the parent
 folder's name, wrong predictions get an amber frame and the word WRONG.
 
+When the model stores a temperature (fitted by save_model.py on the validation
+split), every probability printed, drawn or written is the calibrated one.
+
 Large jobs (--samples 0 on a folder of thousands) stream through the network in
 batches; on a machine without a GPU the network then runs on OpenVINO (--runtime).
 """
@@ -134,6 +137,14 @@ def describe(metadata: dict) -> None:
             f"{provenance.get('epochs', '?')} epochs, seed {provenance.get('seed')}"
             + (f", test accuracy {accuracy:.4f}" if accuracy is not None else "")
         )
+    if "calibration" in metadata:
+        calibration = metadata["calibration"]
+        images = calibration.get("images")
+        print(
+            f"[INFO] probabilities calibrated with temperature {calibration['temperature']}"
+            + (f" (fitted on {images} validation images)" if type(images) is int else "")
+        )
+    if provenance:
         saved_with = provenance.get("keras_version")
         if saved_with and saved_with != keras.__version__:
             print(
@@ -160,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import keras
 
+    from pyimagesearch.calibration import temperature_of
     from pyimagesearch.data import warn_skipped
     from pyimagesearch.montage import build_montage, labelled_tile, show_montage
     from pyimagesearch.predict import choose_runtime, iter_predictions, make_predictor
@@ -175,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime = choose_runtime(args.runtime, len(paths))
     if runtime == "openvino":
         print(f"[INFO] compiling the network with OpenVINO ({args.precision})...")
-    predict = make_predictor(model, args.precision, batches, runtime)
+    # Every probability below (CSV, montage, report, confident errors) is calibrated when
+    # the model stores a temperature: it is applied inside the predictor.
+    predict = make_predictor(model, args.precision, batches, runtime, temperature_of(metadata))
     print(f"[INFO] classifying {len(paths)} images...")
     progress = keras.utils.Progbar(len(paths), unit_name="image") if len(paths) > 256 else None
     kept, tiles, truths, scores = [], [], [], []

@@ -9,7 +9,9 @@ itself with the model's own recipe (``preprocessing.to_model_input``), so a
 client sends pixels and gets probabilities in the order of the class names.
 
 OUTPUT is a folder; OUTPUT/pyimagesearch.json holds the class names and the
-recipe for every format, and each format also carries them inside:
+recipe (and the calibration, when the model stores a temperature: the exported
+probabilities are then the calibrated ones) for every format, and each format also
+carries them inside:
   tf_saved_model  OUTPUT is the SavedModel: endpoint `serve` (also `serving_default`),
                   and `metadata()` returns the same JSON as a string
   onnx            OUTPUT/model.onnx, input `images`; JSON in metadata_props["pyimagesearch.json"]
@@ -133,21 +135,27 @@ def check_recipe(fmt: str, recipe: dict) -> None:
 
 
 def build_archive(
-    model: keras.Model, recipe: dict, document: str
+    model: keras.Model, recipe: dict, document: str, temperature: float | None = None
 ) -> tuple[keras.export.ExportArchive, tf.types.experimental.PolymorphicFunction]:
     """A Keras ExportArchive whose `serve` endpoint preprocesses raw uint8 images itself,
     and that endpoint's tf.function (what the ONNX converter takes).
 
     The resize and scaling are ``to_model_input``, the same function training and
-    ``load_model.py`` use, so an exported model cannot drift from the Keras one.
+    ``load_model.py`` use, and the network's output goes through
+    ``calibration.forward`` as load_model.py's does, so every format's probabilities
+    carry the model's stored temperature: an exported model cannot drift from the
+    Keras one.
     """
     import keras
     import tensorflow as tf
 
+    from pyimagesearch.calibration import forward
     from pyimagesearch.preprocessing import to_model_input
 
+    network = forward(model, temperature)
+
     def serve(images: tf.Tensor) -> tf.Tensor:
-        return model(to_model_input(images, recipe), training=False)
+        return network(to_model_input(images, recipe))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -208,8 +216,12 @@ def write_openvino(archive: keras.export.ExportArchive, document: str, path: Pat
 
 def export(model: keras.Model, metadata: dict, fmt: str, folder: Path) -> None:
     """Write FORMAT into FOLDER (which exists and is empty), plus pyimagesearch.json."""
+    from pyimagesearch.calibration import temperature_of
+
     document = json.dumps(metadata, indent=2)
-    archive, serve = build_archive(model, metadata["preprocessing"], document)
+    archive, serve = build_archive(
+        model, metadata["preprocessing"], document, temperature_of(metadata)
+    )
     if fmt == "tf_saved_model":
         archive.write_out(str(folder), verbose=False)
     elif fmt == "onnx":
@@ -233,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     model, metadata = load_model(args.model)
     check_recipe(args.format, metadata["preprocessing"])
     print(f"[INFO] exporting to {args.format} (classes {metadata['class_names']})...")
+    if "calibration" in metadata:
+        temperature = metadata["calibration"]["temperature"]
+        print(f"[INFO] the exported probabilities are calibrated (temperature {temperature})")
     # Build beside OUTPUT and rename at the end: a failed export leaves OUTPUT as it was.
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.resolve().parent))
     try:

@@ -1,8 +1,10 @@
-"""The training-history plot (loss and accuracy per epoch)."""
+"""The training-history plot (loss and accuracy per epoch), the confusion matrix and the
+calibration reliability diagram."""
 
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -47,3 +49,46 @@ def plot_confusion_matrix(
     display.figure_.tight_layout()
     display.figure_.savefig(path)
     plt.close(display.figure_)
+
+
+def plot_reliability(
+    labels: np.ndarray, before: np.ndarray, after: np.ndarray, temperature: float, path: str
+) -> None:
+    """Reliability diagrams of the same images before and after temperature scaling.
+
+    Each bar is one equal-width confidence bin: its height is the accuracy of the images
+    whose top probability falls in it, the red outline is where a calibrated model's bar
+    would end (its mean confidence), and the diagonal is perfect calibration. Bins with
+    few images are noisy: the count is printed above each bar.
+    """
+    from pyimagesearch.calibration import ECE_BINS, expected_calibration_error, reliability
+
+    edges = np.linspace(0, 1, ECE_BINS + 1)
+    width = 1 / ECE_BINS
+    figure, axes = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
+    for axis, probabilities, title in (
+        (axes[0], before, "Before calibration"),
+        (axes[1], after, f"After temperature scaling (T = {temperature:.3g})"),
+    ):
+        table = reliability(probabilities, labels)
+        filled = table["counts"] > 0
+        left = edges[:-1][filled]
+        axis.bar(left, table["accuracy"][filled], width, align="edge", color="tab:blue",
+                 edgecolor="white", label="accuracy")  # fmt: skip
+        axis.bar(left, table["confidence"][filled], width, align="edge", fill=False,
+                 edgecolor="tab:red", label="mean confidence")  # fmt: skip
+        for x, height, count in zip(
+            left, table["accuracy"][filled], table["counts"][filled], strict=True
+        ):
+            axis.text(x + width / 2, height + 0.01, str(count), ha="center", fontsize=7)
+        axis.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ece = expected_calibration_error(probabilities, labels)
+        axis.set_title(f"{title}\nECE {ece:.4f} over {len(labels)} images")
+        axis.set_xlabel("Confidence (top-class probability)")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1.05)
+        axis.legend(loc="upper left")
+    axes[0].set_ylabel("Accuracy")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

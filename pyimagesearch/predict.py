@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pyimagesearch.calibration import forward
 from pyimagesearch.data import iter_decoded_batches
 from pyimagesearch.errors import UserError
 
@@ -80,7 +81,9 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     return copy
 
 
-def tensorflow_predictor(model: keras.Model, precision: str, batches: int) -> Predictor:
+def tensorflow_predictor(
+    model: keras.Model, precision: str, batches: int, temperature: float | None = None
+) -> Predictor:
     """One traced function for all batch sizes, or a plain call for a single batch.
 
     ``model.predict_on_batch`` pays about 2x in per-call overhead on a small CPU
@@ -88,14 +91,14 @@ def tensorflow_predictor(model: keras.Model, precision: str, batches: int) -> Pr
     tracing it costs about 0.3 s more than one eager call, so a single batch (the
     16-image default) runs eagerly.
     """
-    network = with_precision(model, precision)
+    network = forward(with_precision(model, precision), temperature)
     if batches <= 1:
-        return lambda images: np.asarray(network(images, training=False), dtype="float32")
+        return lambda images: np.asarray(network(images), dtype="float32")
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
 
     @tf.function(input_signature=[spec])
     def infer(images):
-        return tf.cast(network(images, training=False), tf.float32)
+        return tf.cast(network(images), tf.float32)
 
     return lambda images: infer(images).numpy()
 
@@ -110,7 +113,9 @@ class OpenVINOPredictor:
     tf.data decodes the next, so both cores stay busy.
     """
 
-    def __init__(self, model: keras.Model, precision: str) -> None:
+    def __init__(
+        self, model: keras.Model, precision: str, temperature: float | None = None
+    ) -> None:
         core = import_openvino().Core()
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         # float32 is asked for explicitly: on CPUs with AMX OpenVINO would pick bfloat16.
@@ -123,7 +128,7 @@ class OpenVINOPredictor:
         module = tf.Module()
         module.weights = model.variables
         module.infer = tf.function(
-            lambda images: model(images, training=False),
+            forward(model, temperature),
             input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)],
         )
         with tempfile.TemporaryDirectory(prefix="pyimagesearch-openvino-") as folder:
@@ -154,17 +159,23 @@ class OpenVINOPredictor:
 
 
 def make_predictor(
-    model: keras.Model, precision: str = "float32", batches: int = 2, runtime: str = "tensorflow"
+    model: keras.Model,
+    precision: str = "float32",
+    batches: int = 2,
+    runtime: str = "tensorflow",
+    temperature: float | None = None,
 ) -> Predictor:
     """A callable from a batch of model inputs to class probabilities.
 
     ``mixed_bfloat16`` is faster on CPUs with AMX but changes probabilities by up to
     about 0.02; float32 gives what Keras' predict gives (OpenVINO within 1e-4).
     ``runtime`` is ``tensorflow`` or ``openvino`` (see :func:`choose_runtime`).
+    ``temperature`` (``calibration.temperature_of(metadata)``) is applied inside the
+    network's graph on either engine; None gives the raw probabilities.
     """
     if runtime == "openvino":
-        return OpenVINOPredictor(model, precision)
-    return tensorflow_predictor(model, precision, batches)
+        return OpenVINOPredictor(model, precision, temperature)
+    return tensorflow_predictor(model, precision, batches, temperature)
 
 
 def iter_predictions(

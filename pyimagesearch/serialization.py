@@ -27,6 +27,7 @@ import keras
 # Registers FusedBatchNormalization, which training checkpoints hold, with Keras.
 import pyimagesearch.acceleration  # noqa: F401
 from pyimagesearch import safety
+from pyimagesearch.calibration import check_temperature
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import INTERPOLATIONS
 
@@ -229,7 +230,9 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
 
     Class names: distinct non-empty strings; height and width: integers from 1 to
     MAX_INPUT_SIDE (a bigger stored size would make every image gigabytes); a known
-    interpolation, colour and scale. Provenance is informative only: a malformed one
+    interpolation, colour and scale; a calibration, when present, is a temperature
+    within the fit's bounds (a hostile file must not turn every answer into 0 or 1, or
+    NaN). Provenance is informative only: a malformed one
     is dropped with a warning rather than refusing the model.
     """
     if not isinstance(metadata, dict):
@@ -264,6 +267,20 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
         raise UserError(f"'{path}' asks for an unknown colour order {_shown(recipe.get('color'))}")
     if recipe.get("scale") != "1/255":
         raise UserError(f"'{path}' asks for an unknown pixel scale {_shown(recipe.get('scale'))}")
+    calibration = metadata.get("calibration")
+    if calibration is not None:
+        # It changes every probability the model gives: refuse one we cannot trust.
+        method = calibration.get("method") if isinstance(calibration, dict) else None
+        if method != "temperature":
+            raise UserError(
+                f"'{path}' asks for an unknown calibration {_shown(calibration)}; "
+                "only a temperature is known"
+            )
+        problem = check_temperature(calibration.get("temperature"))
+        if problem:
+            raise UserError(
+                f"'{path}' has unusable metadata: its calibration temperature {problem}"
+            )
     provenance = metadata.get("provenance")
     if provenance is not None:
         metrics = provenance.get("final_metrics") if isinstance(provenance, dict) else None

@@ -5,7 +5,8 @@
 The model is loaded once, as load_model.py loads it (``serialization.load_model``: safe
 mode, metadata checked). Uploads are decoded from bytes by ``pyimagesearch.preprocessing``
 with the recipe stored in the model, and the network runs in ``pyimagesearch.predict``'s
-predictor, so a file gets the probabilities ``load_model.py`` gives it.
+predictor (with the model's stored temperature, if any), so a file gets the probabilities
+``load_model.py`` gives it.
 
 Why micro-batching: on a CPU one batch of 16 images costs far less than 16 batches of
 one, so requests that arrive while the network is busy (or within ``max_wait_ms`` of the
@@ -242,9 +243,12 @@ class Service:
     def _prepare(self) -> Callable[[np.ndarray], np.ndarray]:
         """Build the predictor and run it once per batch shape class, off the event loop:
         the first call traces (TensorFlow) or compiles (OpenVINO) the network."""
+        from pyimagesearch.calibration import temperature_of
         from pyimagesearch.predict import make_predictor
 
-        predict = make_predictor(self.model, "float32", batches=2, runtime=self.runtime)
+        # The stored temperature, if any, is applied inside the predictor's graph.
+        temperature = temperature_of(self.metadata)
+        predict = make_predictor(self.model, "float32", 2, self.runtime, temperature)
         shape = tuple(self.model.input_shape[1:])
         for size in sorted({1, self.max_batch}):
             predict(np.zeros((size, *shape), dtype="float32"))
@@ -410,6 +414,7 @@ def create_app(service: Service) -> FastAPI:
                     "file": service.model_name,
                     "class_names": service.class_names,
                     "preprocessing": service.recipe,
+                    "calibration": service.metadata.get("calibration"),
                     "provenance": service.metadata.get("provenance") or {},
                     "runtime": service.runtime,
                     "max_batch": service.max_batch,

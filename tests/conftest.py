@@ -160,6 +160,7 @@ def trained_run(tutorial_dataset: Path, tmp_path_factory) -> TrainedRun:
     folder = tmp_path_factory.mktemp("model")
     argv = ["--dataset", str(tutorial_dataset), "--model", str(folder / "saved_model.model"),
             "--plot", str(folder / "plot.png"), "--epochs", "2", "--seed", "7",
+            "--calibration-plot", str(folder / "calibration.png"),
             "--learning-rate", "0.01"]  # fmt: skip
     with pytest.MonkeyPatch.context() as monkeypatch:
         return train_in_process(argv, monkeypatch)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from pyimagesearch.build_dataset import TUTORIAL_SIZES
+from pyimagesearch.calibration import forward, temperature_of
 from pyimagesearch.preprocessing import load_image
 from pyimagesearch.serialization import METADATA_NAME, load_model
 from tests.conftest import run_script
@@ -89,7 +90,8 @@ def test_load_model_classifies_in_a_fresh_process(
     # The fresh process must agree with the model loaded here on the same files.
     model, metadata = load_model(trained_model)
     images = np.stack([load_image(row["path"], metadata["preprocessing"]).numpy() for row in rows])
-    expected = model.predict(images, verbose=0)
+    # With the stored temperature, as load_model.py applies it (see test_calibration.py).
+    expected = forward(model, temperature_of(metadata))(images).numpy()
     got = np.array([[float(row["p_Parasitized"]), float(row["p_Uninfected"])] for row in rows])
     np.testing.assert_allclose(got, expected, atol=2e-6)
     labels = [metadata["class_names"][i] for i in expected.argmax(axis=1)]
@@ -152,7 +154,7 @@ def test_every_engine_gives_keras_probabilities(
     reference = tables["tensorflow", "float32"]
     model, metadata = load_model(trained_model)
     images = np.stack([load_image(r["path"], metadata["preprocessing"]).numpy() for r in reference])
-    expected = model.predict(images, verbose=0)[:, 0]
+    expected = forward(model, temperature_of(metadata))(images).numpy()[:, 0]
     for engine, tolerance in ENGINES.items():
         rows = tables[engine]
         assert [r["path"] for r in rows] == [r["path"] for r in reference], engine
