@@ -7,6 +7,9 @@ first 16 are drawn as a 4x4 montage: red labels for Parasitized, green for
 Uninfected, with the confidence; when the true class is known from the parent
 folder's name, wrong predictions get an amber frame and the word WRONG.
 
+--explain overlays each tile with a Grad-CAM heatmap: red where the evidence for the
+predicted class lies (docs/audit.md says what it shows and what it cannot).
+
 When the model stores a temperature (fitted by save_model.py on the validation
 split), every probability printed, drawn or written is the calibrated one.
 
@@ -28,6 +31,7 @@ from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
 MONTAGE_TILES = 16
 MONTAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+EXPLAIN_MARKER = "GRADCAM.txt"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +69,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also open the montage in a matplotlib window (where there is a display)",
     )
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="overlay each montage tile with its Grad-CAM heatmap (red: where the evidence "
+        "for the predicted class lies; computed by the float32 Keras model on TensorFlow)",
+    )
+    parser.add_argument(
+        "--explain-dir",
+        metavar="DIR",
+        help="also save one Grad-CAM overlay PNG per classified image in DIR (implies "
+        "--explain; DIR must be new, empty, or an earlier --explain-dir, which is replaced)",
+    )
+    parser.add_argument(
         "-s", "--seed", type=safety.seed, default=None, help="seed of the random sample"
     )
     safety.add_max_pixels_argument(parser)
@@ -93,7 +109,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--samples must be 0 (all) or a positive number, got {args.samples}")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    args.explain = args.explain or args.explain_dir is not None
     return args
+
+
+def check_explain_dir(args: argparse.Namespace) -> None:
+    """--explain-dir is replaced as a whole: refuse one that holds other files or outputs."""
+    folder = Path(args.explain_dir).resolve()
+    for flag, value in (("--output", args.output), ("--csv", args.csv)):
+        if value and folder in Path(value).resolve().parents:
+            raise UserError(f"{flag} '{value}' is inside --explain-dir '{args.explain_dir}'")
+    safety.check_own_folder(
+        args.explain_dir, "--explain-dir", EXPLAIN_MARKER, lambda name: name.endswith(".png")
+    )
+
+
+def save_explanations(
+    model, paths: list[str], kept: list[int], predicted: list[int], recipe: dict, folder: str
+) -> None:
+    """One Grad-CAM overlay PNG per classified image (of its predicted class) in FOLDER."""
+    import cv2
+
+    from pyimagesearch.gradcam import iter_heatmaps
+    from pyimagesearch.montage import cell_tile
+
+    chosen = [paths[i] for i in kept]
+    names: set[str] = set()
+    print(f"[INFO] saving Grad-CAM overlays of {len(chosen)} images to '{folder}'...")
+    with safety.staged_folder(folder) as staging:
+        for index, heatmap in iter_heatmaps(model, chosen, recipe, predicted):
+            stem, number = Path(chosen[index]).stem, 1
+            name = f"{stem}.png"
+            while name in names:  # same file name in two folders
+                number += 1
+                name = f"{stem}-{number}.png"
+            names.add(name)
+            if not cv2.imwrite(str(staging / name), cell_tile(chosen[index], heatmap)):
+                raise OSError("OpenCV could not write an overlay")
+        (staging / EXPLAIN_MARKER).write_text(
+            "Grad-CAM overlays written by load_model.py --explain-dir (of the predicted "
+            "class); a later --explain-dir may replace this folder.\n"
+        )
+    print(f"[INFO] {len(names)} Grad-CAM overlays written to '{folder}'")
 
 
 def gather_images(sources: list[str]) -> list[str]:
@@ -158,9 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     start_tensorflow(args.debug)
     safety.MAX_PIXELS = args.max_pixels
     safety.check_paths(
-        {"--output": args.output, "--csv": args.csv, "--confusion": args.confusion},
+        {
+            "--output": args.output,
+            "--csv": args.csv,
+            "--confusion": args.confusion,
+            "--explain-dir": args.explain_dir,
+        },
         {"--model": args.model, "--images": args.images},
     )
+    if args.explain_dir:
+        check_explain_dir(args)
     safety.check_output_file(args.output, "--output", MONTAGE_SUFFIXES)
     if args.csv:
         safety.check_output_file(args.csv, "--csv")
@@ -214,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 if writer:
                     writer.writerow([path, label, *[f"{p:.6f}" for p in row]])
                 if len(tiles) < MONTAGE_TILES:
-                    tiles.append(
-                        labelled_tile(path, label, float(row.max()), class_names, true_label)
-                    )
+                    tiles.append((path, label, float(row.max()), true_label))
             if progress:
                 progress.add(len(indices))
 
@@ -250,11 +312,25 @@ def main(argv: list[str] | None = None) -> int:
     elif args.confusion:
         print("[INFO] no folder names a class, so there is no confusion matrix to draw")
 
-    montage = build_montage(tiles)
+    predicted = [int(row.argmax()) for row in scores]
+    heat = {}
+    if args.explain:
+        from pyimagesearch.gradcam import explain_files
+
+        print(f"[INFO] Grad-CAM of the {len(tiles)} montage tiles...")
+        heat = explain_files(model, [t[0] for t in tiles], recipe, predicted[: len(tiles)])
+    montage = build_montage(
+        [
+            labelled_tile(path, label, confidence, class_names, truth, heat.get(i))
+            for i, (path, label, confidence, truth) in enumerate(tiles)
+        ]
+    )
     with safety.replacing(args.output) as temporary:
         if not cv2.imwrite(str(temporary), montage):
             raise OSError("OpenCV could not write the image")
     print(f"[INFO] montage written to '{args.output}'")
+    if args.explain_dir:
+        save_explanations(model, paths, kept, predicted, recipe, args.explain_dir)
     if args.show:
         show_montage(montage, args.output)
     return 0
