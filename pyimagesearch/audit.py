@@ -1,0 +1,365 @@
+"""Label audit: the images whose given label the out-of-sample predictions dispute.
+
+    python -m pyimagesearch.audit --oof cv/oof.csv --output audit/
+
+OOF is the oof.csv that ``python -m pyimagesearch.crossval`` writes: every image was
+classified by the model of the one fold that never trained on it, so a confident
+disagreement with its label is evidence about the label, not a memorised answer.
+Confident learning (cleanlab's ``find_label_issues``) picks the images whose label is
+likely wrong; they are ranked by label quality (the probability the model gave the
+given label: lowest first). Written to OUTPUT:
+
+  issues.csv         one row per suspect, most suspicious first: rank, path, file,
+                     patient, fold, given_label, suggested_label, label_quality
+  per_patient.csv    patient, images, issues, share (of that patient's images)
+  suspects-01.png... the top suspects (--top), 16 per page, most suspicious first:
+                     each cell with the Grad-CAM heat of the fold model that judged it
+                     (red: where the evidence for the suggested label lies), its rank,
+                     given label, the model's label and confidence, patient and fold
+
+How a reviewer uses it: open the montages beside issues.csv (same order), look at
+each cell, and write the label you see in a column of your own (keep, relabel, or
+unsure); ask a microscopist for the unsure ones. A patient with a large share in
+per_patient.csv points at a slide labelled as a whole. Nothing here edits a label:
+``save_model.py --exclude`` trains without listed files, and accuracy must still be
+judged with the original labels. See docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pyimagesearch import safety
+from pyimagesearch.errors import UserError, run_command, start_tensorflow
+
+REQUIRED = ("path", "file", "patient", "fold", "label", "predicted")
+MARKER = "AUDIT.txt"
+OUTPUT_NAMES = ("issues.csv", "per_patient.csv")
+ISSUE_FIELDS = [
+    "rank",
+    "path",
+    "file",
+    "patient",
+    "fold",
+    "given_label",
+    "suggested_label",
+    "label_quality",
+]
+PAGE_TILES = 16
+# CSV probabilities carry six decimals; a row must still sum to one within this.
+SUM_TOLERANCE = 1e-3
+
+
+@dataclass
+class OutOfFold:
+    """oof.csv, checked: rows as read, class names, and the arrays cleanlab needs."""
+
+    rows: list[dict[str, str]]
+    class_names: list[str]
+    labels: np.ndarray  # index of each row's given label in class_names
+    probabilities: np.ndarray  # rows x classes, out-of-sample
+
+
+def read_oof(path: str | Path) -> OutOfFold:
+    """Read and check oof.csv; any defect is a UserError naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--oof '{path}' does not exist")
+    if not safety.is_regular_file(path):
+        raise UserError(f"--oof '{path}' is not a regular file")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"--oof '{path}' is not a readable CSV file: {error}") from None
+    missing = [name for name in REQUIRED if name not in header]
+    class_names = [name[len("prob_") :] for name in header if name.startswith("prob_")]
+    if missing or len(class_names) < 2:
+        raise UserError(
+            f"--oof '{path}' is not an oof.csv from pyimagesearch.crossval: "
+            + (f"no column {', '.join(missing)}" if missing else "fewer than two prob_ columns")
+        )
+    if class_names != sorted(class_names):
+        raise UserError(f"--oof '{path}': prob_ columns are not in sorted class order")
+    if not rows:
+        raise UserError(f"--oof '{path}' has a header but no rows")
+    labels, probabilities = [], []
+    for line, row in enumerate(rows, start=2):
+        where = f"--oof '{path}' line {line}"
+        if None in row or any(row[name] is None for name in header):
+            raise UserError(f"{where}: expected {len(header)} fields")
+        if row["label"] not in class_names:
+            raise UserError(f"{where}: label '{row['label']}' is not one of {class_names}")
+        if not row["fold"].isdigit() or int(row["fold"]) < 1:
+            raise UserError(f"{where}: fold '{row['fold']}' is not a positive integer")
+        try:
+            probs = [float(row[f"prob_{name}"]) for name in class_names]
+        except ValueError:
+            raise UserError(f"{where}: a probability is not a number") from None
+        if not all(math.isfinite(p) and 0 <= p <= 1 for p in probs):
+            raise UserError(f"{where}: probabilities must lie in [0, 1]")
+        if abs(sum(probs) - 1) > SUM_TOLERANCE:
+            raise UserError(f"{where}: probabilities sum to {sum(probs):.4f}, not 1")
+        labels.append(class_names.index(row["label"]))
+        probabilities.append(probs)
+    absent = set(class_names) - {row["label"] for row in rows}
+    if absent:
+        raise UserError(f"--oof '{path}': no image is labelled {', '.join(sorted(absent))}")
+    return OutOfFold(
+        rows, class_names, np.asarray(labels), np.asarray(probabilities, dtype="float64")
+    )
+
+
+def find_issues(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of likely label errors, most suspicious first; label quality of every row)."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    ranked = find_label_issues(
+        labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1
+    )
+    quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
+    return np.asarray(ranked, dtype="int64"), quality
+
+
+def issue_rows(oof: OutOfFold, ranked: np.ndarray, quality: np.ndarray) -> list[dict]:
+    rows = []
+    for rank, index in enumerate(ranked, start=1):
+        row = oof.rows[index]
+        rows.append(
+            {
+                "rank": rank,
+                "path": row["path"],
+                "file": row["file"],
+                "patient": row["patient"],
+                "fold": row["fold"],
+                "given_label": row["label"],
+                "suggested_label": oof.class_names[int(oof.probabilities[index].argmax())],
+                "label_quality": f"{quality[index]:.6f}",
+            }
+        )
+    return rows
+
+
+def patient_rows(oof: OutOfFold, ranked: np.ndarray) -> list[dict]:
+    """Images and issues per patient, the patients with most issues (then share) first."""
+    images = Counter(row["patient"] for row in oof.rows)
+    issues = Counter(oof.rows[i]["patient"] for i in ranked)
+    table = [
+        {"patient": p, "images": n, "issues": issues[p], "share": f"{issues[p] / n:.4f}"}
+        for p, n in images.items()
+    ]
+    return sorted(table, key=lambda r: (-r["issues"], -float(r["share"]), r["patient"]))
+
+
+def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def resolve_image(path: str, images: Path | None) -> Path | None:
+    """The image file a row names: its path as written, else under --images by class folder."""
+    candidates = [Path(path)]
+    if images is not None:
+        candidates += [images / Path(path).parent.name / Path(path).name, images / Path(path).name]
+    return next((c for c in candidates if safety.is_regular_file(c)), None)
+
+
+def fold_heatmaps(
+    folder: Path, suspects: list[dict], files: dict[int, Path], class_names: list[str]
+) -> dict[int, np.ndarray]:
+    """Grad-CAM of each suspect (keyed by rank) from the model of the fold that held it out,
+    explaining the suggested label. Folds whose model is missing or unusable are named."""
+    from pyimagesearch.gradcam import explain_files
+    from pyimagesearch.serialization import load_model
+
+    found: dict[int, np.ndarray] = {}
+    for fold in sorted({int(r["fold"]) for r in suspects}):
+        model_path = folder / f"fold-{fold}" / "model.keras"
+        members = [r for r in suspects if int(r["fold"]) == fold and r["rank"] in files]
+        if not members:
+            continue
+        if not model_path.is_file():
+            print(
+                f"[WARNING] '{model_path}' not found: fold {fold}'s {len(members)} suspect(s) "
+                "are drawn without Grad-CAM",
+                file=sys.stderr,
+            )
+            continue
+        try:
+            model, metadata = load_model(model_path)
+        except UserError as error:
+            print(f"[WARNING] no Grad-CAM for fold {fold}: {error}", file=sys.stderr)
+            continue
+        if metadata["class_names"] != class_names:
+            print(
+                f"[WARNING] no Grad-CAM for fold {fold}: '{model_path}' has classes "
+                f"{metadata['class_names']}, oof.csv {class_names}",
+                file=sys.stderr,
+            )
+            continue
+        print(f"[INFO] Grad-CAM of {len(members)} suspect(s) with fold {fold}'s model...")
+        paths = [str(files[r["rank"]]) for r in members]
+        chosen = [class_names.index(r["suggested_label"]) for r in members]
+        for index, heatmap in explain_files(
+            model, paths, metadata["preprocessing"], chosen
+        ).items():
+            found[members[index]["rank"]] = heatmap
+    return found
+
+
+def suspect_tile(row: dict, path: Path, heatmap: np.ndarray | None, confidence: float):
+    """One montage tile: the cell (with its heat), rank and given label above, the model's
+    label and confidence below it, patient and fold at the bottom."""
+    import cv2
+
+    from pyimagesearch.montage import TILE, WRONG_COLOUR, cell_tile, colour_for
+
+    tile = cell_tile(str(path), heatmap)
+    suggested = row["suggested_label"]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(
+        tile, f"{row['rank']}. is {row['given_label']}", (3, 14), font, 0.4, WRONG_COLOUR, 1
+    )
+    cv2.putText(
+        tile, f"{suggested} {confidence:.0%}", (3, 30), font, 0.4, colour_for(suggested, []), 1
+    )
+    cv2.putText(
+        tile, f"{row['patient']} fold {row['fold']}", (3, TILE - 6), font, 0.4, (255, 255, 255), 1
+    )
+    return tile
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pyimagesearch.audit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--oof", required=True, help="oof.csv written by python -m pyimagesearch.crossval"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, help="folder to write (must not exist, or be empty)"
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=32,
+        help="suspects drawn in the montages, 16 per page (default: 32; 0: no montage). "
+        "Grad-CAM uses fold-K/model.keras beside oof.csv",
+    )
+    parser.add_argument(
+        "--images",
+        help="folder holding the class folders, for when oof.csv's paths do not resolve "
+        "from the current folder (e.g. it was made on another machine)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it is an earlier audit (nothing else is ever replaced)",
+    )
+    safety.add_max_pixels_argument(parser)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    args = parser.parse_args(argv)
+    if args.top < 0:
+        raise UserError(f"--top must be 0 or a positive number, got {args.top}")
+    return args
+
+
+def owned(name: str) -> bool:
+    """The names an audit writes (what --overwrite may replace)."""
+    return name in OUTPUT_NAMES or (name.startswith("suspects-") and name.endswith(".png"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    output = Path(args.output)
+    safety.MAX_PIXELS = args.max_pixels
+    safety.check_paths({"--output": output}, {"--oof": args.oof, "--images": args.images})
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output '{output}' is a file; give a folder name")
+    safety.check_own_folder(output, "--output", MARKER, owned, args.overwrite)
+
+    print(f"[INFO] reading '{args.oof}'...")
+    oof = read_oof(args.oof)
+    print(
+        f"[INFO] {len(oof.rows)} images, {len({r['patient'] for r in oof.rows})} patients, "
+        f"classes {oof.class_names}"
+    )
+    start_tensorflow(args.debug)  # before cleanlab, which may import it, mutes its start-up log
+    print("[INFO] finding label issues (cleanlab, confident learning)...")
+    ranked, quality = find_issues(oof.labels, oof.probabilities)
+    issues = issue_rows(oof, ranked, quality)
+    patients = patient_rows(oof, ranked)
+
+    suspects = issues[: args.top]
+    images = Path(args.images) if args.images else None
+    files = {r["rank"]: resolve_image(r["path"], images) for r in suspects}
+    missing = [r["path"] for r in suspects if files[r["rank"]] is None]
+    for path in missing[:10]:
+        print(f"[WARNING] image '{path}' not found; left out of the montages", file=sys.stderr)
+    if missing:
+        print(
+            f"[WARNING] {len(missing)} suspect image(s) not found (see --images)", file=sys.stderr
+        )
+    files = {rank: path for rank, path in files.items() if path is not None}
+    tiles = []
+    if files:
+        heat = fold_heatmaps(Path(args.oof).parent, suspects, files, oof.class_names)
+        for row, index in zip(suspects, ranked[: len(suspects)], strict=True):
+            if row["rank"] in files:
+                confidence = float(oof.probabilities[index].max())
+                tiles.append(
+                    suspect_tile(row, files[row["rank"]], heat.get(row["rank"]), confidence)
+                )
+
+    import cv2
+
+    from pyimagesearch.montage import build_pages
+
+    pages = build_pages(tiles) if tiles else []
+    with safety.staged_folder(output) as staging:
+        write_csv(staging / "issues.csv", issues, ISSUE_FIELDS)
+        write_csv(staging / "per_patient.csv", patients, ["patient", "images", "issues", "share"])
+        for number, page in enumerate(pages, start=1):
+            if not cv2.imwrite(str(staging / f"suspects-{number:02d}.png"), page):
+                raise OSError("OpenCV could not write the montage")
+        (staging / MARKER).write_text(
+            "Written by python -m pyimagesearch.audit from "
+            f"'{args.oof}'; --overwrite may replace this folder.\n"
+            "issues.csv: suspected label errors, most suspicious first; suspects-NN.png show "
+            "them in the same order, 16 per page.\n"
+        )
+    share = len(issues) / len(oof.rows)
+    print(
+        f"[INFO] {len(issues)} of {len(oof.rows)} images ({share:.2%}) look mislabelled; "
+        f"written to '{output / 'issues.csv'}'"
+    )
+    worst = [p for p in patients if p["issues"]][:5]
+    if worst:
+        listed = ", ".join(f"{p['patient']} ({p['issues']} of {p['images']})" for p in worst)
+        print(f"[INFO] patients with most issues: {listed}")
+    print(f"[INFO] per-patient counts written to '{output / 'per_patient.csv'}'")
+    if pages:
+        print(
+            f"[INFO] {len(tiles)} suspects drawn on {len(pages)} montage page(s) "
+            f"'{output / 'suspects-01.png'}'..."
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))
