@@ -147,6 +147,10 @@ def test_output_folder_of_other_files_is_refused_and_an_earlier_audit_needs_over
     with pytest.raises(audit.UserError, match="--overwrite"):
         audit.main(["--oof", str(oof), "--output", str(ours)])
     assert audit.main(["--oof", str(oof), "--output", str(ours), "--overwrite"]) == 0
+    (ours / "my-review.csv").write_text("rank,verdict\n")  # a reviewer's file in the audit
+    with pytest.raises(audit.UserError, match="my-review.csv"):
+        audit.main(["--oof", str(oof), "--output", str(ours), "--overwrite"])
+    assert (ours / "my-review.csv").exists()
 
 
 def test_real_audit_from_a_trained_models_predictions(
