@@ -158,13 +158,16 @@ def test_a_temperature_within_bounds_is_accepted(value):
 def test_load_model_refuses_a_file_with_a_nan_temperature(tmp_path: Path):
     """One line and exit 2, before any image is classified (NaN would be every answer)."""
     path = tmp_path / "hostile.model"
-    save_model(build_model(2), path, metadata_with({"method": "temperature", "temperature": 1e9}))
+    save_model(
+        build_model(2), path, metadata_with({"method": "temperature", "temperature": float("nan")})
+    )
     write_image(tmp_path / "images" / "a.png")
     result = run_script("load_model.py", "-i", str(tmp_path / "images"), "-m", str(path),
                         "-o", str(tmp_path / "m.png"))  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    assert "calibration temperature must be between" in result.stderr
+    assert "calibration temperature must be between 0.05 and 20.0, got nan" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert "classifying" not in result.stdout
 
 
