@@ -131,10 +131,12 @@ def fold_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: lis
 
 
 def predict_files(model, metadata: dict, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(indices of the files that decoded, probabilities) with the model's own preprocessing."""
+    """(indices of the files that decoded, probabilities) as load_model.py gives them:
+    the model's own preprocessing, and its temperature when it stores one."""
+    from pyimagesearch.calibration import temperature_of
     from pyimagesearch.predict import iter_predictions, make_predictor
 
-    predictor = make_predictor(model)
+    predictor = make_predictor(model, temperature=temperature_of(metadata))
     kept, probabilities = [], []
     for indices, batch in iter_predictions(predictor, paths, metadata["preprocessing"], 256):
         kept.append(indices)
