@@ -427,9 +427,16 @@ def main(argv: list[str] | None = None) -> int:
         paths, labels, patients = limit_by_patient(paths, labels, patients, args.limit, args.seed)
     folds = make_folds(labels, patients, args.folds, args.seed, args.validation)
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("debug", "output")}
     settings_file = output / "settings.json"
+    safety.check_output_folder(output, "--output")
+    if output.is_dir() and any(output.iterdir()) and not settings_file.is_file():
+        # Its oof.csv or summary.md would be replaced: only an earlier run's folder is reused.
+        raise UserError(
+            f"--output '{output}' is not empty and holds no cross-validation run; "
+            "give a new or empty folder"
+        )
+    output.mkdir(parents=True, exist_ok=True)
     if settings_file.exists():
         previous = json.loads(settings_file.read_text())
         if previous != settings:

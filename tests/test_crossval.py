@@ -193,3 +193,11 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     other = run_script(*command[:-2], "--validation", "0.2")
     assert other.returncode == 2
     assert "other settings" in other.stderr
+
+    # A folder of the user's own is never written into.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes")
+    refused = run_script(*command[:5], str(mine), *command[6:])
+    assert refused.returncode == 2 and "holds no cross-validation run" in refused.stderr
+    assert (mine / "summary.md").read_text() == "my notes" and len(list(mine.iterdir())) == 1
