@@ -30,6 +30,7 @@ from pyimagesearch.data import (
     Split,
     load_split,
     make_dataset,
+    make_epochs,
     read_file_list,
     scan_dataset,
     without_files,
@@ -303,15 +304,13 @@ def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainR
     # Every epoch gets a fresh, (seed, epoch)-seeded pipeline, so resuming needs no RNG
     # state; they are chained into one dataset for a single fit() call, since each
     # call costs 1-3 s of set-up on a 2-core CPU (about 10% of an epoch here).
-    train_ds = None
-    for epoch in range(start_epoch, config.epochs):
-        epoch_ds = make_dataset(
-            *arrays["training"],
-            config.batch_size,
-            augment=build_augmenter(epoch_seed(seed, epoch), config.augmentation),
-            shuffle_seed=epoch_seed(seed, epoch),
-        )
-        train_ds = epoch_ds if train_ds is None else train_ds.concatenate(epoch_ds)
+    train_ds = make_epochs(
+        *arrays["training"],
+        config.batch_size,
+        range(start_epoch, config.epochs),
+        augmenter=lambda epoch: build_augmenter(epoch_seed(seed, epoch), config.augmentation),
+        seed=lambda epoch: epoch_seed(seed, epoch),
+    )
     print(f"[INFO] training network for {config.epochs} epochs...")
     if train_ds is not None:
         with _catch_stop_signals(stopper):
