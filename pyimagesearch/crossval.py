@@ -302,7 +302,12 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
     lines = [
         f"Patient-grouped {args.folds}-fold cross-validation of `--recipe {args.recipe}` on "
         f"{len(rows)} images of {len({r['patient'] for r in rows})} patients "
-        f"(`--seed {args.seed}`).",
+        f"(`--seed {args.seed}`)"
+        + (
+            f"; {len(results)} of {args.folds} folds finished so far."
+            if len(results) < args.folds
+            else "."
+        ),
         "",
         "| fold | patients (train/val/test) | test images | "
         + " | ".join(metrics)
@@ -412,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_tensorflow(args.debug)
     from pyimagesearch.data import list_split
+    from pyimagesearch.train import TrainingInterrupted
 
     safety.MAX_PIXELS = args.max_pixels
     safety.check_paths(
@@ -462,7 +468,14 @@ def main(argv: list[str] | None = None) -> int:
             f"validating on {len(fold.validation)}, testing {len(fold.testing)} "
             f"({len({patients[i] for i in fold.testing})} unseen patients)"
         )
-        result = run_fold(args, fold, (paths, labels, class_names, patients), folder)
+        try:
+            result = run_fold(args, fold, (paths, labels, class_names, patients), folder)
+        except TrainingInterrupted as stop:
+            print(f"[INFO] fold {fold.number}/{args.folds} interrupted: {stop}")
+            if results:
+                print(summarise(args, results, class_names))
+            print("[INFO] run the same command again to continue where it stopped")
+            return 130
         results.append(result)
         done = len(results)
         elapsed = time.monotonic() - started

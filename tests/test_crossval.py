@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import ROOT, run_script
 
 from pyimagesearch.build_dataset import patient_of
 from pyimagesearch.crossval import choose_threshold, make_folds
 from pyimagesearch.data import Split, read_file_list, without_files
 from pyimagesearch.errors import UserError
+from tests.test_resume import read_until
 
 
 def synthetic_patients(count: int = 30, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -201,3 +205,24 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     refused = run_script(*command[:5], str(mine), *command[6:])
     assert refused.returncode == 2 and "holds no cross-validation run" in refused.stderr
     assert (mine / "summary.md").read_text() == "my notes" and len(list(mine.iterdir())) == 1
+
+
+def test_crossval_stops_cleanly_and_summarises_finished_folds(few_patients: Path, tmp_path: Path):
+    """SIGTERM during fold 2: exit 130, fold 1's results summarised, fold 2 checkpointed."""
+    output = tmp_path / "cv"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyimagesearch.crossval", "-d", str(few_patients), "-o",
+         str(output), "--folds", "2", "--epochs", "3", "--image-size", "32", "--seed", "5"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    seen = read_until(process, b"fold 2/2: training on")
+    seen += read_until(process, b"Epoch 2/3")
+    process.send_signal(signal.SIGTERM)
+    out = (seen + process.stdout.read()).decode()
+    assert process.wait(timeout=300) == 130, out[-3000:]
+    assert "fold 2/2 interrupted" in out and "Traceback" not in out
+    assert "1 of 2 folds finished so far" in (output / "summary.md").read_text()
+    assert {r["fold"] for r in read_rows(output / "oof.csv")} == {"1"}
+    assert (output / "fold-2/model.keras.checkpoint").is_file()
+    assert not (output / "fold-2/result.json").exists()
