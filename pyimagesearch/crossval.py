@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -398,6 +399,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def names_digest(paths: list[str], labels: np.ndarray, class_names: list[str]) -> str:
+    """A fingerprint of which images, with which labels, the run is made of."""
+    names = sorted(
+        f"{class_names[label]}/{os.path.basename(p)}"
+        for p, label in zip(paths, labels, strict=True)
+    )
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
 def limit_by_patient(paths, labels, patients, limit: int, seed: int):
     """Whole patients, drawn in a seeded order, until ``limit`` images."""
     rng = np.random.default_rng(seed)
@@ -434,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     folds = make_folds(labels, patients, args.folds, args.seed, args.validation)
     output = Path(args.output)
     settings = {k: v for k, v in vars(args).items() if k not in ("debug", "output")}
+    # The folds follow from the files: resuming on another set of images would mix folds.
+    settings["images"] = {
+        "count": len(paths),
+        "names_sha256": names_digest(paths, labels, class_names),
+    }
     settings_file = output / "settings.json"
     safety.check_output_folder(output, "--output")
     if output.is_dir() and any(output.iterdir()) and not settings_file.is_file():

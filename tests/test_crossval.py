@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,6 +132,8 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     from pyimagesearch.crossval import patients_of
     from pyimagesearch.data import list_split
 
+    data = tmp_path / "data"  # a copy: one image is removed at the end
+    shutil.copytree(few_patients, data, symlinks=True)
     found = list_split(few_patients)
     images = found.paths
     # Two images that fold 1 would train on (the folds are seeded: --seed 5, 0.1).
@@ -140,7 +143,7 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     exclude.write_text("\n".join(listed) + "\n")
     output = tmp_path / "cv"
     command = (
-        "-m", "pyimagesearch.crossval", "--dataset", str(few_patients), "--output", str(output),
+        "-m", "pyimagesearch.crossval", "--dataset", str(data), "--output", str(output),
         "--folds", "2", "--epochs", "1", "--image-size", "32", "--seed", "5",
         "--exclude", str(exclude),
     )  # fmt: skip
@@ -197,6 +200,11 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     other = run_script(*command[:-2], "--validation", "0.2")
     assert other.returncode == 2
     assert "other settings" in other.stderr
+
+    # The same command on a folder that lost an image is refused: the folds would differ.
+    next(data.glob("Uninfected/*.png")).unlink()
+    changed = run_script(*command)
+    assert changed.returncode == 2 and "other settings" in changed.stderr
 
     # A folder of the user's own is never written into.
     mine = tmp_path / "mine"
