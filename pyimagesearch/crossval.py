@@ -389,6 +389,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=safety.positive_count,
         help="use only this many images, drawn by patient (a quick trial)",
     )
+    parser.add_argument(
+        "--only",
+        metavar="K[,K...]",
+        type=fold_numbers,
+        help="train only these folds now (e.g. 1,2 on one machine and 3,4,5 on another, "
+        "into copies of the same --output); the others are left for a later run",
+    )
     safety.add_max_pixels_argument(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = parser.parse_args(argv)
@@ -396,7 +403,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError("--folds must be at least 2")
     if not 0 < args.validation < 0.5:
         raise UserError("--validation must be between 0 and 0.5")
+    if args.only and max(args.only) > args.folds:
+        raise UserError(f"--only names fold {max(args.only)}, but there are {args.folds} folds")
     return args
+
+
+def fold_numbers(text: str) -> list[int]:
+    """``--only 1,3``: fold numbers, counted from 1."""
+    try:
+        numbers = sorted({int(part) for part in text.split(",")})
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected fold numbers such as 1,3, got '{text}'"
+        ) from error
+    if numbers[0] < 1:
+        raise argparse.ArgumentTypeError("folds are counted from 1")
+    return numbers
 
 
 def names_digest(paths: list[str], labels: np.ndarray, class_names: list[str]) -> str:
@@ -443,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         paths, labels, patients = limit_by_patient(paths, labels, patients, args.limit, args.seed)
     folds = make_folds(labels, patients, args.folds, args.seed, args.validation)
     output = Path(args.output)
-    settings = {k: v for k, v in vars(args).items() if k not in ("debug", "output")}
+    # --only says what to run now, not what the run is: it may differ between reruns.
+    settings = {k: v for k, v in vars(args).items() if k not in ("debug", "output", "only")}
     # The folds follow from the files: resuming on another set of images would mix folds.
     settings["images"] = {
         "count": len(paths),
@@ -477,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         if (folder / "result.json").exists():
             results.append(json.loads((folder / "result.json").read_text()))
             print(f"[INFO] fold {fold.number}/{args.folds} already done, skipping")
+            continue
+        if args.only and fold.number not in args.only:
+            print(f"[INFO] fold {fold.number}/{args.folds} left for another run (--only)")
             continue
         print(
             f"[INFO] fold {fold.number}/{args.folds}: training on {len(fold.training)} images, "

@@ -80,6 +80,19 @@ def test_threshold_separates_validation_patients():
     assert 0.4 < threshold < 0.6
 
 
+def test_only_names_existing_folds():
+    from pyimagesearch.crossval import parse_args
+
+    base = ["-d", "data", "-o", "cv", "--folds", "3"]
+    assert parse_args([*base, "--only", "3,1,3"]).only == [1, 3]
+    with pytest.raises(UserError, match="there are 3 folds"):
+        parse_args([*base, "--only", "4"])
+    for wrong in ("0", "a,b", ""):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args([*base, "--only", wrong])
+        assert exit_.value.code == 2
+
+
 def test_exclusion_lists_match_file_names(tmp_path: Path):
     issues = tmp_path / "issues.csv"
     issues.write_text("path,file,patient\nsome/where/a.png,a.png,P1\nelse/b.png,b.png,P2\n")
@@ -147,8 +160,19 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
         "--folds", "2", "--epochs", "1", "--image-size", "32", "--seed", "5",
         "--exclude", str(exclude),
     )  # fmt: skip
+    # --only 2 trains fold 2 alone and summarises it; fold 1 is left for the next run.
+    part = run_script(*command, "--only", "2")
+    assert part.returncode == 0, part.stderr[-3000:]
+    assert "fold 1/2 left for another run" in part.stdout
+    assert not (output / "fold-1").exists()
+    assert "1 of 2 folds finished so far" in (output / "summary.md").read_text()
+    fold2_model = (output / "fold-2/model.keras").stat().st_mtime_ns
+    # The rerun, without --only, keeps fold 2 and trains only fold 1.
     first = run_script(*command)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "fold 2/2 already done" in first.stdout
+    assert "fold 1/2: training on" in first.stdout
+    assert (output / "fold-2/model.keras").stat().st_mtime_ns == fold2_model
 
     rows = read_rows(output / "oof.csv")
     assert sorted(r["file"] for r in rows) == sorted(os.path.basename(p) for p in images)
@@ -183,18 +207,6 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     assert "mean +/- std" in summary and "| 1 |" in summary and "| 2 |" in summary
     diagnosis = read_rows(output / "patients.csv")
     assert len(diagnosis) == 10 and {d["infected"] for d in diagnosis} == {"True", "False"}
-
-    # Stopped after fold 1: the rerun keeps fold 1 and trains only fold 2.
-    (output / "fold-2/result.json").unlink()
-    fold1_model = (output / "fold-1/model.keras").stat().st_mtime_ns
-    again = run_script(*command)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "fold 1/2 already done" in again.stdout
-    assert "fold 2/2: training on" in again.stdout
-    assert (output / "fold-1/model.keras").stat().st_mtime_ns == fold1_model
-    assert sorted(r["file"] for r in read_rows(output / "oof.csv")) == sorted(
-        r["file"] for r in rows
-    )
 
     # Other settings in the same folder are refused, before any training.
     other = run_script(*command[:-2], "--validation", "0.2")
