@@ -13,9 +13,10 @@ given label: lowest first). Written to OUTPUT:
                      patient, fold, given_label, suggested_label, label_quality
   per_patient.csv    patient, images, issues, share (of that patient's images)
   suspects-01.png... the top suspects (--top), 16 per page, most suspicious first:
-                     each cell with the Grad-CAM heat of the fold model that judged it
-                     (red: where the evidence for the suggested label lies), its rank,
-                     given label, the model's label and confidence, patient and fold
+                     each cell as it is, with its rank, given label, the model's label
+                     and confidence, patient and fold, and beside it the same cell under
+                     the Grad-CAM heat of the fold model that judged it (red: where the
+                     evidence for the suggested label lies)
 
 How a reviewer uses it: open the montages beside issues.csv (same order), look at
 each cell, and write the label you see in a column of your own (keep, relabel, or
@@ -220,14 +221,19 @@ def fold_heatmaps(
     return found
 
 
-def suspect_tile(row: dict, path: Path, heatmap: np.ndarray | None, confidence: float):
-    """One montage tile: the cell (with its heat), rank and given label above, the model's
-    label and confidence below it, patient and fold at the bottom."""
+def suspect_tile(
+    row: dict, path: Path, heatmap: np.ndarray | None, confidence: float, paired: bool
+):
+    """One montage tile: the cell, rank and given label above, the model's label and
+    confidence below it, patient and fold at the bottom; with a HEATMAP, the same cell
+    with its Grad-CAM beside it (the heat hides the stain it points at). PAIRED: the
+    page has heat, so a cell without it gets an empty place, for tiles of one size."""
     import cv2
+    import numpy as np
 
     from pyimagesearch.montage import TILE, WRONG_COLOUR, cell_tile, colour_for
 
-    tile = cell_tile(str(path), heatmap)
+    tile = cell_tile(str(path))
     suggested = row["suggested_label"]
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(
@@ -239,7 +245,11 @@ def suspect_tile(row: dict, path: Path, heatmap: np.ndarray | None, confidence: 
     cv2.putText(
         tile, f"{row['patient']} fold {row['fold']}", (3, TILE - 6), font, 0.4, (255, 255, 255), 1
     )
-    return tile
+    if not paired:
+        return tile
+    if heatmap is None:
+        return np.hstack([tile, np.zeros_like(tile)])
+    return np.hstack([tile, cell_tile(str(path), heatmap)])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -323,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             if row["rank"] in files:
                 confidence = float(oof.probabilities[index].max())
                 tiles.append(
-                    suspect_tile(row, files[row["rank"]], heat.get(row["rank"]), confidence)
+                    suspect_tile(
+                        row, files[row["rank"]], heat.get(row["rank"]), confidence, bool(heat)
+                    )
                 )
 
     import cv2

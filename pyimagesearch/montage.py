@@ -78,8 +78,10 @@ def build_montage(tiles: list[np.ndarray], grid: tuple[int, int] = (4, 4)) -> np
 
 
 def build_pages(tiles: list[np.ndarray], grid: tuple[int, int] = (4, 4)) -> list[np.ndarray]:
-    """Every page of tiles, GRID columns x rows each (imutils lays them out)."""
-    return imutils.build_montages(tiles, (TILE, TILE), grid)
+    """Every page of tiles (all of one size), GRID columns x rows each (imutils lays
+    them out)."""
+    height, width = tiles[0].shape[:2]
+    return imutils.build_montages(tiles, (width, height), grid)
 
 
 def window_backend() -> str | None:

@@ -181,7 +181,7 @@ def test_real_audit_from_a_trained_models_predictions(
     assert {Path(paths[i]).name for i in surest} <= {r["file"] for r in issues}
     assert read_csv(tmp_path / "audit" / "per_patient.csv")
     page = cv2.imread(str(tmp_path / "audit" / "suspects-01.png"))
-    assert page.shape == (512, 512, 3)
+    assert page.shape == (512, 1024, 3)  # 4 x 4 pairs: the cell, and the cell with its heat
 
     # Without the fold's model: the same suspects, drawn without heat, and a warning.
     (cv / "fold-1" / "model.keras").unlink()
@@ -190,5 +190,9 @@ def test_real_audit_from_a_trained_models_predictions(
     assert "model.keras' not found" in plain.stderr
     assert read_csv(tmp_path / "plain" / "issues.csv") == issues
     without = cv2.imread(str(tmp_path / "plain" / "suspects-01.png"))
+    assert without.shape == (512, 512, 3)
     cell = (slice(36, 118), slice(0, 128))  # the first tile, between its lines of text
-    assert np.abs(page[cell].astype(int) - without[cell].astype(int)).mean() > 10
+    heated = (cell[0], slice(128, 256))  # the same cell, with its heat
+    # The reviewer sees the cell as it is, and the heat beside it.
+    np.testing.assert_array_equal(page[cell], without[cell])
+    assert np.abs(page[heated].astype(int) - without[cell].astype(int)).mean() > 10
