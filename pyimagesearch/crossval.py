@@ -260,7 +260,9 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.4f} +/- {np.std(values, ddof=1) if len(values) > 1 else 0:.4f}"
+    if len(values) == 1:  # one fold (--only) has no spread to show
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} +/- {np.std(values, ddof=1):.4f}"
 
 
 def summarise(args: argparse.Namespace, results: list[dict], class_names: list[str]) -> str:

@@ -165,7 +165,10 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     assert part.returncode == 0, part.stderr[-3000:]
     assert "fold 1/2 left for another run" in part.stdout
     assert not (output / "fold-1").exists()
-    assert "1 of 2 folds finished so far" in (output / "summary.md").read_text()
+    partial = (output / "summary.md").read_text()
+    assert "1 of 2 folds finished so far" in partial
+    mean_row = next(line for line in partial.splitlines() if line.startswith("| mean"))
+    assert "+/-" not in mean_row.split("|", 2)[2], "one fold has no spread to report"
     fold2_model = (output / "fold-2/model.keras").stat().st_mtime_ns
     # The rerun, without --only, keeps fold 2 and trains only fold 1.
     first = run_script(*command)
@@ -242,7 +245,10 @@ def test_crossval_stops_cleanly_and_summarises_finished_folds(few_patients: Path
     out = (seen + process.stdout.read()).decode()
     assert process.wait(timeout=300) == 130, out[-3000:]
     assert "fold 2/2 interrupted" in out and "Traceback" not in out
-    assert "1 of 2 folds finished so far" in (output / "summary.md").read_text()
+    partial = (output / "summary.md").read_text()
+    assert "1 of 2 folds finished so far" in partial
+    mean_row = next(line for line in partial.splitlines() if line.startswith("| mean"))
+    assert "+/-" not in mean_row.split("|", 2)[2], "one fold has no spread to report"
     assert {r["fold"] for r in read_rows(output / "oof.csv")} == {"1"}
     assert (output / "fold-2/model.keras.checkpoint").is_file()
     assert not (output / "fold-2/result.json").exists()
