@@ -3,9 +3,11 @@
     python load_model.py --images malaria/testing --model saved_model.model
 
 Images are sampled at random (--samples, --seed), classified in batches, and the
-first 16 are drawn as a 4x4 montage: red labels for Parasitized, green for
-Uninfected, with the confidence; when the true class is known from the parent
-folder's name, wrong predictions get an amber frame and the word WRONG.
+first 16 are drawn as a 4x4 montage: each label in its class's colour (for the malaria
+example red for Parasitized, green for Uninfected), with the confidence; when the true
+class is known from the parent folder's name, wrong predictions get an amber frame and
+the word WRONG, and a report follows (sensitivity, specificity and AUC of the positive
+class, --positive-class).
 
 --explain overlays each tile with a Grad-CAM heatmap: red where the evidence for the
 predicted class lies (docs/audit.md says what it shows and what it cannot).
@@ -83,6 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-s", "--seed", type=safety.seed, default=None, help="seed of the random sample"
     )
+    safety.add_positive_class_argument(parser)
     safety.add_max_pixels_argument(parser)
     parser.add_argument(
         "-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)"
@@ -246,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     describe(metadata)
     class_names = metadata["class_names"]
     recipe = metadata["preprocessing"]
+    from pyimagesearch.evaluation import choose_positive
+
+    positive = choose_positive(class_names, args.positive_class or metadata.get("positive_class"))
 
     batches = -(-len(paths) // args.batch_size)
     runtime = choose_runtime(args.runtime, len(paths))
@@ -296,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
 
         labels = np.asarray([class_names.index(truths[i]) for i in known])
         known_probabilities = np.stack([scores[i] for i in known])
-        print_report([paths[kept[i]] for i in known], labels, known_probabilities, class_names)
+        print_report(
+            [paths[kept[i]] for i in known], labels, known_probabilities, class_names,
+            positive=positive,
+        )  # fmt: skip
         if args.confusion:
             from pyimagesearch.plots import plot_confusion_matrix
 

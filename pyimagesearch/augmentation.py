@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported in build_augmenter: save_model.py --help needs no TensorFlow
     import keras
 
-AUGMENTATIONS = ("tutorial", "any-orientation")
+AUGMENTATIONS = ("none", "flip", "tutorial", "any-orientation")
 
 
-def build_augmenter(seed: int | None = None, kind: str = "tutorial") -> keras.Sequential:
+def build_augmenter(seed: int | None = None, kind: str = "tutorial") -> keras.Sequential | None:
     """The tutorial's: rotation 20 degrees, zoom 0.05, shifts 0.05, a small shear, horizontal
     flips, nearest fill, the legacy ``ImageDataGenerator`` recipe. "any-orientation":
     the same, but any rotation and vertical flips too, since a cell on a slide has no up;
-    corners come in black, like the background of the NIH crops."""
+    corners come in black, like the background of the NIH crops. "flip": horizontal
+    flips only. "none": no augmentation at all (None), for images where a mirrored or
+    turned copy is another thing: text, digits, anything with a left and a right."""
 
     from keras import Sequential, layers
 
@@ -27,6 +29,13 @@ def build_augmenter(seed: int | None = None, kind: str = "tutorial") -> keras.Se
 
     if kind not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {kind!r}; expected one of {AUGMENTATIONS}")
+    if kind == "none":
+        return None
+    if kind == "flip":
+        return Sequential(
+            [layers.RandomFlip("horizontal", dtype="float32", seed=layer_seed(5))],
+            name="augmentation",
+        )
     any_orientation = kind == "any-orientation"
     rotation = (
         layers.RandomRotation(0.5, fill_mode="constant", dtype="float32", seed=layer_seed(1))

@@ -1,23 +1,27 @@
-"""Patient-grouped K-fold cross-validation: how good is the recipe on people it never saw?
+"""Grouped K-fold cross-validation: how good is the recipe on groups it never saw?
 
 python -m pyimagesearch.crossval --dataset cell_images --folds 5 --recipe full --output cv
+python -m pyimagesearch.crossval -d digits --folds 3 --image-size 32 --augmentation none -o cv
 
-DATASET is a folder of class sub-folders (the NIH download's ``cell_images``). Every
-patient's cells go to exactly one fold (file names carry the patient, see
-``build_dataset.patient_of``), folds are balanced by class, and the split is seeded.
-For fold k the other folds are split again by patient into training and validation;
-the model trained there classifies fold k. Written to OUTPUT:
+DATASET is a flat folder of class sub-folders (the NIH download's ``cell_images``), or
+a split one (training/validation/testing or train/val/test), whose images are pooled.
+Every group's images go to exactly one fold (``--group-pattern``; for the NIH malaria
+classes the patient, read from the file name, see ``pyimagesearch.splitting``; without
+a pattern each file is its own group), folds are balanced by class, and the split is
+seeded. For fold k the other folds are split again by group into training and
+validation; the model trained there classifies fold k. Written to OUTPUT:
 
 - ``fold-K/model.keras`` and ``fold-K/predictions.csv`` as each fold finishes (a run
   that stops resumes at the first unfinished fold, and inside it from its last epoch);
-- ``oof.csv``: the out-of-sample probabilities of every image, its patient and fold,
-  the input of ``python -m pyimagesearch.audit``;
-- ``summary.md`` / ``summary.json``: per fold and mean +/- std accuracy, sensitivity,
-  specificity, ROC AUC; and a per-patient diagnosis;
-- ``patients.csv``: each patient's predicted parasitized fraction and diagnosis.
-
-A patient is called infected when the share of their cells called Parasitized is above
-a threshold chosen on that fold's validation patients, never on the fold it is judged on.
+- ``oof.csv``: the out-of-sample probabilities of every image, its group (column
+  ``patient`` for the malaria set) and fold, the input of ``python -m pyimagesearch.audit``;
+- ``summary.md`` / ``summary.json``: per fold and mean +/- std accuracy, and sensitivity,
+  specificity and ROC AUC of the positive class (``--positive-class``), or the macro
+  one-vs-rest AUC of a multi-class set;
+- malaria only, ``patients.csv``: each patient's predicted parasitized fraction and
+  diagnosis. A patient is called infected when the share of their cells called
+  Parasitized is above a threshold chosen on that fold's validation patients, never on
+  the fold it is judged on.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from pyimagesearch import safety
+from pyimagesearch.augmentation import AUGMENTATIONS
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES
 
@@ -52,19 +57,15 @@ class Fold:
     testing: np.ndarray
 
 
-def patients_of(paths: list[str]) -> list[str]:
-    """Each image's patient; files without a patient id are their own group (with a warning)."""
-    from pyimagesearch.build_dataset import patient_of
+def groups_of(paths: list[str], pattern: str | None, word: str) -> list[str]:
+    """Each image's group (its patient for the malaria set); a file without one, or every
+    file when there is no pattern, is its own group, named after the file."""
+    from pyimagesearch.splitting import groups_for
 
-    patients = [patient_of(os.path.basename(p)) for p in paths]
-    unknown = sum(p is None for p in patients)
-    if unknown:
-        print(
-            f"[WARNING] {unknown} files have no patient id in their name; each is its own "
-            "group, so a patient may be spread over folds",
-            file=sys.stderr,
-        )
-    return [p or f"file:{os.path.basename(path)}" for p, path in zip(patients, paths, strict=True)]
+    return [
+        g if not g.startswith("file:") else f"file:{os.path.basename(g[5:])}"
+        for g in groups_for(paths, pattern, word)
+    ]
 
 
 def make_folds(
@@ -79,7 +80,7 @@ def make_folds(
 
     groups = np.asarray(patients)
     if len(set(patients)) < folds:
-        raise UserError(f"{len(set(patients))} patients cannot fill {folds} folds")
+        raise UserError(f"{len(set(patients))} groups cannot fill {folds} folds")
     outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     result = []
     for number, (rest, testing) in enumerate(outer.split(np.zeros(len(labels)), labels, groups), 1):
@@ -124,11 +125,13 @@ def patient_table(
     return table
 
 
-def fold_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
-    from pyimagesearch.evaluation import clinical_metrics
+def fold_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], positive: str | None
+) -> dict:
+    from pyimagesearch.evaluation import choose_positive, classification_metrics
 
-    accuracy = float((probabilities.argmax(axis=1) == labels).mean())
-    return {"accuracy": accuracy, **clinical_metrics(labels, probabilities, class_names)}
+    index = choose_positive(class_names, positive).index
+    return classification_metrics(labels, probabilities, class_names, index)
 
 
 def predict_files(model, metadata: dict, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -176,9 +179,10 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         precision=args.precision,
         learning_rate=args.learning_rate or recipe["learning_rate"],
         schedule=recipe["schedule"],
-        augmentation=recipe["augmentation"],
+        augmentation=args.augmentation or recipe["augmentation"],
         recipe=args.recipe,
         exclude=args.exclude,
+        positive_class=args.positive_class,
         verbose=2,
     )
     started = time.monotonic()
@@ -192,9 +196,9 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
     test_paths = splits["testing"].paths
     kept, probabilities = predict_files(result.model, metadata, test_paths)
     val_kept, val_probabilities = predict_files(result.model, metadata, splits["validation"].paths)
-    positive = class_names.index(POSITIVE) if POSITIVE in class_names else None
     threshold = None
-    if positive is not None:
+    if args.diagnose:
+        positive = class_names.index(POSITIVE)
         val_index = fold.validation[val_kept]
         table = patient_table(
             np.asarray(patients)[val_index],
@@ -212,7 +216,7 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
             {
                 "path": paths[index],
                 "file": os.path.basename(paths[index]),
-                "patient": patients[index],
+                args.word: patients[index],
                 "fold": fold.number,
                 "label": class_names[labels[index]],
                 "predicted": class_names[int(probs.argmax())],
@@ -233,7 +237,9 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         },
         # As trained: after --exclude, without files that would not decode.
         "images": metadata["provenance"]["file_counts"],
-        "metrics": fold_metrics(labels[fold.testing[kept]], probabilities, class_names),
+        "metrics": fold_metrics(
+            labels[fold.testing[kept]], probabilities, class_names, args.positive_class
+        ),
         "diagnosis_threshold": threshold,
         "training_seconds": round(trained, 1),
         "calibration": metadata.get("calibration"),
@@ -272,7 +278,7 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
     write_csv(output / "oof.csv", rows)
 
     diagnosis = []
-    if POSITIVE in class_names:
+    if args.diagnose:
         thresholds = {r["fold"]: r["diagnosis_threshold"] for r in results}
         by_patient: dict[str, list[dict]] = {}
         for row in rows:
@@ -300,32 +306,39 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
 
     metrics = sorted(
         {k for r in results for k in r["metrics"]},
-        key=["accuracy", "sensitivity", "specificity", "auc"].index,
+        key=["accuracy", "sensitivity", "specificity", "auc", "auc_macro_ovr"].index,
     )
+    word = args.word
+    grouping = f"{word.capitalize()}-grouped" if args.group_pattern else "Stratified"
     lines = [
-        f"Patient-grouped {args.folds}-fold cross-validation of `--recipe {args.recipe}` on "
-        f"{len(rows)} images of {len({r['patient'] for r in rows})} patients "
-        f"(`--seed {args.seed}`)"
+        f"{grouping} {args.folds}-fold cross-validation of `--recipe {args.recipe}` on "
+        f"{len(rows)} images"
+        + (f" of {len({r[word] for r in rows})} {word}s" if args.group_pattern else "")
+        + f" (`--seed {args.seed}`)"
         + (
             f"; {len(results)} of {args.folds} folds finished so far."
             if len(results) < args.folds
             else "."
         ),
         "",
-        "| fold | patients (train/val/test) | test images | "
+        f"| fold | {word}s (train/val/test) | test images | "
         + " | ".join(metrics)
-        + " | patients diagnosed right | training time |",
-        "| ---: | :---: | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: | ---: |",
+        + (" | patients diagnosed right" if args.diagnose else "")
+        + " | training time |",
+        "| ---: | :---: | ---: | "
+        + " | ".join("---:" for _ in metrics)
+        + (" | ---:" if args.diagnose else "")
+        + " | ---: |",
     ]
     for r in results:
         p = r["patients"]
         mine = [d for d in diagnosis if d["fold"] == r["fold"]]
-        right = f"{sum(d['correct'] for d in mine)}/{len(mine)}" if mine else "-"
+        right = f" | {sum(d['correct'] for d in mine)}/{len(mine)}" if args.diagnose else ""
         lines.append(
             f"| {r['fold']} | {p['training']}/{p['validation']}/{p['testing']} | "
             f"{r['images']['testing']} | "
             + " | ".join(f"{r['metrics'].get(m, float('nan')):.4f}" for m in metrics)
-            + f" | {right} | {r['training_seconds'] / 60:.1f} min |"
+            + f"{right} | {r['training_seconds'] / 60:.1f} min |"
         )
     right = sum(d["correct"] for d in diagnosis)
     lines.append(
@@ -333,8 +346,8 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
         + " | ".join(
             mean_std([r["metrics"][m] for r in results if m in r["metrics"]]) for m in metrics
         )
-        + (f" | {right}/{len(diagnosis)} |" if diagnosis else " | - |")
-        + " |"
+        + (f" | {right}/{len(diagnosis)}" if args.diagnose else "")
+        + " | |"
     )
     text = "\n".join(lines) + "\n"
     (output / "summary.md").write_text(text)
@@ -349,7 +362,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "-d", "--dataset", required=True, help="folder with one sub-folder of images per class"
+        "-d",
+        "--dataset",
+        required=True,
+        help="a flat folder of one sub-folder of images per class, or a split one "
+        "(training/validation/testing or train/val/test), whose images are pooled",
     )
     parser.add_argument("-o", "--output", required=True, help="folder for the folds' results")
     parser.add_argument("-k", "--folds", type=safety.positive_count, default=5)
@@ -363,8 +380,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-b", "--batch-size", type=safety.positive_count, help="default: from --recipe"
     )
-    parser.add_argument("--learning-rate", type=float, help="default: from --recipe")
-    parser.add_argument("--image-size", type=int, help="default: from --recipe")
+    parser.add_argument(
+        "--learning-rate", type=safety.positive_number, help="default: from --recipe"
+    )
+    parser.add_argument(
+        "--image-size", type=safety.image_side, help="as in save_model.py (default: from --recipe)"
+    )
+    parser.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        help="as in save_model.py: none, flip, tutorial or any-orientation "
+        "(default: from --recipe)",
+    )
+    parser.add_argument(
+        "--group-pattern",
+        metavar="REGEX",
+        help="keep every group in one fold: the first capture group of REGEX in the file name "
+        "(default: the patient rule for the NIH malaria classes, else none: each file alone)",
+    )
+    safety.add_positive_class_argument(parser)
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
     parser.add_argument(
         "-s",
@@ -377,8 +411,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--validation",
         type=float,
         default=0.1,
-        help="share of all images held out, by patient, from each fold's training to "
-        "validate and to choose the diagnosis threshold (default 0.1)",
+        help="share of all images held out, by group, from each fold's training to "
+        "validate (and, for malaria, to choose the diagnosis threshold) (default 0.1)",
     )
     parser.add_argument(
         "--exclude",
@@ -389,7 +423,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--limit",
         type=safety.positive_count,
-        help="use only this many images, drawn by patient (a quick trial)",
+        help="use only this many images, drawn by group (a quick trial)",
     )
     parser.add_argument(
         "--only",
@@ -433,7 +467,7 @@ def names_digest(paths: list[str], labels: np.ndarray, class_names: list[str]) -
 
 
 def limit_by_patient(paths, labels, patients, limit: int, seed: int):
-    """Whole patients, drawn in a seeded order, until ``limit`` images."""
+    """Whole groups, drawn in a seeded order, until ``limit`` images."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(sorted(set(patients)))
     chosen, total = set(), 0
@@ -450,25 +484,39 @@ def limit_by_patient(paths, labels, patients, limit: int, seed: int):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_tensorflow(args.debug)
-    from pyimagesearch.data import list_split
+    from pyimagesearch.data import pool_dataset, read_file_list
+    from pyimagesearch.splitting import compile_pattern, default_group_pattern, is_nih
     from pyimagesearch.train import TrainingInterrupted
 
     safety.MAX_PIXELS = args.max_pixels
     safety.check_paths(
         {"--output": args.output}, {"--dataset": args.dataset, "--exclude": args.exclude}
     )
-    dataset = Path(args.dataset)
-    if not dataset.is_dir():
-        raise UserError(f"dataset folder '{dataset}' does not exist or is not a folder")
-    found = list_split(dataset)
+    if args.exclude:
+        read_file_list(args.exclude)  # a bad list fails here, before any state is written
+    if args.group_pattern:
+        compile_pattern(args.group_pattern)
+    found = pool_dataset(args.dataset)
     paths, labels, class_names = found.paths, found.labels, found.class_names
-    patients = patients_of(paths)
+    if args.positive_class and args.positive_class not in class_names:
+        raise UserError(f"--positive-class '{args.positive_class}' is not one of {class_names}")
+    # --only says what to run now, not what the run is: it may differ between reruns. An
+    # option left unset is not recorded, so a run from before that option still resumes.
+    settings = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("debug", "output", "only") and v is not None
+    }
+    pattern = args.group_pattern or default_group_pattern(class_names)
+    args.group_pattern = pattern
+    args.word = "patient" if is_nih(class_names) and pattern else "group"
+    # The patients' diagnosis is the malaria example's: Parasitized cells per patient.
+    args.diagnose = bool(is_nih(class_names) and pattern)
+    patients = groups_of(paths, pattern, args.word)
     if args.limit:
         paths, labels, patients = limit_by_patient(paths, labels, patients, args.limit, args.seed)
     folds = make_folds(labels, patients, args.folds, args.seed, args.validation)
     output = Path(args.output)
-    # --only says what to run now, not what the run is: it may differ between reruns.
-    settings = {k: v for k, v in vars(args).items() if k not in ("debug", "output", "only")}
     # The folds follow from the files: resuming on another set of images would mix folds.
     settings["images"] = {
         "count": len(paths),
@@ -482,18 +530,24 @@ def main(argv: list[str] | None = None) -> int:
             f"--output '{output}' is not empty and holds no cross-validation run; "
             "give a new or empty folder"
         )
-    output.mkdir(parents=True, exist_ok=True)
     if settings_file.exists():
-        previous = json.loads(settings_file.read_text())
+        try:
+            previous = json.loads(settings_file.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise UserError(f"cannot read '{settings_file}': {error}") from None
+        previous = {k: v for k, v in previous.items() if v is not None}
         if previous != settings:
             raise UserError(
                 f"'{output}' holds a cross-validation run with other settings {previous}; "
                 "choose another --output"
             )
+    output.mkdir(parents=True, exist_ok=True)
     settings_file.write_text(json.dumps(settings, indent=2))
+    grouped = f"grouped by {args.word}" if pattern else "stratified by class, one file a group"
     print(
-        f"[INFO] {len(paths)} images of {len(set(patients))} patients, "
-        f"{args.folds} folds grouped by patient"
+        f"[INFO] {len(paths)} images"
+        + (f" of {len(set(patients))} {args.word}s" if pattern else "")
+        + f", {args.folds} folds {grouped}"
     )
     results = []
     started = time.monotonic()

@@ -90,26 +90,161 @@ def without_files(split: Split, names: set[str]) -> Split:
     return Split(split.name, [split.paths[i] for i in keep], split.labels[keep], split.class_names)
 
 
-def scan_dataset(dataset_dir: str | Path) -> dict[str, Split]:
-    """Find the training/validation/testing splits and check they agree on the classes."""
-    root = Path(dataset_dir)
+# Folder names of each split, in the order they are looked for: the tutorial's, then the
+# ImageFolder / Ultralytics ones.
+SPLIT_FOLDERS = {
+    "training": ("training", "train"),
+    "validation": ("validation", "val", "valid"),
+    "testing": ("testing", "test"),
+}
+LAYOUTS = (
+    "training/validation/testing/<class>/, train/val/test/<class>/ (or valid/), or a flat "
+    "folder of <class>/ sub-folders (split by --val-split and --test-split)"
+)
+
+
+@dataclass
+class Layout:
+    """How a dataset folder is laid out: ``split`` folders, or ``flat`` class folders."""
+
+    kind: str
+    folders: dict[str, Path]  # split name -> folder (split); the root itself (flat)
+
+
+def find_layout(root: Path) -> Layout:
+    """Tell the accepted layouts apart; anything else is one line naming them."""
     if not root.is_dir():
         raise UserError(f"dataset folder '{root}' does not exist or is not a folder")
-    missing = [s for s in SPLITS if not (root / s).is_dir()]
-    if missing:
+    children = {d.name: d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    found = {
+        split: next((children[n] for n in names if n in children), None)
+        for split, names in SPLIT_FOLDERS.items()
+    }
+    present = [folder.name for folder in found.values() if folder is not None]
+    if present and len(present) < len(found):
+        missing = [names[0] + "/" for split, names in SPLIT_FOLDERS.items() if not found[split]]
         raise UserError(
-            f"dataset folder '{root}' lacks {', '.join(missing)}; build one with "
-            f"'python -m pyimagesearch.build_dataset --output {root}'"
+            f"dataset folder '{root}' has {', '.join(f + '/' for f in present)} but no "
+            f"{' or '.join(missing)}; expected {LAYOUTS}"
         )
-    splits = {name: list_split(root / name) for name in SPLITS}
-    reference = splits["training"].class_names
-    for split in splits.values():
-        if split.class_names != reference:
+    if present:
+        return Layout("split", {split: folder for split, folder in found.items() if folder})
+    if not children:
+        raise UserError(f"dataset folder '{root}' has no sub-folders; expected {LAYOUTS}")
+    return Layout("flat", {"all": root})
+
+
+def check_classes(split: Split) -> None:
+    """Training needs two classes or more, each with images."""
+    if len(split.class_names) < 2:
+        raise UserError(
+            f"'{split.name}' has {len(split.class_names)} class folder "
+            f"({', '.join(split.class_names)}); a classifier needs at least two classes"
+        )
+
+
+def scan_dataset(
+    dataset_dir: str | Path,
+    val_split: float | None = None,
+    test_split: float | None = None,
+    group_pattern: str | None = None,
+    split_seed: int = 42,
+) -> tuple[dict[str, Split], dict]:
+    """The training/validation/testing splits of any accepted layout, and how they were
+    found (recorded in the model's provenance).
+
+    A flat folder is split here: seeded, stratified by class, and with every group of
+    ``group_pattern`` (the NIH patient rule for the NIH classes) in one split."""
+    from pyimagesearch.splitting import default_group_pattern, groups_for, split_by_fractions
+
+    root = Path(dataset_dir)
+    layout = find_layout(root)
+    if layout.kind == "split":
+        if val_split is not None or test_split is not None:
             raise UserError(
-                f"class folders differ between splits: training has {reference}, "
-                f"{split.name} has {split.class_names}"
+                f"--val-split and --test-split split a flat folder of classes; '{root}' is "
+                f"already split into {', '.join(f.name for f in layout.folders.values())}"
             )
-    return splits
+        splits = {name: list_split(folder) for name, folder in layout.folders.items()}
+        for name, split in splits.items():
+            split.name = name
+        reference = splits["training"].class_names
+        check_classes(splits["training"])
+        for split in splits.values():
+            if split.class_names != reference:
+                raise UserError(
+                    f"class folders differ between splits: training has {reference}, "
+                    f"{split.name} has {split.class_names}"
+                )
+        names = {name: folder.name for name, folder in layout.folders.items()}
+        return splits, {"layout": "split", "folders": names}
+
+    everything = list_split(root)
+    check_classes(everything)
+    val_split = 0.1 if val_split is None else val_split
+    test_split = 0.1 if test_split is None else test_split
+    fractions = (1 - val_split - test_split, val_split, test_split)
+    pattern = group_pattern or default_group_pattern(everything.class_names)
+    groups = groups_for(everything.paths, pattern)
+    parts = split_by_fractions(everything.labels, groups, fractions, split_seed)
+    splits = {}
+    for name, index in zip(("training", "validation", "testing"), parts, strict=True):
+        splits[name] = Split(
+            name,
+            [everything.paths[i] for i in index],
+            everything.labels[index],
+            everything.class_names,
+        )
+    for name, split in splits.items():
+        if not len(split.paths):
+            raise UserError(
+                f"'{root}' has too few images (or groups) for a {name} split of "
+                f"{fractions[SPLITS.index(name)]:.0%}"
+            )
+    by = f"by group ('{pattern}')" if pattern else "by file"
+    print(
+        f"[INFO] '{root}' is a flat folder of {len(everything.class_names)} classes: split "
+        + "/".join(f"{f:.0%}" for f in fractions)
+        + f" {by}, stratified by class (--split-seed {split_seed})"
+    )
+    description = {
+        "layout": "flat",
+        "fractions": [round(f, 6) for f in fractions],
+        "group_pattern": pattern,
+        "split_seed": split_seed,
+    }
+    return splits, description
+
+
+def pool_dataset(dataset_dir: str | Path) -> Split:
+    """Every image of a dataset folder as one pool (cross-validation makes its own folds):
+    the images of a split folder's training/validation/testing are pooled, saying so."""
+    root = Path(dataset_dir)
+    layout = find_layout(root)
+    if layout.kind == "flat":
+        pooled = list_split(root)
+    else:
+        parts = [list_split(folder) for folder in layout.folders.values()]
+        names = parts[0].class_names
+        for part in parts[1:]:
+            if part.class_names != names:
+                raise UserError(
+                    f"class folders differ between splits: {parts[0].name} has {names}, "
+                    f"{part.name} has {part.class_names}"
+                )
+        pooled = Split(
+            root.name,
+            [p for part in parts for p in part.paths],
+            np.concatenate([part.labels for part in parts]),
+            names,
+        )
+        print(
+            f"[INFO] '{root}' is split into "
+            + ", ".join(f"{folder.name}/" for folder in layout.folders.values())
+            + f"; pooling their {len(pooled.paths)} images for the folds"
+        )
+    check_classes(pooled)
+    return pooled
 
 
 def _decoded(paths: list[str], recipe: dict) -> tf.data.Dataset:

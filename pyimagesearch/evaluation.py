@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, recall_score, roc_auc_score
+
+from pyimagesearch.errors import UserError
 
 # A wrong answer at this confidence or above is as likely to be a wrong label: in the
 # NIH set, such cells "Parasitized" often show no parasite at all (see the README).
@@ -13,26 +17,91 @@ CONFIDENT = 0.9
 MIN_IMAGES_FOR_CONFIDENT_ERRORS = 100
 
 
-def clinical_metrics(
-    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]
+# The malaria example's disease class: the positive class when a model has it.
+DEFAULT_POSITIVE = "Parasitized"
+
+
+@dataclass(frozen=True)
+class Positive:
+    """The class that sensitivity, specificity and the AUC are about, and why it is that one."""
+
+    index: int | None
+    reason: str  # "" when given or obvious; else a note worth one [INFO] line
+
+
+def choose_positive(class_names: list[str], requested: str | None = None) -> Positive:
+    """--positive-class when given, else Parasitized when present, else for two classes
+    the second in index order (said so); a multi-class set has none (macro AUC only)."""
+    if requested is not None:
+        if requested not in class_names:
+            raise UserError(
+                f"--positive-class '{requested}' is not one of the classes {class_names}"
+            )
+        return Positive(class_names.index(requested), "")
+    if DEFAULT_POSITIVE in class_names:
+        return Positive(class_names.index(DEFAULT_POSITIVE), "")
+    if len(class_names) == 2:
+        return Positive(
+            1,
+            f"positive class '{class_names[1]}', the second in index order (choose another "
+            "with --positive-class)",
+        )
+    return Positive(None, "")
+
+
+def classification_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: list[str],
+    positive: int | None = None,
 ) -> dict[str, float]:
-    """Sensitivity (Parasitized found), specificity (Uninfected cleared) and ROC AUC."""
-    if len(class_names) != 2 or "Parasitized" not in class_names:
-        return {}
-    positive = class_names.index("Parasitized")
-    is_positive = labels == positive
-    said_positive = probabilities.argmax(axis=1) == positive
-    metrics = {
-        "sensitivity": float(recall_score(is_positive, said_positive, zero_division=0)),
-        "specificity": float(recall_score(~is_positive, ~said_positive, zero_division=0)),
-    }
-    if 0 < is_positive.sum() < len(labels):
-        metrics["auc"] = float(roc_auc_score(is_positive, probabilities[:, positive]))
+    """Accuracy; with a POSITIVE class its sensitivity (found), specificity (the others
+    cleared) and ROC AUC; with more than two classes the macro one-vs-rest ROC AUC.
+
+    One definition for training, load_model.py and cross-validation. An AUC needs both
+    sides present in LABELS, and is left out otherwise."""
+    predicted = probabilities.argmax(axis=1)
+    metrics = {"accuracy": float((predicted == labels).mean())} if len(labels) else {}
+    if positive is not None:
+        is_positive = labels == positive
+        said_positive = predicted == positive
+        metrics["sensitivity"] = float(recall_score(is_positive, said_positive, zero_division=0))
+        metrics["specificity"] = float(recall_score(~is_positive, ~said_positive, zero_division=0))
+        if 0 < is_positive.sum() < len(labels):
+            metrics["auc"] = float(roc_auc_score(is_positive, probabilities[:, positive]))
+    present = np.unique(labels)
+    if len(class_names) > 2 and len(present) == len(class_names):
+        metrics["auc_macro_ovr"] = float(
+            roc_auc_score(
+                labels, probabilities, multi_class="ovr", average="macro",
+                labels=list(range(len(class_names))),
+            )
+        )  # fmt: skip
     return metrics
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{name}: {value:.4f}" for name, value in metrics.items())
+def clinical_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: list[str],
+    positive: int | None = None,
+) -> dict[str, float]:
+    """The figures beyond accuracy (see classification_metrics): what a report adds below
+    sklearn's table. POSITIVE defaults to ``choose_positive``'s choice."""
+    if positive is None:
+        positive = choose_positive(class_names).index
+    metrics = classification_metrics(labels, probabilities, class_names, positive)
+    metrics.pop("accuracy", None)
+    return metrics
+
+
+def format_metrics(metrics: dict[str, float], class_names: list[str] | None = None,
+                   positive: int | None = None) -> str:  # fmt: skip
+    """One line: the positive class's figures (named when it is not the malaria one)."""
+    text = "  ".join(f"{name}: {value:.4f}" for name, value in metrics.items())
+    if positive is not None and class_names and class_names[positive] != DEFAULT_POSITIVE:
+        text = f"positive class '{class_names[positive]}': {text}"
+    return text
 
 
 def confident_errors(
@@ -48,37 +117,64 @@ def confident_errors(
     return wrong[np.argsort(-confidence[wrong], kind="stable")]
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def report_table(labels: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> str:
+    """sklearn's classification report over every class, in the model's order."""
+    return classification_report(
+        labels,
+        predicted,
+        labels=list(range(len(class_names))),
+        target_names=class_names,
+        digits=4,
+        zero_division=0,
+    )
+
+
+def confusion_text(labels: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> str:
+    """The confusion matrix with its class names as row and column headers."""
+    matrix = confusion_matrix(labels, predicted, labels=list(range(len(class_names))))
+    names = [name if len(name) <= 14 else name[:13] + "~" for name in class_names]
+    corner = "true \\ predicted"
+    first = max(len(corner), *(len(n) for n in names))
+    width = max(*(len(n) for n in names), len(str(matrix.max(initial=0))))
+    lines = [f"  {corner:>{first}}  " + "  ".join(f"{n:>{width}}" for n in names)]
+    for name, row in zip(names, matrix, strict=True):
+        lines.append(f"  {name:>{first}}  " + "  ".join(f"{count:>{width}}" for count in row))
+    return "\n".join(lines)
+
+
 def print_report(
     paths: list[str],
     labels: np.ndarray,
     probabilities: np.ndarray,
     class_names: list[str],
     listed: int = 10,
+    positive: Positive | None = None,
 ) -> None:
-    """Classification report, confusion matrix, clinical figures and the most doubtful labels."""
+    """Classification report, confusion matrix, the positive class's figures and the most
+    doubtful labels."""
+    positive = positive or choose_positive(class_names)
     predicted = probabilities.argmax(axis=1)
     print(f"[INFO] {int((predicted == labels).sum())}/{len(labels)} correct where the folder "
           "names the class")  # fmt: skip
-    indices = list(range(len(class_names)))
-    print(
-        classification_report(
-            labels, predicted, labels=indices, target_names=class_names, digits=4, zero_division=0
-        )
-    )
-    matrix = confusion_matrix(labels, predicted, labels=indices)
-    print("[INFO] confusion matrix (rows: true, columns: predicted)")
-    width = max(len(name) for name in class_names)
-    for name, row in zip(class_names, matrix, strict=True):
-        print(f"  {name:>{width}}  " + "  ".join(f"{count:>{width}}" for count in row))
-    metrics = clinical_metrics(labels, probabilities, class_names)
+    print(report_table(labels, predicted, class_names))
+    print("[INFO] confusion matrix (rows: true class, columns: predicted class)")
+    print(confusion_text(labels, predicted, class_names))
+    metrics = clinical_metrics(labels, probabilities, class_names, positive.index)
+    if positive.reason and positive.index is not None:
+        print(f"[INFO] {positive.reason}")
     if metrics:
-        print(f"[INFO] {format_metrics(metrics)}")
+        print(f"[INFO] {format_metrics(metrics, class_names, positive.index)}")
     if len(labels) < MIN_IMAGES_FOR_CONFIDENT_ERRORS:
         return
     doubtful = confident_errors(labels, probabilities)
     print(
-        f"[INFO] {len(doubtful)} errors were made with confidence >= {CONFIDENT:.2f} "
-        "(an overconfident model or a wrong label)"
+        f"[INFO] {plural(len(doubtful), 'error')} "
+        + ("was" if len(doubtful) == 1 else "were")
+        + f" made with confidence >= {CONFIDENT:.2f} (an overconfident model or a wrong label)"
         + ("; most confident first:" if len(doubtful) else "")
     )
     for index in doubtful[:listed]:

@@ -72,6 +72,53 @@ def positive_count(text: str) -> int:
     return value
 
 
+def positive_number(text: str) -> float:
+    """argparse type: a finite number above zero (--learning-rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def image_side(text: str) -> int:
+    """argparse type: --image-size, from 32 (two stride-2 stages and the final 8x8
+    average pooling need it) to MAX_INPUT_SIDE."""
+    value = positive_count(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"must be at least 32 pixels, got {text}")
+    if value > MAX_INPUT_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_INPUT_SIDE} pixels (raise the bound with "
+            f"$PYIMAGESEARCH_MAX_INPUT_SIDE), got {text}"
+        )
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a share strictly between 0 and 0.5 (--val-split, --test-split)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {text}")
+    return value
+
+
+def add_positive_class_argument(parser: argparse.ArgumentParser) -> None:
+    """--positive-class, the same for every command that reports metrics."""
+    parser.add_argument(
+        "--positive-class",
+        metavar="NAME",
+        help="the class that sensitivity, specificity and ROC AUC are about (default: "
+        "Parasitized when present; for two other classes the second in sorted order, said "
+        "so; more classes report the macro one-vs-rest AUC)",
+    )
+
+
 def add_max_pixels_argument(parser: argparse.ArgumentParser, action: str = "skip") -> None:
     """--max-pixels, the same bound for every command that decodes images."""
     parser.add_argument(

@@ -281,6 +281,10 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
             raise UserError(
                 f"'{path}' has unusable metadata: its calibration temperature {problem}"
             )
+    positive = metadata.get("positive_class")
+    if positive is not None and positive not in names:
+        print(f"[WARNING] '{path}': ignoring its positive class {_shown(positive)}, not a class")
+        del metadata["positive_class"]
     provenance = metadata.get("provenance")
     if provenance is not None:
         metrics = provenance.get("final_metrics") if isinstance(provenance, dict) else None
@@ -294,6 +298,21 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
             print(f"[WARNING] '{path}': ignoring its malformed provenance", file=sys.stderr)
             metadata["provenance"] = {}
     return metadata
+
+
+def public_metadata(metadata: dict) -> dict:
+    """The metadata as it may leave the machine (the server's /model, every export): the
+    training folder and an --exclude list by their last name only, never the absolute
+    path they had on the training machine (models saved before this rule carry one)."""
+    public = json.loads(json.dumps(metadata))
+    provenance = public.get("provenance")
+    if isinstance(provenance, dict):
+        if isinstance(provenance.get("dataset"), str):
+            provenance["dataset"] = Path(provenance["dataset"]).name
+        excluded = provenance.get("excluded")
+        if isinstance(excluded, dict) and isinstance(excluded.get("list"), str):
+            excluded["list"] = Path(excluded["list"]).name
+    return public
 
 
 def check_metadata(metadata: dict | None, model: keras.Model, path: str | Path) -> dict:

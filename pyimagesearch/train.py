@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
-from sklearn.metrics import classification_report
 
 import pyimagesearch
 from pyimagesearch.acceleration import FusedBatchNormalization, trace_faster
@@ -37,7 +37,12 @@ from pyimagesearch.data import (
 )
 from pyimagesearch.distribute import make_strategy, split_cpu
 from pyimagesearch.errors import UserError
-from pyimagesearch.evaluation import clinical_metrics, format_metrics
+from pyimagesearch.evaluation import (
+    choose_positive,
+    classification_metrics,
+    format_metrics,
+    report_table,
+)
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.serialization import load_model, save_model
@@ -60,6 +65,11 @@ class TrainConfig:
     augmentation: str = "tutorial"
     recipe: str | None = None
     exclude: str | None = None  # a list of files (e.g. the audit's issues.csv) left out of training
+    val_split: float | None = None  # a flat folder of classes: shares split off for validation
+    test_split: float | None = None  # ... and for testing
+    group_pattern: str | None = None  # file-name groups kept in one split (None: NIH rule/none)
+    split_seed: int = 42  # the flat folder's split, apart from --seed: one test split per folder
+    positive_class: str | None = None  # sensitivity/specificity/AUC are about this class
     verbose: int = 1
     chief: bool = True  # False: a multi-worker worker other than the chief writes no checkpoint
 
@@ -125,8 +135,9 @@ def compile_model(
     epoch, then falls to zero, so the run ends settled.
     """
     if schedule == "cosine":
-        # A one-epoch run (a smoke test) has no room for the warm-up.
-        warmup = steps_per_epoch if epochs > 1 else 0
+        # One epoch of warm-up, but at most a tenth of the run: a 2-epoch trial would
+        # otherwise spend half of it warming up (and a 1-epoch smoke test has no room).
+        warmup = min(steps_per_epoch, epochs * steps_per_epoch // 10) if epochs > 1 else 0
         learning_rate = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else peak,
             decay_steps=max(epochs * steps_per_epoch - warmup, 1),
@@ -232,12 +243,20 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
     return model, state
 
 
-def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainResult:
-    """Train on DIR/training, watch DIR/validation, report on DIR/testing.
-
-    ``splits`` replaces the folders (cross-validation hands over each fold's files).
-    """
-    splits = splits or scan_dataset(config.dataset)
+def select_splits(
+    config: TrainConfig, splits: dict[str, Split] | None
+) -> tuple[dict[str, Split], dict, int]:
+    """The three splits (from the folder, or as handed over), less any --exclude list:
+    (splits, how the folder was laid out, images excluded)."""
+    layout: dict = {"layout": "given"}
+    if splits is None:
+        splits, layout = scan_dataset(
+            config.dataset,
+            config.val_split,
+            config.test_split,
+            config.group_pattern,
+            config.split_seed,
+        )
     excluded = 0
     if config.exclude:
         # Training only: validation and testing keep the labels as given, so the
@@ -246,61 +265,54 @@ def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainR
         excluded = len(splits["training"].paths) - len(kept.paths)
         splits = {**splits, "training": kept}
         print(f"[INFO] left {excluded} training images listed in '{config.exclude}' out")
-    recipe = default_recipe(config.image_size)
+    return splits, layout, excluded
+
+
+def decode_splits(
+    splits: dict[str, Split], recipe: dict
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every split decoded once, through the one preprocessing; a split left with no
+    image, or a class left with no training image, is refused in one line."""
     class_names = splits["training"].class_names
-
-    trace_faster()
-    if config.cpu_devices > 1:
-        split_cpu(config.cpu_devices)
-    strategy = make_strategy(config.distribute)
-    if config.distribute:
-        print(f"[INFO] {config.distribute} training on {strategy.num_replicas_in_sync} devices")
-    precision = config.precision
-    keras.mixed_precision.set_global_policy(precision)
-    print(f"[INFO] training precision: {precision}")
-    # Model, optimizer and checkpoint variables must be made under the strategy.
-    with strategy.scope():
-        if config.resume:
-            model, state = _restore(config, class_names)
-            seed, history = state["seed"], state["history"]
-            print(f"[INFO] resuming from '{config.checkpoint}' after epoch {state['epoch']}")
-        else:
-            seed = config.seed if config.seed is not None else random.randrange(2**31)
-            history = {}
-        # Seeds Python, NumPy and TensorFlow: weight initialisation and every random op.
-        keras.utils.set_random_seed(seed)
-        if not config.resume:
-            model = build_model(len(class_names), config.image_size, FusedBatchNormalization)
-            steps = max(len(splits["training"].paths) // config.batch_size, 1)
-            compile_model(model, config.epochs, config.schedule, steps, config.learning_rate)
-    start_epoch = len(history.get("loss", []))
-
     arrays = {}
     for name, split in splits.items():
         print(f"Found {len(split.paths)} images belonging to {len(class_names)} classes.")
         arrays[name] = load_split(split, recipe)
-    val_ds = make_dataset(*arrays["validation"], config.batch_size)
-    test_ds = make_dataset(*arrays["testing"], config.batch_size)
+    missing = sorted(set(range(len(class_names))) - set(arrays["training"][1].tolist()))
+    if missing:
+        names = ", ".join(class_names[i] for i in missing)
+        raise UserError(f"no training image of class {names} is left to learn it from")
+    return arrays
 
-    metadata = {"class_names": class_names, "preprocessing": recipe}
 
-    def save_checkpoint(epoch: int) -> None:
-        state = {
-            "epoch": epoch,
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "precision": precision,
-            "learning_rate": config.learning_rate,
-            "schedule": config.schedule,
-            "augmentation": config.augmentation,
-            "seed": seed,
-            "history": history,
-        }
-        save_model(model, config.checkpoint, {**metadata, "checkpoint": state})
+def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
+    """(model, seed, history): a new network, or the checkpoint's for --resume."""
+    with strategy.scope():
+        if config.resume:
+            model, state = _restore(config, class_names)
+            print(f"[INFO] resuming from '{config.checkpoint}' after epoch {state['epoch']}")
+            seed, history = state["seed"], state["history"]
+        else:
+            seed = config.seed if config.seed is not None else random.randrange(2**31)
+            model, history = None, {}
+        # Seeds Python, NumPy and TensorFlow: weight initialisation and every random op.
+        keras.utils.set_random_seed(seed)
+        if model is None:
+            model = build_model(len(class_names), config.image_size, FusedBatchNormalization)
+    return model, seed, history
 
-    stopper = _EpochCheckpoints(
-        history, save_checkpoint if config.checkpoint and config.chief else None
-    )
+
+def fit(
+    config: TrainConfig,
+    model: keras.Model,
+    arrays: dict,
+    seed: int,
+    history: dict,
+    save_checkpoint: Callable[[int], None] | None,
+) -> None:
+    """model.fit over the epochs not yet done; a stop request ends it at a batch boundary."""
+    start_epoch = len(history.get("loss", []))
+    stopper = _EpochCheckpoints(history, save_checkpoint)
     # Every epoch gets a fresh, (seed, epoch)-seeded pipeline, so resuming needs no RNG
     # state; they are chained into one dataset for a single fit() call, since each
     # call costs 1-3 s of set-up on a 2-core CPU (about 10% of an epoch here).
@@ -312,73 +324,127 @@ def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainR
         seed=lambda epoch: epoch_seed(seed, epoch),
     )
     print(f"[INFO] training network for {config.epochs} epochs...")
-    if train_ds is not None:
-        with _catch_stop_signals(stopper):
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                initial_epoch=start_epoch,
-                epochs=config.epochs,
-                steps_per_epoch=epoch_steps(len(arrays["training"][1]), config.batch_size),
-                verbose=config.verbose,
-                shuffle=False,
-                callbacks=[stopper],
+    if train_ds is None:
+        return
+    with _catch_stop_signals(stopper):
+        model.fit(
+            train_ds,
+            validation_data=make_dataset(*arrays["validation"], config.batch_size),
+            initial_epoch=start_epoch,
+            epochs=config.epochs,
+            steps_per_epoch=epoch_steps(len(arrays["training"][1]), config.batch_size),
+            verbose=config.verbose,
+            shuffle=False,
+            callbacks=[stopper],
+        )
+    if stopper.requested is not None:
+        done = stopper.finished or start_epoch
+        raise TrainingInterrupted(
+            f"stopped during epoch {done + 1}; "
+            + (
+                f"'{config.checkpoint}' holds epoch {done} of {config.epochs}"
+                if done > 0 and config.checkpoint
+                else "no epoch had finished, nothing to resume"
             )
-        if stopper.requested is not None:
-            done = stopper.finished or start_epoch
-            raise TrainingInterrupted(
-                f"stopped during epoch {done + 1}; "
-                + (
-                    f"'{config.checkpoint}' holds epoch {done} of {config.epochs}"
-                    if done > 0 and config.checkpoint
-                    else "no epoch had finished, nothing to resume"
-                )
-            )
+        )
 
-    # Evaluate exactly what will be saved.
-    model = portable_copy(model, config.image_size)
-    print("[INFO] evaluating network...")
-    test_images, test_labels = arrays["testing"]
-    probabilities = model.predict(test_ds, verbose=0)
-    predictions = probabilities.argmax(axis=1)
-    report = classification_report(
-        test_labels,
-        predictions,
-        labels=range(len(class_names)),
-        target_names=class_names,
-        digits=4,
-        zero_division=0,
-    )
-    clinical = clinical_metrics(test_labels, probabilities, class_names)
-    if clinical:
-        report += "\n" + format_metrics(clinical) + "\n"
-    metadata["provenance"] = {
+
+def provenance(config: TrainConfig, arrays: dict, seed: int, history: dict, **extra) -> dict:
+    """What the model was made from and how: stored in it, shown by load_model.py. The
+    dataset is named by its folder name only: a model file travels, its owner's paths
+    should not."""
+    return {
         "project_version": pyimagesearch.__version__,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "python_version": platform.python_version(),
         "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seed": seed,
-        "dataset": str(config.dataset),
+        "dataset": Path(config.dataset).name,
         "file_counts": {name: len(arrays[name][1]) for name in arrays},
         "epochs": config.epochs,
         "batch_size": config.batch_size,
-        "training_precision": precision,
+        "training_precision": config.precision,
         "recipe": config.recipe,
         "learning_rate": config.learning_rate,
         "schedule": config.schedule,
         "augmentation": config.augmentation,
-        "excluded": {"list": str(config.exclude), "images": excluded} if config.exclude else None,
         "history": history,
-        "final_metrics": {
-            **{k: v[-1] for k, v in history.items()},
-            "test_accuracy": float((predictions == test_labels).mean()),
-            **{f"test_{k}": v for k, v in clinical.items()},
-        },
+        **extra,
     }
+
+
+def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainResult:
+    """Train on the training split, watch validation, report on testing.
+
+    ``splits`` replaces the folder (cross-validation hands over each fold's files).
+    """
+    splits, layout, excluded = select_splits(config, splits)
+    class_names = splits["training"].class_names
+    positive = choose_positive(class_names, config.positive_class)
+    recipe = default_recipe(config.image_size)
+
+    trace_faster()
+    if config.cpu_devices > 1:
+        split_cpu(config.cpu_devices)
+    strategy = make_strategy(config.distribute)
+    if config.distribute:
+        print(f"[INFO] {config.distribute} training on {strategy.num_replicas_in_sync} devices")
+    keras.mixed_precision.set_global_policy(config.precision)
+    print(f"[INFO] training precision: {config.precision}")
+    # Model, optimizer and checkpoint variables must be made under the strategy.
+    model, seed, history = start_model(config, class_names, strategy)
+    arrays = decode_splits(splits, recipe)
+    if not config.resume:
+        # Sized from the images that decoded, not the files found: a skipped file
+        # would otherwise leave the cosine short of zero at the last step.
+        steps = epoch_steps(len(arrays["training"][1]), config.batch_size)
+        with strategy.scope():
+            compile_model(model, config.epochs, config.schedule, steps, config.learning_rate)
+
+    metadata = {"class_names": class_names, "preprocessing": recipe}
+    if positive.index is not None:
+        metadata["positive_class"] = class_names[positive.index]
+
+    def save_checkpoint(epoch: int) -> None:
+        state = {"epoch": epoch, "epochs": config.epochs, "batch_size": config.batch_size,
+                 "precision": config.precision, "learning_rate": config.learning_rate,
+                 "schedule": config.schedule, "augmentation": config.augmentation,
+                 "seed": seed, "history": history}  # fmt: skip
+        save_model(model, config.checkpoint, {**metadata, "checkpoint": state})
+
+    fit(config, model, arrays, seed, history,
+        save_checkpoint if config.checkpoint and config.chief else None)  # fmt: skip
+
+    # Evaluate exactly what will be saved.
+    model = portable_copy(model, config.image_size)
+    print("[INFO] evaluating network...")
+    test_labels = arrays["testing"][1]
+    probabilities = model.predict(make_dataset(*arrays["testing"], config.batch_size), verbose=0)
+    metrics = classification_metrics(test_labels, probabilities, class_names, positive.index)
+    report = report_table(test_labels, probabilities.argmax(axis=1), class_names)
+    extra = {k: v for k, v in metrics.items() if k != "accuracy"}
+    if positive.reason and positive.index is not None:
+        report += f"\n[INFO] {positive.reason}"
+    if extra:
+        report += "\n" + format_metrics(extra, class_names, positive.index) + "\n"
+    listed = {"list": Path(config.exclude).name, "images": excluded} if config.exclude else None
+    metadata["provenance"] = provenance(
+        config, arrays, seed, history,
+        layout=layout,
+        excluded=listed,
+        final_metrics={
+            **{k: v[-1] for k, v in history.items()},
+            **{f"test_{k}": v for k, v in metrics.items()},
+        },
+    )  # fmt: skip
     # Temperature scaling: fitted on validation, judged on test; labels do not change.
     validation_labels = arrays["validation"][1]
-    validation = model.predict(val_ds, verbose=0) if len(validation_labels) else None
+    validation = (
+        model.predict(make_dataset(*arrays["validation"], config.batch_size), verbose=0)
+        if len(validation_labels)
+        else None
+    )
     calibration = fit_on_validation(validation, validation_labels, probabilities, test_labels)
     if calibration is not None:
         metadata["calibration"] = calibration.metadata()

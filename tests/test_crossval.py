@@ -142,15 +142,18 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     """The real command: every image judged once by a model that never saw its patient,
     the fold's saved model gives the oof probabilities, a stopped run resumes by fold,
     and --exclude drops images from training only."""
-    from pyimagesearch.crossval import patients_of
+    from pyimagesearch.crossval import groups_of
     from pyimagesearch.data import list_split
+    from pyimagesearch.splitting import NIH_GROUP_PATTERN
 
     data = tmp_path / "data"  # a copy: one image is removed at the end
     shutil.copytree(few_patients, data, symlinks=True)
     found = list_split(few_patients)
     images = found.paths
     # Two images that fold 1 would train on (the folds are seeded: --seed 5, 0.1).
-    planned = make_folds(found.labels, patients_of(images), folds=2, seed=5)
+    planned = make_folds(
+        found.labels, groups_of(images, NIH_GROUP_PATTERN, "patient"), folds=2, seed=5
+    )
     listed = [os.path.basename(images[i]) for i in planned[0].training[:2]]
     exclude = tmp_path / "exclude.txt"
     exclude.write_text("\n".join(listed) + "\n")

@@ -1,0 +1,112 @@
+"""Splitting images into training/validation/testing (or folds) by group, for any classes.
+
+A *group* is what must never be split across training and testing: in the NIH malaria
+set, a patient (the cells of one slide look alike, so a model judged on a patient it
+trained on is judged too kindly). ``--group-pattern REGEX`` says how to read the group
+from a file name: the first capture group that took part in the match (the whole match
+when the pattern has none). A file the pattern does not match is its own group.
+
+The NIH classes get the patient rule by default: ``C33P1thinF_...`` is patient ``P1``
+(infected; their uninfected cells carry the same number), ``C238NThinF_...`` is the
+healthy slide ``C238``. Other classes are split per file unless a pattern is given.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from pyimagesearch.errors import UserError
+
+NIH_CLASSES = ("Parasitized", "Uninfected")
+NIH_GROUP_PATTERN = r"(?i)^C\d+(P\d+)|^(C\d+)"
+
+
+def is_nih(class_names: Sequence[str]) -> bool:
+    """True for the malaria example's classes, where patients, cells and diagnosis apply."""
+    return tuple(class_names) == NIH_CLASSES
+
+
+def default_group_pattern(class_names: Sequence[str]) -> str | None:
+    return NIH_GROUP_PATTERN if is_nih(class_names) else None
+
+
+def compile_pattern(pattern: str, flag: str = "--group-pattern") -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise UserError(f"{flag} '{pattern}' is not a regular expression: {error}") from None
+
+
+def group_of(file_name: str, pattern: re.Pattern) -> str | None:
+    """The group a file name belongs to, or None when the pattern does not match it."""
+    match = pattern.search(file_name)
+    if match is None:
+        return None
+    found = next((g for g in match.groups() if g), None) if match.groups() else match.group(0)
+    return found.upper() if found and pattern.flags & re.IGNORECASE else found
+
+
+def groups_for(paths: Sequence[str], pattern: str | None, word: str = "group") -> list[str]:
+    """Each file's group; without a pattern every file is its own group. Files the pattern
+    does not match become their own group, with one warning that says how many."""
+    if pattern is None:
+        return [f"file:{p}" for p in paths]
+    compiled = compile_pattern(pattern)
+    groups = [group_of(os.path.basename(p), compiled) for p in paths]
+    unmatched = sum(g is None for g in groups)
+    if unmatched == len(paths):
+        raise UserError(f"--group-pattern '{pattern}' matches none of the {len(paths)} file names")
+    if unmatched:
+        print(
+            f"[WARNING] {unmatched} of {len(paths)} file names have no {word} (the pattern "
+            f"'{pattern}' does not match them); each is its own {word}, so a {word} may be "
+            "spread over splits",
+            file=sys.stderr,
+        )
+    return [g or f"file:{p}" for g, p in zip(groups, paths, strict=True)]
+
+
+def allocate(counts: dict[str, int], fractions: Sequence[float], seed: str) -> list[list[str]]:
+    """Share groups (shuffled, seeded) out to the splits, filling each to its fraction of images."""
+    groups = sorted(counts)
+    random.Random(seed).shuffle(groups)
+    total = sum(counts.values())
+    targets = [f * total for f in fractions]
+    shares: list[list[str]] = [[] for _ in fractions]
+    filled = [0] * len(fractions)
+    for group in groups:
+        # The split furthest below its target takes the next group.
+        index = max(
+            range(len(fractions)),
+            key=lambda i: (targets[i] - filled[i]) / targets[i] if targets[i] else -1,
+        )
+        shares[index].append(group)
+        filled[index] += counts[group]
+    return shares
+
+
+def split_by_fractions(
+    labels: np.ndarray, groups: Sequence[str], fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Indices of each split: no group in two splits, and every kind of group (the set of
+    classes its files hold: one class for a plain file, "infected" or "healthy" for a
+    patient) shared out separately, so each split keeps the class balance."""
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    strata: dict[tuple, dict[str, int]] = {}
+    for group, indices in members.items():
+        kind = tuple(sorted({int(labels[i]) for i in indices}))
+        strata.setdefault(kind, {})[group] = len(indices)
+    chosen: list[list[int]] = [[] for _ in fractions]
+    for kind, counts in sorted(strata.items()):
+        for split, share in enumerate(allocate(counts, fractions, f"{seed}-{kind}")):
+            for group in share:
+                chosen[split].extend(members[group])
+    return [np.asarray(sorted(c), dtype="int64") for c in chosen]
