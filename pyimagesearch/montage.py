@@ -10,21 +10,84 @@ import imutils
 import numpy as np
 import tensorflow as tf
 
+from pyimagesearch.palette import LABEL_BOX, WRONG, bgr, colour_for
 from pyimagesearch.preprocessing import decode_rgb
 
 TILE = 128
-# OpenCV colours are BGR. The tutorial's convention: red for the disease class.
-COLOURS = {"Parasitized": (0, 0, 255), "Uninfected": (0, 255, 0)}
-OTHER_COLOURS = [(255, 128, 0), (255, 0, 255), (0, 255, 255), (128, 128, 255)]
-WRONG_COLOUR = (0, 215, 255)  # amber frame marks a wrong prediction
+# Labels: OpenCV's plain font, each line on a filled box of palette.LABEL_BOX, so it reads
+# over light cells and over Grad-CAM heat alike.
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+PAD = 2  # pixels of box around the text, left and right; 1 above and below
+MIN_SCALE = 0.3  # a label shrinks to this font scale to fit, then is cut with "..."
 # Backends that open windows, in matplotlib's own order of preference.
 WINDOW_BACKENDS = ("macosx", "qtagg", "gtk4agg", "gtk3agg", "tkagg", "wxagg")
 
 
-def colour_for(label: str, class_names: list[str]) -> tuple[int, int, int]:
-    if label in COLOURS:
-        return COLOURS[label]
-    return OTHER_COLOURS[class_names.index(label) % len(OTHER_COLOURS)]
+def label_height(scale: float, thickness: int) -> int:
+    """Height of a label's box at SCALE: the tallest letters above the baseline and the
+    deepest (g, y, _) below it, so every line of one style has one height."""
+    (_, above), below = cv2.getTextSize("Wg_|", FONT, scale, thickness)
+    return above + below + 2
+
+
+def fit_label(text: str, scale: float, thickness: int, width: int) -> tuple[str, float, int]:
+    """TEXT, font scale and thickness that fit WIDTH pixels (box included): the scale
+    shrinks (down to MIN_SCALE, thinner strokes below 0.4), then the text is cut and
+    ends in "..."; what fits already is left as it is."""
+
+    def fits(candidate: str, size: float, stroke: int) -> bool:
+        return cv2.getTextSize(candidate, FONT, size, stroke)[0][0] + 2 * PAD <= width
+
+    if fits(text, scale, thickness):
+        return text, scale, thickness
+    text_width = cv2.getTextSize(text, FONT, scale, thickness)[0][0]
+    scale = max(MIN_SCALE, round(scale * (width - 2 * PAD) / text_width - 0.005, 2))
+    thickness = 1 if scale < 0.4 else thickness
+    while not fits(text, scale, thickness) and scale > MIN_SCALE:  # rounding
+        scale = max(MIN_SCALE, scale - 0.01)
+    if fits(text, scale, thickness):
+        return text, scale, thickness
+    for end in range(len(text) - 1, 0, -1):
+        if fits(text[:end] + "...", scale, thickness):
+            return text[:end] + "...", scale, thickness
+    return "...", scale, thickness
+
+
+def draw_label(
+    tile: np.ndarray,
+    text: str,
+    origin: tuple[int, int],
+    colour: tuple[int, int, int],
+    scale: float = 0.45,
+    thickness: int = 1,
+) -> tuple[int, int, int, int]:
+    """Draw TEXT in COLOUR (BGR) on a filled LABEL_BOX box whose top-left corner is ORIGIN,
+    in place, shrunk or cut (see fit_label) to end as far from the tile's right edge as
+    ORIGIN is from its left. The box is label_height(SCALE, THICKNESS) high even when the
+    text shrinks, so stacked lines stay joined. Returns the box as (left, top, right,
+    bottom), the right and bottom edges exclusive."""
+    left, top = origin
+    height = label_height(scale, thickness)
+    text, scale, thickness = fit_label(text, scale, thickness, tile.shape[1] - 2 * left)
+    (width, above), _ = cv2.getTextSize(text, FONT, scale, thickness)
+    box = (left, top, left + width + 2 * PAD, top + height)
+    cv2.rectangle(tile, box[:2], (box[2] - 1, box[3] - 1), bgr(LABEL_BOX), cv2.FILLED)
+    baseline = top + (height - label_height(scale, thickness)) // 2 + 1 + above
+    cv2.putText(tile, text, (left + PAD, baseline), FONT, scale, colour, thickness, cv2.LINE_AA)
+    return box
+
+
+Line = tuple[str, tuple[int, int, int], float, int]  # text, BGR colour, scale, thickness
+
+
+def draw_labels(tile: np.ndarray, lines: list[Line], bottom: bool = False, margin: int = 3) -> None:
+    """Draw LINES (each a draw_label) one under the other from the top left of the tile,
+    or with BOTTOM, so that the last ends at the bottom edge; MARGIN pixels from the edges."""
+    heights = [label_height(scale, thickness) for _, _, scale, thickness in lines]
+    top = tile.shape[0] - margin - sum(heights) if bottom else margin
+    for (text, colour, scale, thickness), height in zip(lines, heights, strict=True):
+        draw_label(tile, text, (margin, top), colour, scale, thickness)
+        top += height
 
 
 def cell_tile(path: str, heatmap: np.ndarray | None = None) -> np.ndarray:
@@ -49,26 +112,16 @@ def labelled_tile(
     heatmap: np.ndarray | None = None,
 ) -> np.ndarray:
     """One 128x128 display tile: the image as decoded for the model (with its Grad-CAM
-    HEATMAP when given), with its label drawn."""
+    HEATMAP when given), with its label and confidence in the class's palette colour and,
+    when TRUE_LABEL differs, an amber frame, WRONG and the true class; every line on a
+    dark box, inside the frame."""
     tile = cell_tile(path, heatmap)
-    cv2.putText(
-        tile, label, (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour_for(label, class_names), 2
-    )
-    cv2.putText(
-        tile,
-        f"{confidence:.1%}",
-        (3, 34),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.45,
-        colour_for(label, class_names),
-        1,
-    )
+    colour = colour_for(label, class_names)
+    draw_labels(tile, [(label, colour, 0.5, 2), (f"{confidence:.1%}", colour, 0.45, 1)])
     if true_label is not None and true_label != label:
-        cv2.rectangle(tile, (0, 0), (TILE - 1, TILE - 1), WRONG_COLOUR, 4)
-        cv2.putText(tile, "WRONG", (3, TILE - 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, WRONG_COLOUR, 2)
-        cv2.putText(
-            tile, f"is {true_label}", (3, TILE - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, WRONG_COLOUR, 1
-        )
+        wrong = bgr(WRONG)
+        cv2.rectangle(tile, (0, 0), (TILE - 1, TILE - 1), wrong, 4)  # 3 px in from each edge
+        draw_labels(tile, [("WRONG", wrong, 0.5, 2), (f"is {true_label}", wrong, 0.4, 1)], True)
     return tile
 
 

@@ -3,6 +3,8 @@ calibration reliability diagram."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import matplotlib
 import numpy as np
 
@@ -39,16 +41,48 @@ def plot_history(history: dict, path: str, title: str = "Training Loss and Accur
 def plot_confusion_matrix(
     true_labels: list[str], predicted_labels: list[str], class_names: list[str], path: str
 ) -> None:
-    """The confusion matrix as an image (rows: true class, columns: predicted)."""
+    """The confusion matrix as an image (rows: true class, columns: predicted).
+
+    Readable up to 20 classes and beyond: the figure grows with the class count, the
+    fonts shrink, the counts are written in the cells up to 20 classes, and the predicted
+    class names turn vertical when they would not fit side by side."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
+    count = len(class_names)
+    side = max(5.0, 2.5 + 0.45 * count)  # inches: about 0.45 per class, plus the names
+    tick_size = 10 if count <= 8 else 8 if count <= 20 else 6
+    figure, axis = plt.subplots(figsize=(side, side))
     display = ConfusionMatrixDisplay.from_predictions(
-        true_labels, predicted_labels, labels=class_names, cmap="Blues", colorbar=False
+        true_labels,
+        predicted_labels,
+        labels=class_names,
+        cmap="Blues",
+        colorbar=False,
+        include_values=count <= 20,
+        text_kw={"fontsize": 10 if count <= 8 else 7},
+        ax=axis,
     )
-    display.ax_.set_title("Confusion matrix")
-    display.figure_.tight_layout()
-    display.figure_.savefig(path)
+    axis.set_title("Confusion matrix")
+    axis.tick_params(labelsize=tick_size)
+    figure.tight_layout()
+    if _overlapping(axis.get_xticklabels(), figure):
+        for label in axis.get_xticklabels():
+            label.set_rotation(90)
+            label.set_horizontalalignment("center")
+        figure.tight_layout()
+    figure.savefig(path)
     plt.close(display.figure_)
+
+
+def _overlapping(labels: list, figure) -> bool:
+    """Whether any two of the drawn LABELS overlap (with a point of space between them)."""
+    renderer = figure.canvas.get_renderer()
+    boxes = sorted(
+        (label.get_window_extent(renderer) for label in labels if label.get_text()),
+        key=lambda box: box.x0,
+    )
+    gap = figure.dpi / 72
+    return any(left.x1 + gap > right.x0 for left, right in pairwise(boxes))
 
 
 def plot_reliability(
