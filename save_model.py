@@ -20,6 +20,7 @@ from pyimagesearch import safety
 from pyimagesearch.augmentation import AUGMENTATIONS
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
+from pyimagesearch.splitting import check_dataset
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -194,6 +195,8 @@ def write_calibration_plot(calibration, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A folder in no layout we know is one line at once, before TensorFlow starts.
+    check_dataset(args.dataset, args.val_split, args.test_split, args.group_pattern)
     start_tensorflow(args.debug)
     # Imported after parsing so that --help and bad arguments answer at once.
     from pyimagesearch.distribute import is_chief

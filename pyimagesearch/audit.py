@@ -41,20 +41,13 @@ import numpy as np
 from pyimagesearch import safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
-REQUIRED = ("path", "file", "patient", "fold", "label", "predicted")
+REQUIRED = ("path", "file", "fold", "label", "predicted")
+# The group column: "patient" in the malaria set's oof.csv, "group" for any other.
+GROUP_COLUMNS = ("patient", "group")
 MARKER = "AUDIT.txt"
-OUTPUT_NAMES = ("issues.csv", "per_patient.csv")
-ISSUE_FIELDS = [
-    "rank",
-    "path",
-    "file",
-    "patient",
-    "fold",
-    "given_label",
-    "suggested_label",
-    "label_quality",
-]
-PAGE_TILES = 16
+OUTPUT_NAMES = ("issues.csv", "per_patient.csv", "per_group.csv")
+ISSUE_FIELDS = ["rank", "path", "file", "{word}", "fold", "given_label", "suggested_label",
+                "label_quality"]  # fmt: skip
 # CSV probabilities carry six decimals; a row must still sum to one within this.
 SUM_TOLERANCE = 1e-3
 
@@ -67,6 +60,7 @@ class OutOfFold:
     class_names: list[str]
     labels: np.ndarray  # index of each row's given label in class_names
     probabilities: np.ndarray  # rows x classes, out-of-sample
+    word: str = "patient"  # what a group is called: its column in oof.csv
 
 
 def read_oof(path: str | Path) -> OutOfFold:
@@ -84,6 +78,9 @@ def read_oof(path: str | Path) -> OutOfFold:
     except (UnicodeDecodeError, csv.Error) as error:
         raise UserError(f"--oof '{path}' is not a readable CSV file: {error}") from None
     missing = [name for name in REQUIRED if name not in header]
+    word = next((name for name in GROUP_COLUMNS if name in header), None)
+    if word is None:
+        missing.append("patient or group")
     class_names = [name[len("prob_") :] for name in header if name.startswith("prob_")]
     if missing or len(class_names) < 2:
         raise UserError(
@@ -95,14 +92,23 @@ def read_oof(path: str | Path) -> OutOfFold:
     if not rows:
         raise UserError(f"--oof '{path}' has a header but no rows")
     labels, probabilities = [], []
+    seen: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
         where = f"--oof '{path}' line {line}"
         if None in row or any(row[name] is None for name in header):
             raise UserError(f"{where}: expected {len(header)} fields")
         if row["label"] not in class_names:
             raise UserError(f"{where}: label '{row['label']}' is not one of {class_names}")
-        if not row["fold"].isdigit() or int(row["fold"]) < 1:
+        try:
+            fold = int(row["fold"])
+        except ValueError:
+            fold = 0
+        if fold < 1 or not row["fold"].strip().isascii():
             raise UserError(f"{where}: fold '{row['fold']}' is not a positive integer")
+        if row["path"] in seen:
+            raise UserError(f"{where}: '{row['path']}' is listed twice (line {seen[row['path']]})")
+        seen[row["path"]] = line
+        row["group"] = row[word]
         try:
             probs = [float(row[f"prob_{name}"]) for name in class_names]
         except ValueError:
@@ -117,7 +123,7 @@ def read_oof(path: str | Path) -> OutOfFold:
     if absent:
         raise UserError(f"--oof '{path}': no image is labelled {', '.join(sorted(absent))}")
     return OutOfFold(
-        rows, class_names, np.asarray(labels), np.asarray(probabilities, dtype="float64")
+        rows, class_names, np.asarray(labels), np.asarray(probabilities, dtype="float64"), word
     )
 
 
@@ -142,7 +148,7 @@ def issue_rows(oof: OutOfFold, ranked: np.ndarray, quality: np.ndarray) -> list[
                 "rank": rank,
                 "path": row["path"],
                 "file": row["file"],
-                "patient": row["patient"],
+                oof.word: row["group"],
                 "fold": row["fold"],
                 "given_label": row["label"],
                 "suggested_label": oof.class_names[int(oof.probabilities[index].argmax())],
@@ -152,15 +158,15 @@ def issue_rows(oof: OutOfFold, ranked: np.ndarray, quality: np.ndarray) -> list[
     return rows
 
 
-def patient_rows(oof: OutOfFold, ranked: np.ndarray) -> list[dict]:
-    """Images and issues per patient, the patients with most issues (then share) first."""
-    images = Counter(row["patient"] for row in oof.rows)
-    issues = Counter(oof.rows[i]["patient"] for i in ranked)
+def group_rows(oof: OutOfFold, ranked: np.ndarray) -> list[dict]:
+    """Images and issues per group (patient), those with most issues (then share) first."""
+    images = Counter(row["group"] for row in oof.rows)
+    issues = Counter(oof.rows[i]["group"] for i in ranked)
     table = [
-        {"patient": p, "images": n, "issues": issues[p], "share": f"{issues[p] / n:.4f}"}
-        for p, n in images.items()
+        {oof.word: g, "images": n, "issues": issues[g], "share": f"{issues[g] / n:.4f}"}
+        for g, n in images.items()
     ]
-    return sorted(table, key=lambda r: (-r["issues"], -float(r["share"]), r["patient"]))
+    return sorted(table, key=lambda r: (-r["issues"], -float(r["share"]), r[oof.word]))
 
 
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
@@ -222,34 +228,76 @@ def fold_heatmaps(
 
 
 def suspect_tile(
-    row: dict, path: Path, heatmap: np.ndarray | None, confidence: float, paired: bool
+    row: dict,
+    path: Path,
+    heatmap: np.ndarray | None,
+    confidence: float,
+    paired: bool,
+    class_names: list[str],
 ):
     """One montage tile: the cell, rank and given label above, the model's label and
-    confidence below it, patient and fold at the bottom; with a HEATMAP, the same cell
-    with its Grad-CAM beside it (the heat hides the stain it points at). PAIRED: the
-    page has heat, so a cell without it gets an empty place, for tiles of one size."""
-    import cv2
+    confidence below it (in the class's palette colour; CLASS_NAMES is the model's class
+    order), patient and fold at the bottom, each line on a dark box; with a HEATMAP, the
+    same cell with its Grad-CAM beside it (the heat hides the stain it points at). PAIRED:
+    the page has heat, so a cell without it gets an empty place, for tiles of one size."""
     import numpy as np
 
-    from pyimagesearch.montage import TILE, WRONG_COLOUR, cell_tile, colour_for
+    from pyimagesearch.montage import cell_tile, draw_labels
+    from pyimagesearch.palette import WRONG, bgr, colour_for
 
     tile = cell_tile(str(path))
     suggested = row["suggested_label"]
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(
-        tile, f"{row['rank']}. is {row['given_label']}", (3, 14), font, 0.4, WRONG_COLOUR, 1
+    given = f"{row['rank']}. is {row['given_label']}"
+    model = f"{suggested} {confidence:.0%}"
+    draw_labels(
+        tile, [(given, bgr(WRONG), 0.4, 1), (model, colour_for(suggested, class_names), 0.4, 1)]
     )
-    cv2.putText(
-        tile, f"{suggested} {confidence:.0%}", (3, 30), font, 0.4, colour_for(suggested, []), 1
-    )
-    cv2.putText(
-        tile, f"{row['patient']} fold {row['fold']}", (3, TILE - 6), font, 0.4, (255, 255, 255), 1
-    )
+    draw_labels(tile, [(f"{row['patient']} fold {row['fold']}", bgr("#ffffff"), 0.4, 1)], True)
     if not paired:
         return tile
     if heatmap is None:
         return np.hstack([tile, np.zeros_like(tile)])
     return np.hstack([tile, cell_tile(str(path), heatmap)])
+
+
+def draw_suspects(
+    args: argparse.Namespace, oof: OutOfFold, suspects: list[dict], ranked: np.ndarray,
+    folder: Path,
+) -> tuple[int, int]:  # fmt: skip
+    """suspects-NN.png in FOLDER: (suspects drawn, pages). Images that cannot be found are
+    named and left out; Grad-CAM comes from each fold's model beside oof.csv."""
+    import cv2
+
+    from pyimagesearch.montage import build_pages
+
+    images = Path(args.images) if args.images else None
+    files = {r["rank"]: resolve_image(r["path"], images) for r in suspects}
+    missing = [r["path"] for r in suspects if files[r["rank"]] is None]
+    for path in missing[:10]:
+        print(f"[WARNING] image '{path}' not found; left out of the montages", file=sys.stderr)
+    if missing:
+        print(
+            f"[WARNING] {len(missing)} suspect image(s) not found (see --images)", file=sys.stderr
+        )
+    files = {rank: path for rank, path in files.items() if path is not None}
+    if not files:
+        return 0, 0
+    heat = fold_heatmaps(Path(args.oof).parent, suspects, files, oof.class_names)
+    tiles = []
+    for row, index in zip(suspects, ranked[: len(suspects)], strict=True):
+        if row["rank"] in files:
+            confidence = float(oof.probabilities[index].max())
+            tiles.append(
+                suspect_tile(
+                    {**row, "patient": row[oof.word]}, files[row["rank"]], heat.get(row["rank"]),
+                    confidence, bool(heat), oof.class_names,
+                )
+            )  # fmt: skip
+    pages = build_pages(tiles)
+    for number, page in enumerate(pages, start=1):
+        if not cv2.imwrite(str(folder / f"suspects-{number:02d}.png"), page):
+            raise OSError("OpenCV could not write the montage")
+    return len(tiles), len(pages)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -305,69 +353,48 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[INFO] reading '{args.oof}'...")
     oof = read_oof(args.oof)
+    word = oof.word
     print(
-        f"[INFO] {len(oof.rows)} images, {len({r['patient'] for r in oof.rows})} patients, "
+        f"[INFO] {len(oof.rows)} images, {len({r['group'] for r in oof.rows})} {word}s, "
         f"classes {oof.class_names}"
     )
     start_tensorflow(args.debug)  # before cleanlab, which may import it, mutes its start-up log
     print("[INFO] finding label issues (cleanlab, confident learning)...")
     ranked, quality = find_issues(oof.labels, oof.probabilities)
     issues = issue_rows(oof, ranked, quality)
-    patients = patient_rows(oof, ranked)
+    groups = group_rows(oof, ranked)
+    per_group = f"per_{word}.csv"
 
-    suspects = issues[: args.top]
-    images = Path(args.images) if args.images else None
-    files = {r["rank"]: resolve_image(r["path"], images) for r in suspects}
-    missing = [r["path"] for r in suspects if files[r["rank"]] is None]
-    for path in missing[:10]:
-        print(f"[WARNING] image '{path}' not found; left out of the montages", file=sys.stderr)
-    if missing:
-        print(
-            f"[WARNING] {len(missing)} suspect image(s) not found (see --images)", file=sys.stderr
-        )
-    files = {rank: path for rank, path in files.items() if path is not None}
-    tiles = []
-    if files:
-        heat = fold_heatmaps(Path(args.oof).parent, suspects, files, oof.class_names)
-        for row, index in zip(suspects, ranked[: len(suspects)], strict=True):
-            if row["rank"] in files:
-                confidence = float(oof.probabilities[index].max())
-                tiles.append(
-                    suspect_tile(
-                        row, files[row["rank"]], heat.get(row["rank"]), confidence, bool(heat)
-                    )
-                )
-
-    import cv2
-
-    from pyimagesearch.montage import build_pages
-
-    pages = build_pages(tiles) if tiles else []
     with safety.staged_folder(output) as staging:
-        write_csv(staging / "issues.csv", issues, ISSUE_FIELDS)
-        write_csv(staging / "per_patient.csv", patients, ["patient", "images", "issues", "share"])
-        for number, page in enumerate(pages, start=1):
-            if not cv2.imwrite(str(staging / f"suspects-{number:02d}.png"), page):
-                raise OSError("OpenCV could not write the montage")
+        # The tables first: a montage that cannot be drawn must not cost the audit itself.
+        write_csv(staging / "issues.csv", issues, [f.format(word=word) for f in ISSUE_FIELDS])
+        write_csv(staging / per_group, groups, [word, "images", "issues", "share"])
         (staging / MARKER).write_text(
             "Written by python -m pyimagesearch.audit from "
             f"'{args.oof}'; --overwrite may replace this folder.\n"
             "issues.csv: suspected label errors, most suspicious first; suspects-NN.png show "
             "them in the same order, 16 per page.\n"
         )
+        try:
+            drawn, pages = draw_suspects(args, oof, issues[: args.top], ranked, staging)
+        except Exception as error:  # any failure to draw leaves the tables, said in one line
+            if args.debug:
+                raise
+            print(f"[WARNING] the suspect montages were not drawn: {error}", file=sys.stderr)
+            drawn, pages = 0, 0
     share = len(issues) / len(oof.rows)
     print(
         f"[INFO] {len(issues)} of {len(oof.rows)} images ({share:.2%}) look mislabelled; "
         f"written to '{output / 'issues.csv'}'"
     )
-    worst = [p for p in patients if p["issues"]][:5]
+    worst = [g for g in groups if g["issues"]][:5]
     if worst:
-        listed = ", ".join(f"{p['patient']} ({p['issues']} of {p['images']})" for p in worst)
-        print(f"[INFO] patients with most issues: {listed}")
-    print(f"[INFO] per-patient counts written to '{output / 'per_patient.csv'}'")
+        listed = ", ".join(f"{g[word]} ({g['issues']} of {g['images']})" for g in worst)
+        print(f"[INFO] {word}s with most issues: {listed}")
+    print(f"[INFO] per-{word} counts written to '{output / per_group}'")
     if pages:
         print(
-            f"[INFO] {len(tiles)} suspects drawn on {len(pages)} montage page(s) "
+            f"[INFO] {drawn} suspects drawn on {pages} montage page(s) "
             f"'{output / 'suspects-01.png'}'..."
         )
     return 0

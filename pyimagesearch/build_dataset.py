@@ -1,16 +1,23 @@
-"""Build malaria/{training,validation,testing}/{Parasitized,Uninfected} from the NIH images.
+"""Split a folder of image classes into OUTPUT/{training,validation,testing}/<class>/.
 
     python -m pyimagesearch.build_dataset --output malaria
     python -m pyimagesearch.build_dataset --source path/to/cell_images --output malaria
+    python -m pyimagesearch.build_dataset --source photos --output split --fractions 0.8 0.1 0.1
 
-SOURCE is a folder holding Parasitized/ and Uninfected/ (directly or under
-cell_images/), a cell_images.zip, or a URL; the default is the NIH download
-(cached by Keras under ~/.keras/datasets).
---split patient uses every image and keeps each patient's cells in one split
-(file names carry the patient: C33P1thinF_... is patient 1), so the testing
-split measures accuracy on patients the model never saw. The environment variable
-MALARIA_SOURCE, when set, replaces that default. Files are hard-linked (or
-copied), never moved out of SOURCE.
+SOURCE is a folder of one sub-folder of images per class, a zip of one, or a URL. The
+default is the worked example, the NIH malaria download (cached by Keras under
+~/.keras/datasets; $MALARIA_SOURCE, when set, replaces it), whose Parasitized/ and
+Uninfected/ may also sit under cell_images/.
+
+The NIH classes get the tutorial's 500-image split by default; --split patient uses
+every image and keeps each patient's cells in one split (file names carry the patient:
+C33P1thinF_... is patient P1), so the testing split measures accuracy on patients the
+model never saw. Any other classes are split by --fractions (seeded, stratified by
+class), keeping every group of --group-pattern in one split.
+
+Files are copied, never moved: a copy can be edited or deleted without touching the
+original. --link hard-links them instead (no extra space, but editing a linked image in
+place edits the original too).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from pathlib import Path
 
 from pyimagesearch import safety
 from pyimagesearch.errors import UserError, run_command
+from pyimagesearch.splitting import NIH_GROUP_PATTERN, SPLIT_FOLDERS, allocate, group_of
 
 NIH_URL = "https://data.lhncbc.nlm.nih.gov/public/Malaria/cell_images.zip"
 CLASSES = ("Parasitized", "Uninfected")
@@ -42,19 +50,39 @@ TUTORIAL_SIZES = {
 }
 
 
-def find_class_root(folder: Path) -> Path:
-    """The folder that directly holds Parasitized/ and Uninfected/."""
+def find_class_root(folder: Path, nih_only: bool = True) -> Path:
+    """The folder that directly holds the class folders: Parasitized/ and Uninfected/
+    (also under the NIH zip's cell_images/), or, unless NIH_ONLY, any two or more."""
     for candidate in (folder, folder / "cell_images", folder / "cell_images" / "cell_images"):
         if all((candidate / name).is_dir() for name in CLASSES):
             return candidate
-    raise UserError(f"'{folder}' holds no Parasitized/ and Uninfected/ folders")
+    if nih_only:
+        raise UserError(f"'{folder}' holds no Parasitized/ and Uninfected/ folders")
+    classes = class_folders(folder)
+    taken = sorted(set(classes) & {n for names in SPLIT_FOLDERS.values() for n in names})
+    if taken:
+        raise UserError(
+            f"'{folder}' is split already ({', '.join(t + '/' for t in taken)}); save_model.py "
+            "takes it as it "
+            "is, or give the folder of class sub-folders"
+        )
+    if len(classes) < 2:
+        raise UserError(
+            f"'{folder}' holds {len(classes)} class folder(s); give a folder of two or more "
+            "class sub-folders of images"
+        )
+    return folder
+
+
+def class_folders(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
 def resolve_source(source: str) -> Path:
     """Turn a folder, a zip or a URL into a local folder of class sub-folders."""
-    import keras
-
     if source.startswith(("http://", "https://")):
+        import keras  # only to download: a local source needs no TensorFlow
+
         print(f"[INFO] downloading '{source}' (cached after the first time)...")
         try:
             archive = keras.utils.get_file(origin=source, extract=False)
@@ -76,14 +104,16 @@ def resolve_source(source: str) -> Path:
                 handle.extractall(partial)
             partial.rename(extracted)
         path = extracted
-    return find_class_root(path)
+    return find_class_root(path, nih_only=False)
 
 
 def list_class_files(root: Path) -> dict[str, list[str]]:
-    from pyimagesearch.preprocessing import is_image_file
+    """Each class's image file names (the NIH classes only, where the source has them)."""
+    from pyimagesearch.safety import is_image_file
 
+    names = list(CLASSES) if all((root / c).is_dir() for c in CLASSES) else class_folders(root)
     # Devices, FIFOs and undecodable names are skipped: copying /dev/zero never ends.
-    return {
+    files = {
         name: sorted(
             Path(f).name
             for f in safety.usable_images(
@@ -91,8 +121,12 @@ def list_class_files(root: Path) -> dict[str, list[str]]:
                 check_headers=False,
             )
         )
-        for name in CLASSES
+        for name in names
     }
+    empty = [name for name, found in files.items() if not found]
+    if empty:
+        raise UserError(f"class folder '{root / empty[0]}' holds no image files")
+    return files
 
 
 def tutorial_split(files: dict[str, list[str]], seed: int) -> dict[str, dict[str, list[str]]]:
@@ -111,32 +145,9 @@ def tutorial_split(files: dict[str, list[str]], seed: int) -> dict[str, dict[str
     return split
 
 
-PATIENT_PATTERN = re.compile(r"^C(\d+)(?:P(\d+))?", re.IGNORECASE)
-
-
 def patient_of(file_name: str) -> str | None:
     """'C33P1thinF_...' is patient P1 (infected); 'C238NThinF_...' is healthy slide C238."""
-    match = PATIENT_PATTERN.match(file_name)
-    if match is None:
-        return None
-    slide, patient = match.groups()
-    return f"P{int(patient)}" if patient else f"C{int(slide)}"
-
-
-def allocate(counts: dict[str, int], fractions: tuple[float, ...], seed: str) -> list[list[str]]:
-    """Share groups (shuffled, seeded) out to the splits, filling each to its fraction of images."""
-    groups = sorted(counts)
-    random.Random(seed).shuffle(groups)
-    total = sum(counts.values())
-    targets = [f * total for f in fractions]
-    shares: list[list[str]] = [[] for _ in fractions]
-    filled = [0] * len(fractions)
-    for group in groups:
-        # The split furthest below its target takes the next group.
-        index = max(range(len(fractions)), key=lambda i: (targets[i] - filled[i]) / targets[i])
-        shares[index].append(group)
-        filled[index] += counts[group]
-    return shares
+    return group_of(file_name, re.compile(NIH_GROUP_PATTERN))
 
 
 def patient_split(
@@ -190,10 +201,43 @@ def patient_split(
     return split
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
+def fraction_split(
+    files: dict[str, list[str]],
+    fractions: tuple[float, float, float],
+    seed: int,
+    pattern: str | None,
+) -> dict[str, dict[str, list[str]]]:
+    """Any classes: split by FRACTIONS, stratified by class, every group of PATTERN (read
+    from the file name) in one split; without a pattern each file is its own group."""
+    import numpy as np
+
+    from pyimagesearch.splitting import groups_for, split_by_fractions
+
+    names = list(files)
+    entries = [(name, f) for name in names for f in files[name]]
+    labels = np.asarray([names.index(name) for name, _ in entries])
+    groups = groups_for([f"{name}/{f}" for name, f in entries], pattern)
+    split: dict[str, dict[str, list[str]]] = {s: {c: [] for c in names} for s in SPLITS}
+    for split_name, index in zip(
+        SPLITS, split_by_fractions(labels, groups, fractions, seed), strict=True
+    ):
+        for i in index:
+            name, file_name = entries[i]
+            split[split_name][name].append(file_name)
+        counts = ", ".join(f"{len(split[split_name][c])} {c}" for c in names)
+        print(f"[INFO] {split_name}: {counts}")
+    return split
+
+
+def copy_files(pairs: list[tuple[Path, Path]], link: bool) -> None:
+    """Copy (or with LINK hard-link, falling back to a copy across file systems)."""
+    for source, target in pairs:
+        if link:
+            try:
+                os.link(source, target)
+                continue
+            except OSError:
+                pass
         shutil.copy2(source, target)
 
 
@@ -214,33 +258,42 @@ def check_output(output: Path, overwrite: bool) -> None:
             f"--overwrite: '{output}' was not built by this tool (it has no {MARKER}); "
             f"move its {', '.join(s.name for s in existing)} folder(s) away yourself"
         )
-    from pyimagesearch.preprocessing import is_image_file
+    from pyimagesearch.safety import is_image_file
 
     for split_folder in existing:
         if split_folder.is_symlink() or not split_folder.is_dir():
             raise UserError(f"--overwrite: '{split_folder}' is not a folder this tool wrote")
         for class_folder in split_folder.iterdir():
-            if class_folder.name not in CLASSES or class_folder.is_symlink():
+            if class_folder.is_symlink() or not class_folder.is_dir():
                 raise UserError(f"--overwrite: '{class_folder}' is not a folder this tool wrote")
             for entry in class_folder.iterdir():
                 if entry.is_symlink() or not entry.is_file() or not is_image_file(entry.name):
                     raise UserError(f"--overwrite: '{entry}' is not a file this tool wrote")
 
 
-def write_split(root: Path, output: Path, split: dict[str, dict[str, list[str]]]) -> None:
+def write_split(
+    root: Path, output: Path, split: dict[str, dict[str, list[str]]], link: bool = False
+) -> None:
     """Build the splits in a hidden folder inside OUTPUT, then swap them in: a failed run
     leaves the earlier splits as they were. OUTPUT was checked by ``check_output``."""
     output.mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pyimagesearch-building.", dir=output))
+    total = sum(len(files) for classes in split.values() for files in classes.values())
+    print(
+        f"[INFO] {'hard-linking' if link else 'copying'} {total} images "
+        + (
+            "(--link: no extra space; an image edited in place changes the original too)"
+            if link
+            else "(copies: editing one never touches the original; --link saves the space)"
+        )
+    )
     try:
         for split_name in SPLITS:
-            for class_name in CLASSES:
+            for class_name, file_names in split[split_name].items():
                 target = staging / split_name / class_name
                 target.mkdir(parents=True)
-                for file_name in split[split_name][class_name]:
-                    link_or_copy(root / class_name / file_name, target / file_name)
-                count = len(split[split_name][class_name])
-                print(f"[INFO] {split_name}/{class_name}: {count} images")
+                copy_files([(root / class_name / f, target / f) for f in file_names], link)
+                print(f"[INFO] {split_name}/{class_name}: {len(file_names)} images")
         (output / MARKER).write_text(
             "Built by python -m pyimagesearch.build_dataset; --overwrite may replace the\n"
             "training/, validation/ and testing/ folders here (nothing else).\n"
@@ -264,17 +317,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--source",
         default=os.environ.get("MALARIA_SOURCE") or NIH_URL,
-        help="folder, cell_images.zip or URL (default: $MALARIA_SOURCE, else the NIH download)",
+        help="folder of class sub-folders, a zip of one, or a URL (default: $MALARIA_SOURCE, "
+        "else the NIH malaria download)",
     )
     parser.add_argument(
         "--output", default="malaria", help="dataset folder to write (default: malaria)"
     )
     parser.add_argument(
         "--split",
-        choices=("tutorial", "patient"),
-        default="tutorial",
-        help="tutorial: the 500-image demo split (default); patient: every image, "
-        "no patient in two splits",
+        choices=("tutorial", "patient", "fractions"),
+        help="tutorial: the malaria example's 500-image demo split (default for the NIH "
+        "classes); patient: every NIH image, no patient in two splits; fractions: every "
+        "image by --fractions (default for any other classes)",
     )
     parser.add_argument(
         "--fractions",
@@ -282,10 +336,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs=3,
         default=(0.8, 0.1, 0.1),
         metavar=("TRAIN", "VAL", "TEST"),
-        help="shares of images for --split patient (default: 0.8 0.1 0.1)",
+        help="shares of images for --split patient or fractions (default: 0.8 0.1 0.1)",
+    )
+    parser.add_argument(
+        "--group-pattern",
+        metavar="REGEX",
+        help="--split fractions: keep every group in one split, the group being the first "
+        "capture group of REGEX in the file name (default: none, each file alone)",
     )
     parser.add_argument(
         "--seed", type=safety.seed, default=42, help="seed of the random draw (default: 42)"
+    )
+    parser.add_argument(
+        "--link",
+        action="store_true",
+        help="hard-link the images instead of copying them (no extra space; an image "
+        "edited in place then changes the original too)",
     )
     parser.add_argument(
         "--overwrite",
@@ -308,11 +374,20 @@ def main(argv: list[str] | None = None) -> int:
     safety.check_paths({"--output": output}, {"--source": root})
     files = list_class_files(root)
     print(f"[INFO] source '{root}': " + ", ".join(f"{len(v)} {k}" for k, v in files.items()))
-    if args.split == "patient":
+    nih = tuple(files) == CLASSES
+    method = args.split or ("tutorial" if nih else "fractions")
+    if method in ("tutorial", "patient") and not nih:
+        raise UserError(
+            f"--split {method} is for the NIH classes {'/'.join(CLASSES)}; this source has "
+            f"{', '.join(files)}: use --split fractions"
+        )
+    if method == "patient":
         split = patient_split(files, tuple(args.fractions), args.seed)
+    elif method == "fractions":
+        split = fraction_split(files, tuple(args.fractions), args.seed, args.group_pattern)
     else:
         split = tutorial_split(files, args.seed)
-    write_split(root, output, split)
+    write_split(root, output, split, args.link)
     print(f"[INFO] dataset written to '{args.output}'")
     return 0
 

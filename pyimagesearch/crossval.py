@@ -562,8 +562,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(
             f"[INFO] fold {fold.number}/{args.folds}: training on {len(fold.training)} images, "
-            f"validating on {len(fold.validation)}, testing {len(fold.testing)} "
-            f"({len({patients[i] for i in fold.testing})} unseen patients)"
+            f"validating on {len(fold.validation)}, testing {len(fold.testing)}"
+            + (
+                f" ({len({patients[i] for i in fold.testing})} unseen {args.word}s)"
+                if pattern
+                else ""
+            )
         )
         try:
             result = run_fold(args, fold, (paths, labels, class_names, patients), folder)

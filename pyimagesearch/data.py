@@ -17,6 +17,7 @@ import tensorflow as tf
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import is_image_file, load_image
 from pyimagesearch.safety import usable_images
+from pyimagesearch.splitting import check_dataset, find_layout
 
 SPLITS = ("training", "validation", "testing")
 
@@ -90,50 +91,6 @@ def without_files(split: Split, names: set[str]) -> Split:
     return Split(split.name, [split.paths[i] for i in keep], split.labels[keep], split.class_names)
 
 
-# Folder names of each split, in the order they are looked for: the tutorial's, then the
-# ImageFolder / Ultralytics ones.
-SPLIT_FOLDERS = {
-    "training": ("training", "train"),
-    "validation": ("validation", "val", "valid"),
-    "testing": ("testing", "test"),
-}
-LAYOUTS = (
-    "training/validation/testing/<class>/, train/val/test/<class>/ (or valid/), or a flat "
-    "folder of <class>/ sub-folders (split by --val-split and --test-split)"
-)
-
-
-@dataclass
-class Layout:
-    """How a dataset folder is laid out: ``split`` folders, or ``flat`` class folders."""
-
-    kind: str
-    folders: dict[str, Path]  # split name -> folder (split); the root itself (flat)
-
-
-def find_layout(root: Path) -> Layout:
-    """Tell the accepted layouts apart; anything else is one line naming them."""
-    if not root.is_dir():
-        raise UserError(f"dataset folder '{root}' does not exist or is not a folder")
-    children = {d.name: d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
-    found = {
-        split: next((children[n] for n in names if n in children), None)
-        for split, names in SPLIT_FOLDERS.items()
-    }
-    present = [folder.name for folder in found.values() if folder is not None]
-    if present and len(present) < len(found):
-        missing = [names[0] + "/" for split, names in SPLIT_FOLDERS.items() if not found[split]]
-        raise UserError(
-            f"dataset folder '{root}' has {', '.join(f + '/' for f in present)} but no "
-            f"{' or '.join(missing)}; expected {LAYOUTS}"
-        )
-    if present:
-        return Layout("split", {split: folder for split, folder in found.items() if folder})
-    if not children:
-        raise UserError(f"dataset folder '{root}' has no sub-folders; expected {LAYOUTS}")
-    return Layout("flat", {"all": root})
-
-
 def check_classes(split: Split) -> None:
     """Training needs two classes or more, each with images."""
     if len(split.class_names) < 2:
@@ -158,13 +115,8 @@ def scan_dataset(
     from pyimagesearch.splitting import default_group_pattern, groups_for, split_by_fractions
 
     root = Path(dataset_dir)
-    layout = find_layout(root)
+    layout = check_dataset(root, val_split, test_split, group_pattern)
     if layout.kind == "split":
-        if val_split is not None or test_split is not None:
-            raise UserError(
-                f"--val-split and --test-split split a flat folder of classes; '{root}' is "
-                f"already split into {', '.join(f.name for f in layout.folders.values())}"
-            )
         splits = {name: list_split(folder) for name, folder in layout.folders.items()}
         for name, split in splits.items():
             split.name = name

@@ -21,7 +21,7 @@ PALETTE: tuple[str, ...] = (
     "#b9f56a",  # lime
     "#ffffff",  # white
     "#c48a5a",  # brown
-    "#7a8cff",  # periwinkle
+    "#9ec9ff",  # sky blue
     "#3fb8a0",  # teal
 )
 WRONG = "#ffd700"  # amber: the frame and word of a wrong prediction

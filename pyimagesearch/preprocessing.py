@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from pyimagesearch.safety import IMAGE_EXTENSIONS, is_image_file  # noqa: F401 (one list)
+
 # The tutorial's input size. The original training generator resized with
 # nearest-neighbour while its loader used OpenCV's bilinear: here one named
 # interpolation is used by both.
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (64, 64)
 DEFAULT_INTERPOLATION = "bilinear"
 INTERPOLATIONS = ("bilinear", "nearest", "area", "bicubic")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def default_recipe(
@@ -54,7 +55,3 @@ def to_model_input(rgb: tf.Tensor, recipe: dict) -> tf.Tensor:
 def load_image(path: tf.Tensor | str, recipe: dict) -> tf.Tensor:
     """Read, decode and preprocess one image file (works eagerly and inside tf.data)."""
     return to_model_input(decode_rgb(tf.io.read_file(path)), recipe)
-
-
-def is_image_file(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)

@@ -47,7 +47,19 @@ MAX_INPUT_SIDE = _env_int("PYIMAGESEARCH_MAX_INPUT_SIDE", 1024)
 MAX_METADATA_BYTES = 1 << 20
 # Keras' own config.json of this ResNet is about 100 KB.
 MAX_CONFIG_BYTES = 16 << 20
-SEED_MAX = 2**31 - 1  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
+SEED_MAX = 2**31 - 1
+# The image formats every command reads (by name; the decoder checks the content).
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+)  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def seed(text: str) -> int:

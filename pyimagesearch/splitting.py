@@ -18,10 +18,76 @@ import random
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pyimagesearch.errors import UserError
+
+# Folder names of each split, in the order they are looked for: the tutorial's, then the
+# ImageFolder / Ultralytics ones.
+SPLIT_FOLDERS = {
+    "training": ("training", "train"),
+    "validation": ("validation", "val", "valid"),
+    "testing": ("testing", "test"),
+}
+LAYOUTS = (
+    "training/validation/testing/<class>/, train/val/test/<class>/ (or valid/), or a flat "
+    "folder of <class>/ sub-folders (split by --val-split and --test-split)"
+)
+
+
+@dataclass
+class Layout:
+    """How a dataset folder is laid out: ``split`` folders, or ``flat`` class folders."""
+
+    kind: str
+    folders: dict[str, Path]  # split name -> folder (split); the root itself (flat)
+
+
+def find_layout(root: Path) -> Layout:
+    """Tell the accepted layouts apart; anything else is one line naming them."""
+    if not root.is_dir():
+        raise UserError(f"dataset folder '{root}' does not exist or is not a folder")
+    children = {d.name: d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    found = {
+        split: next((children[n] for n in names if n in children), None)
+        for split, names in SPLIT_FOLDERS.items()
+    }
+    present = [folder.name for folder in found.values() if folder is not None]
+    if present and len(present) < len(found):
+        missing = [names[0] + "/" for split, names in SPLIT_FOLDERS.items() if not found[split]]
+        raise UserError(
+            f"dataset folder '{root}' has {', '.join(f + '/' for f in present)} but no "
+            f"{' or '.join(missing)}; expected {LAYOUTS}"
+        )
+    if present:
+        return Layout("split", {split: folder for split, folder in found.items() if folder})
+    if not children:
+        raise UserError(f"dataset folder '{root}' has no sub-folders; expected {LAYOUTS}")
+    return Layout("flat", {"all": root})
+
+
+def check_dataset(
+    root: str | Path, val_split: float | None, test_split: float | None, pattern: str | None
+) -> Layout:
+    """What save_model.py checks before TensorFlow starts: a layout it accepts, split
+    options only for a flat folder, a group pattern that compiles."""
+    layout = find_layout(Path(root))
+    if layout.kind == "split" and (val_split is not None or test_split is not None):
+        raise UserError(
+            f"--val-split and --test-split split a flat folder of classes; '{root}' is "
+            f"already split into {', '.join(f.name for f in layout.folders.values())}"
+        )
+    if pattern is not None:
+        if layout.kind == "split":
+            raise UserError(
+                f"--group-pattern splits a flat folder of classes; '{root}' is already split"
+            )
+        compile_pattern(pattern)
+    return layout
+
 
 NIH_CLASSES = ("Parasitized", "Uninfected")
 NIH_GROUP_PATTERN = r"(?i)^C\d+(P\d+)|^(C\d+)"

@@ -1,9 +1,16 @@
-"""The figures printed against folder labels: clinical metrics and doubtful labels."""
+"""The figures printed against folder labels: metrics of any classes and doubtful labels."""
 
 import numpy as np
 import pytest
 
-from pyimagesearch.evaluation import clinical_metrics, confident_errors, print_report
+from pyimagesearch.errors import UserError
+from pyimagesearch.evaluation import (
+    choose_positive,
+    classification_metrics,
+    clinical_metrics,
+    confident_errors,
+    print_report,
+)
 
 CLASSES = ["Parasitized", "Uninfected"]
 
@@ -20,7 +27,42 @@ def test_sensitivity_specificity_auc_follow_the_parasitized_class():
     assert metrics["sensitivity"] == pytest.approx(3 / 4)
     assert metrics["specificity"] == pytest.approx(1 / 2)
     assert metrics["auc"] == pytest.approx(6 / 8)  # 6 of the 8 (P, U) pairs ranked right
-    assert clinical_metrics(labels, scores, ["cat", "dog"]) == {}
+
+
+def test_a_binary_set_with_other_names_gets_a_positive_class_and_says_which():
+    labels = np.array([0, 0, 0, 0, 1, 1])  # 4 cat, 2 dog
+    scores = probabilities([0.9, 0.8, 0.7, 0.3, 0.4, 0.6])
+    # No --positive-class: the second class in index order, with a note saying so.
+    positive = choose_positive(["cat", "dog"])
+    assert positive.index == 1 and "'dog', the second in index order" in positive.reason
+    metrics = clinical_metrics(labels, scores, ["cat", "dog"])
+    assert metrics["sensitivity"] == pytest.approx(1 / 2)  # dogs found
+    assert metrics["specificity"] == pytest.approx(3 / 4)  # cats cleared
+    assert metrics["auc"] == pytest.approx(6 / 8)  # the same pairs, seen from the dog side
+    # --positive-class cat gives the cat's view, the same figures as Parasitized above.
+    cat = choose_positive(["cat", "dog"], "cat")
+    assert cat.index == 0 and cat.reason == ""
+    assert clinical_metrics(labels, scores, ["cat", "dog"], cat.index)["sensitivity"] == 0.75
+    with pytest.raises(UserError, match="'bird' is not one of the classes"):
+        choose_positive(["cat", "dog"], "bird")
+
+
+def test_a_multi_class_set_reports_accuracy_and_macro_one_vs_rest_auc():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    scores = np.array(
+        [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8],
+         [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]
+    )  # fmt: skip
+    names = ["a", "b", "c"]
+    assert choose_positive(names).index is None
+    metrics = classification_metrics(labels, scores, names)
+    assert metrics["accuracy"] == pytest.approx(5 / 6)
+    assert set(metrics) == {"accuracy", "auc_macro_ovr"}
+    from sklearn.metrics import roc_auc_score
+
+    expected = np.mean([roc_auc_score(labels == k, scores[:, k]) for k in range(3)])
+    assert metrics["auc_macro_ovr"] == pytest.approx(expected)
+    assert metrics["auc_macro_ovr"] < 1
 
 
 def test_confident_errors_are_wrong_and_sure_most_sure_first():
@@ -37,7 +79,7 @@ def test_report_names_the_doubtful_files_neutrally_on_a_large_enough_set(capsys)
     out = capsys.readouterr().out
     assert "99/100 correct" in out
     assert (
-        "[INFO] 1 errors were made with confidence >= 0.90 (an overconfident model or a "
+        "[INFO] 1 error was made with confidence >= 0.90 (an overconfident model or a "
         "wrong label); most confident first:" in out
     )
     assert "0.970 Parasitized, folder says Uninfected: 1.png" in out
@@ -50,3 +92,17 @@ def test_no_confident_error_verdict_on_a_small_set(capsys):
     out = capsys.readouterr().out
     assert "2/3 correct" in out and "sensitivity: 1.0000  specificity: 0.5000" in out
     assert "confidence" not in out and "b.png" not in out
+
+
+def test_the_text_confusion_matrix_has_row_and_column_headers(capsys):
+    names = [f"digit_{d}" for d in range(10)]
+    labels = np.arange(10).repeat(2)
+    scores = np.eye(10)[labels]
+    scores[0] = np.eye(10)[3]  # one digit_0 called digit_3
+    print_report([f"{i}.png" for i in range(20)], labels, scores, names)
+    out = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(out) if "true \\ predicted" in line)
+    assert out[header].split()[-10:] == names
+    row = out[header + 1].split()
+    assert row[0] == "digit_0" and row[1:] == ["1", "0", "0", "1", "0", "0", "0", "0", "0", "0"]
+    assert any(line.startswith("[INFO] auc_macro_ovr: ") for line in out)
