@@ -1,14 +1,18 @@
-"""Serve a model saved by save_model.py over HTTP: a web page, a JSON API, health checks.
+"""Serve an image classifier saved by save_model.py over HTTP: a web page, a JSON API,
+health checks. Any classes: the malaria model or one trained on your own image folders.
 
     python serve_model.py --model saved_model.model [--host 127.0.0.1] [--port 8000]
+        [--title TEXT]
 
 Then open http://127.0.0.1:8000/ or
-    curl -F files=@cell.png http://127.0.0.1:8000/predict
+    curl -F files=@image.png http://127.0.0.1:8000/predict
 
-Endpoints: POST /predict (multipart field 'files', one or more images), GET /model,
-GET /healthz, GET /readyz, GET / (the page). Requests arriving together are classified
-in one batch (--max-batch images, waiting at most --max-wait-ms for more). There is no
-authentication: it listens on 127.0.0.1 unless --host says otherwise.
+Endpoints: POST /predict (multipart field 'files', one or more images), GET /model (the
+class names, their colours, the recipe and provenance), GET /healthz, GET /readyz, GET /
+(the page, titled from the model's classes unless --title says otherwise). Requests
+arriving together are classified in one batch (--max-batch images, waiting at most
+--max-wait-ms for more). There is no authentication: it listens on 127.0.0.1 unless
+--host says otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pathlib import Path
 from pyimagesearch import safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
+MAX_TITLE_LENGTH = 120
+
 
 def port_number(text: str) -> int:
     """argparse type: a TCP port (0 lets the system choose)."""
@@ -34,11 +40,35 @@ def port_number(text: str) -> int:
     return value
 
 
+def page_title_text(text: str) -> str:
+    """argparse type: the page's title, one line of readable text."""
+    title = " ".join(text.split())
+    if not title:
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(title) > MAX_TITLE_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_TITLE_LENGTH} characters, got {len(title)}"
+        )
+    if any(not character.isprintable() for character in title):
+        raise argparse.ArgumentTypeError("must not hold control characters")
+    return title
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
+    parser.add_argument(
+        "-m", "--model", required=True, help="image classifier written by save_model.py"
+    )
+    parser.add_argument(
+        "--title",
+        type=page_title_text,
+        metavar="TEXT",
+        help="the web page's title and heading (default: from the model's class names, "
+        "e.g. 'Image classifier: cat / dog'; 'Malaria cell classifier' for the tutorial's "
+        "Parasitized / Uninfected model)",
+    )
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -125,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     port = sock.getsockname()[1]  # the one the system chose for --port 0
     print("[INFO] loading pre-trained network...")
     model, metadata = load_model(args.model)
+    classes = metadata["class_names"]
+    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+    print(f"[INFO] {len(classes)} classes: {shown}")
     # `auto` is TensorFlow here: the server runs one batch at a time, which keeps only
     # one of OpenVINO's throughput streams busy; under load TensorFlow served more
     # images/s with a lower p99 (bench/SERVE.md).
@@ -135,7 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         max_pixels=args.max_pixels,
     )
     service = Service(
-        model, metadata, Path(args.model).name, runtime, args.max_batch, args.max_wait_ms, limits
+        model,
+        metadata,
+        Path(args.model).name,
+        runtime,
+        args.max_batch,
+        args.max_wait_ms,
+        limits,
+        title=args.title,
     )
     if not is_loopback(args.host):
         print(
@@ -149,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=args.debug,
         limit_concurrency=args.max_connections,
     )
+    print(f"[INFO] page title: {service.title}")
     print(f"[INFO] serving on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -15,6 +15,12 @@ first) are classified together by one worker, and each request gets its own rows
 Bad input (too big, too many files, not an image, truncated, empty, wrong field) gets a
 4xx with a JSON body ``{"error", "file", "reason"}``; the server keeps serving. Clients
 send images only: no paths, no models.
+
+Any classes: the page's title comes from the model (``page_title``: the malaria model
+keeps "Malaria cell classifier", any other is named by its classes, or ``--title``), each
+class has its colour from ``pyimagesearch.palette``, and ``GET /model`` returns the
+metadata as ``serialization.public_metadata`` makes it, with no absolute path from the
+training machine.
 """
 
 from __future__ import annotations
@@ -22,14 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import html
 import io
 import math
 import os
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -39,12 +47,70 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pyimagesearch import safety
+from pyimagesearch.palette import LABEL_BOX, class_colours
 
 FIELD = "files"
 FORMATS = "PNG, JPEG, BMP or GIF"
 WEB = Path(__file__).resolve().parent / "web"
 # The page loads only its own script, style and the images a person picks (blob: URLs).
 PAGE_POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'"
+# The tutorial's model keeps the tutorial's words; any other model is named by its classes.
+MALARIA_CLASSES = ["Parasitized", "Uninfected"]
+MALARIA_TITLE = "Malaria cell classifier"
+MAX_TITLE_CLASSES = 4  # more classes than this (or long names): "(N classes)"
+
+
+def is_malaria(class_names: list[str]) -> bool:
+    return list(class_names) == MALARIA_CLASSES
+
+
+def page_title(class_names: list[str], title: str | None = None) -> str:
+    """The page's title and heading: TITLE (``--title``) when given; "Malaria cell
+    classifier" for the tutorial's classes; else "Image classifier: cat / dog", or
+    "Image classifier (10 classes)" when the names would not fit in a heading."""
+    if title is not None:
+        return title
+    if is_malaria(class_names):
+        return MALARIA_TITLE
+    names = " / ".join(class_names)
+    if len(class_names) <= MAX_TITLE_CLASSES and len(names) <= 60:
+        return f"Image classifier: {names}"
+    return f"Image classifier ({len(class_names)} classes)"
+
+
+def page_words(class_names: list[str], title: str) -> dict[str, str]:
+    """What the page template says for this model: "cell" only for the malaria model."""
+    malaria = is_malaria(class_names)
+    return {
+        "title": title,
+        "items": "cell images" if malaria else "images",
+        "note": "A research demo of a trained network, not a diagnosis."
+        if malaria
+        else "A demo of a trained network: its answers can be wrong.",
+    }
+
+
+def render_page(template: str, words: dict[str, str]) -> str:
+    """TEMPLATE with each ``{{key}}`` replaced by WORDS[key], HTML-escaped (a title is
+    user text), in one pass: a value holding ``{{...}}`` is not expanded again."""
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: html.escape(words[m.group(1)], quote=True), template)
+
+
+def is_absolute_path(text: str) -> bool:
+    return PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute()
+
+
+def without_paths(value: Any) -> Any:
+    """VALUE with every string that is an absolute path (POSIX or Windows) cut to its last
+    name: a safety net under ``public_metadata`` for fields it does not know."""
+    if isinstance(value, str) and is_absolute_path(value):
+        windows = PureWindowsPath(value)
+        return windows.name if windows.is_absolute() else PurePosixPath(value).name
+    if isinstance(value, dict):
+        return {key: without_paths(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_paths(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -214,12 +280,15 @@ class Service:
         max_batch: int = 64,
         max_wait_ms: float = 5.0,
         limits: Limits | None = None,
+        title: str | None = None,
     ) -> None:
         self.model, self.metadata, self.model_name = model, metadata, model_name
         self.runtime, self.max_batch, self.max_wait_ms = runtime, max_batch, max_wait_ms
         self.limits = limits or Limits()
         self.class_names: list[str] = metadata["class_names"]
         self.recipe: dict = metadata["preprocessing"]
+        self.title = page_title(self.class_names, title)
+        self.colours = class_colours(self.class_names)
         # Decoding takes memory (up to max_pixels x 15 bytes per image): a few at a time.
         self.decoders = ThreadPoolExecutor(min(4, os.cpu_count() or 1), "decode")
         self.batcher: MicroBatcher | None = None
@@ -237,6 +306,29 @@ class Service:
                 "classes": self.class_names,
                 "saved_at": provenance.get("saved_at"),
                 "test_accuracy": metrics.get("test_accuracy"),
+            }
+        )
+
+    def description(self) -> dict:
+        """What GET /model returns: the public metadata (no absolute path from the
+        training machine), the page's title and class colours, runtime and limits."""
+        from pyimagesearch.serialization import public_metadata
+
+        public = public_metadata(self.metadata)
+        return finite(
+            {
+                "file": self.model_name,  # its name only: serve_model.py passes no path
+                "title": self.title,  # the operator's words, kept as given
+                "class_names": self.class_names,
+                "colours": self.colours,
+                "label_box": LABEL_BOX,
+                "preprocessing": public.get("preprocessing"),
+                "calibration": without_paths(public.get("calibration")),
+                "provenance": without_paths(public.get("provenance") or {}),
+                "runtime": self.runtime,
+                "max_batch": self.max_batch,
+                "max_wait_ms": self.max_wait_ms,
+                "limits": dataclasses.asdict(self.limits),
             }
         )
 
@@ -360,8 +452,13 @@ def bounded_receive(
     return wrapped
 
 
-def static_file(name: str, media_type: str) -> Callable[[], Awaitable[Response]]:
+def static_file(
+    name: str, media_type: str, words: dict[str, str] | None = None
+) -> Callable[[], Awaitable[Response]]:
+    """An endpoint answering the file NAME of web/ (rendered with WORDS, if given)."""
     content = (WEB / name).read_bytes()
+    if words is not None:
+        content = render_page(content.decode("utf-8"), words).encode("utf-8")
 
     async def endpoint() -> Response:
         return Response(
@@ -384,7 +481,7 @@ def create_app(service: Service) -> FastAPI:
             service.close()
 
     app = FastAPI(
-        title="Malaria cell classifier",
+        title=service.title,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -408,21 +505,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/model")
     async def model() -> JSONResponse:
-        return JSONResponse(
-            finite(
-                {
-                    "file": service.model_name,
-                    "class_names": service.class_names,
-                    "preprocessing": service.recipe,
-                    "calibration": service.metadata.get("calibration"),
-                    "provenance": service.metadata.get("provenance") or {},
-                    "runtime": service.runtime,
-                    "max_batch": service.max_batch,
-                    "max_wait_ms": service.max_wait_ms,
-                    "limits": dataclasses.asdict(service.limits),
-                }
-            )
-        )
+        return JSONResponse(service.description())
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -441,10 +524,11 @@ def create_app(service: Service) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if service.ready else 503)
 
-    for path, name, media_type in (
-        ("/", "index.html", "text/html; charset=utf-8"),
-        ("/app.js", "app.js", "text/javascript; charset=utf-8"),
-        ("/style.css", "style.css", "text/css; charset=utf-8"),
+    words = page_words(service.class_names, service.title)
+    for path, name, media_type, page in (
+        ("/", "index.html", "text/html; charset=utf-8", words),
+        ("/app.js", "app.js", "text/javascript; charset=utf-8", None),
+        ("/style.css", "style.css", "text/css; charset=utf-8", None),
     ):
-        app.add_api_route(path, static_file(name, media_type), methods=["GET"])
+        app.add_api_route(path, static_file(name, media_type, page), methods=["GET"])
     return app

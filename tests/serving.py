@@ -197,7 +197,9 @@ def upload_and_wait(driver, url: str, files: list[Path], timeout: float = 60) ->
     driver.get(url)
     driver.find_element(By.ID, "files").send_keys("\n".join(str(f.resolve()) for f in files))
     WebDriverWait(driver, timeout).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".tile[data-label]")) == len(files)
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, ".tile[data-label], .tile.failed")) == len(files)
+        )
     )
     return driver.find_elements(By.CSS_SELECTOR, ".tile")
 

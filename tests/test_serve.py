@@ -3,6 +3,7 @@ batching. An untrained model is enough here and needs no real images; the real s
 on real images is tests/test_serve_live.py."""
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.serve import running_server
+from pyimagesearch.palette import LABEL_BOX, class_colours
 from pyimagesearch.preprocessing import default_recipe, load_image
 from pyimagesearch.serialization import load_model, save_model
-from pyimagesearch.serve import Limits, MicroBatcher, Service, create_app
+from pyimagesearch.serve import Limits, MicroBatcher, Service, create_app, page_title
 from pyimagesearch.train import build_model
 from tests.conftest import run_script, write_image
 from tests.serving import (
@@ -34,11 +37,36 @@ PROVENANCE = {
 }
 
 
+# A model of other classes, saved by a training machine that recorded absolute paths
+# (as models saved before serialization.public_metadata's rule do).
+OTHER_CLASSES = ["zero", "one"]
+TRAINING_FOLDER = "/home/trainer/private/zero-one"
+OTHER_PROVENANCE = {
+    "saved_at": "2026-02-03T04:05:06+00:00",
+    "dataset": TRAINING_FOLDER,
+    "excluded": {"list": "/home/trainer/private/suspects.txt", "images": 3},
+    "notes": {"copied_from": "C:\\Users\\trainer\\models\\m.keras"},  # no known field
+    "final_metrics": {"test_accuracy": 0.99},
+}
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("serve") / "served.model"
     metadata = {"class_names": CLASSES, "preprocessing": default_recipe(), "provenance": PROVENANCE}
     save_model(build_model(len(CLASSES)), path, metadata)
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("serve_other") / "zero_one.keras"
+    metadata = {
+        "class_names": OTHER_CLASSES,
+        "preprocessing": default_recipe(),
+        "provenance": OTHER_PROVENANCE,
+    }
+    save_model(build_model(len(OTHER_CLASSES)), path, metadata)
     return path
 
 
@@ -226,3 +254,117 @@ def test_cli_refuses_a_missing_model_and_a_taken_port(tmp_path: Path):
         result = run_script("serve_model.py", "--model", "x.model", "--port", port, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "cannot listen on 127.0.0.1:" in result.stderr and "Traceback" not in result.stderr
+
+
+def strings(value) -> list[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in [key, *strings(item)]]
+    if isinstance(value, list):
+        return [text for item in value for text in strings(item)]
+    return []
+
+
+def absolute_paths(value) -> list[str]:
+    return [
+        text
+        for text in strings(value)
+        if text.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]|^\\\\", text)
+    ]
+
+
+def page_heading(page: str) -> tuple[str, str]:
+    """The page's <title> and <h1>, as the HTML has them."""
+    title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    heading = re.search(r"<h1[^>]*>(.*?)</h1>", page, re.S).group(1)
+    return title, heading
+
+
+def test_page_title_comes_from_the_class_names():
+    assert page_title(["Parasitized", "Uninfected"]) == "Malaria cell classifier"
+    assert page_title(["cat", "dog"]) == "Image classifier: cat / dog"
+    assert page_title(["Uninfected", "Parasitized"]) == "Image classifier: Uninfected / Parasitized"
+    digits = [f"digit_{d}" for d in range(10)]
+    assert page_title(digits) == "Image classifier (10 classes)"
+    assert page_title(["a" * 40, "b" * 40]) == "Image classifier (2 classes)"  # too long
+    assert page_title(["cat", "dog"], "Pets") == "Pets"
+    assert page_title(["Parasitized", "Uninfected"], "Blood smears") == "Blood smears"
+
+
+def test_malaria_model_keeps_the_tutorial_page(client: TestClient):
+    page = client.get("/").text
+    assert page_heading(page) == ("Malaria cell classifier", "Malaria cell classifier")
+    assert "Drop cell images here" in page and "not a diagnosis" in page
+    model = client.get("/model").json()
+    assert model["title"] == "Malaria cell classifier"
+    assert model["colours"] == class_colours(CLASSES)
+    assert model["colours"] == {"Parasitized": "#ff3b3b", "Uninfected": "#2ee65a"}
+
+
+def test_other_model_page_is_named_by_its_classes_and_never_says_cell(other_model: Path):
+    """The page (HTML, script, style) of a zero/one model: titled by its classes, with
+    no word of the malaria example; the script colours from /model, not from CSS."""
+    client = TestClient(create_app(make_service(other_model)))
+    page = client.get("/")
+    assert page.status_code == 200, page.text
+    assert page_heading(page.text) == ("Image classifier: zero / one",) * 2
+    assert "Drop images here" in page.text
+    for text in (page.text, client.get("/app.js").text, client.get("/style.css").text):
+        assert not re.search(r"cell|malaria|parasit|uninfected|diagnos", text, re.I), text
+    assert "{{" not in page.text  # every placeholder filled
+    assert client.get("/model").json()["title"] == "Image classifier: zero / one"
+
+
+def test_other_model_colours_are_the_palettes(other_model: Path):
+    client = TestClient(create_app(make_service(other_model)))
+    model = client.get("/model").json()
+    assert model["class_names"] == OTHER_CLASSES
+    assert model["colours"] == class_colours(OTHER_CLASSES)
+    assert model["label_box"] == LABEL_BOX
+
+
+def test_model_description_holds_no_absolute_path(other_model: Path):
+    """The stored provenance names the training folder, an --exclude list and another
+    file by absolute paths: /model gives their last names only."""
+    assert load_model(other_model)[1]["provenance"]["dataset"] == TRAINING_FOLDER
+    client = TestClient(create_app(make_service(other_model)))
+    body = client.get("/model").json()
+    assert absolute_paths(body) == []
+    assert body["provenance"]["dataset"] == "zero-one"
+    assert body["provenance"]["excluded"] == {"list": "suspects.txt", "images": 3}
+    assert body["provenance"]["notes"] == {"copied_from": "m.keras"}
+    assert "trainer" not in client.get("/model").text
+
+
+def test_a_given_title_is_escaped_on_the_page(other_model: Path):
+    """A title is user text: shown as text, never as markup (and no placeholder in it
+    is expanded)."""
+    title = '/<script>alert("x")</script> & {{items}}'  # a leading "/" is no path here
+    client = TestClient(create_app(make_service(other_model, title=title)))
+    page = client.get("/").text
+    escaped = "/&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; {{items}}"
+    assert page_heading(page) == (escaped, escaped)
+    assert "<script>alert" not in page and page.count("<script") == 1  # only /app.js
+    assert client.get("/model").json()["title"] == title
+    assert "script-src" not in client.get("/").headers["content-security-policy"]
+    assert "default-src 'self'" in client.get("/").headers["content-security-policy"]
+
+
+def test_cli_title_option_and_other_model_over_http(other_model: Path, tmp_path: Path):
+    """serve_model.py --title sets the page's title; its /model, in a real process,
+    holds no absolute path; an empty title is refused."""
+    import httpx
+
+    title = "Zero or one?"
+    with running_server(other_model, tmp_path / "server.log", "--title", title) as url:
+        page = httpx.get(url, timeout=30).text
+        model = httpx.get(url + "model", timeout=30).json()
+    assert page_heading(page) == (title, title)
+    assert model["title"] == title and model["colours"] == class_colours(OTHER_CLASSES)
+    assert absolute_paths(model) == []
+    log = (tmp_path / "server.log").read_text()
+    assert "2 classes: zero, one" in log and f"page title: {title}" in log
+    result = run_script("serve_model.py", "--model", str(other_model), "--title", "  ")
+    assert result.returncode == 2 and "--title: must not be empty" in result.stderr

@@ -1,7 +1,9 @@
 """The real server (serve_model.py in its own process, on a free 127.0.0.1 port) with the
 model save_model.py trained, on real NIH images: the probabilities of load_model.py's
 CSV, the bad-input catalogue followed by a good request, and the page in headless
-Chromium showing the API's labels."""
+Chromium showing the API's labels in the palette's colours. Then the page of a model of
+other classes (untrained, no NIH image needed): titled by its classes, coloured by the
+palette, its class names shown as text."""
 
 import csv
 from collections.abc import Iterator
@@ -11,7 +13,8 @@ import httpx
 import pytest
 
 from bench.serve import running_server
-from tests.conftest import run_script
+from pyimagesearch.palette import LABEL_BOX, class_colours
+from tests.conftest import run_script, write_image
 from tests.serving import (
     CASES,
     MAX_IMAGES,
@@ -39,6 +42,31 @@ def real_images(malaria_source: Path, per_class: int = 4) -> list[Path]:
         for name in ("Parasitized", "Uninfected")
         for path in sorted((malaria_source / name).glob("*.png"))[:per_class]
     ]
+
+
+def css(hex_colour: str) -> str:
+    """'#rrggbb' as Chromium reports a computed colour."""
+    red, green, blue = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red}, {green}, {blue}, 1)"
+
+
+def check_tiles(driver, files: list[Path], api: dict, colours: dict[str, str]) -> dict:
+    """Each tile: the API's label and confidence, written in its class's colour on the
+    dark label box, framed in that colour. Returns {file name: label shown}."""
+    from selenium.webdriver.common.by import By
+
+    shown = {}
+    for tile in upload_and_wait(driver, driver.current_url, files):
+        name = tile.find_element(By.CSS_SELECTOR, ".name").get_attribute("title")
+        label = tile.find_element(By.CSS_SELECTOR, ".label")
+        shown[name] = tile.get_attribute("data-label")
+        expected = api[name]["label"]
+        confidence = api[name]["probabilities"][expected]
+        assert label.text == f"{expected} {100 * confidence:.1f}%"
+        assert label.value_of_css_property("color") == css(colours[expected])
+        assert label.value_of_css_property("background-color") == css(LABEL_BOX)
+        assert tile.value_of_css_property("border-top-color") == css(colours[expected])
+    return shown
 
 
 def post(url: str, files: list[Path]) -> dict:
@@ -95,19 +123,45 @@ def test_page_in_headless_chromium_shows_the_apis_labels(
     files = real_images(malaria_source, per_class=3)
     api = {p["file"]: p for f in files for p in post(server, [f])["predictions"]}
     with chromium() as driver:
-        tiles = upload_and_wait(driver, server, files)
+        driver.get(server)
+        assert driver.title == "Malaria cell classifier"
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Malaria cell classifier"
+        shown = check_tiles(driver, files, api, class_colours(["Parasitized", "Uninfected"]))
         driver.save_screenshot(str(tmp_path / "page.png"))  # for a person; never committed
-        shown = {}
-        for tile in tiles:
-            name = tile.find_element(By.CSS_SELECTOR, ".name").get_attribute("title")
-            label = tile.find_element(By.CSS_SELECTOR, ".label")
-            shown[name] = tile.get_attribute("data-label")
-            confidence = api[name]["probabilities"][api[name]["label"]]
-            assert label.text == f"{api[name]['label']} {100 * confidence:.1f}%"
-            colour = {"Parasitized": "rgba(221, 0, 0, 1)", "Uninfected": "rgba(0, 136, 0, 1)"}
-            assert label.value_of_css_property("color") == colour[api[name]["label"]]
         summary = driver.find_element(By.ID, "summary").text
     assert shown == {name: prediction["label"] for name, prediction in api.items()}
     for label in set(shown.values()):
         assert f"{list(shown.values()).count(label)} {label}" in summary
     assert summary.startswith(f"{len(files)} images")
+
+
+def test_page_of_another_models_classes_in_headless_chromium(tmp_path: Path):
+    """A model whose second class name is markup: the page is titled by its classes,
+    says no word of the malaria example, shows every name as text, and colours each
+    tile from the palette."""
+    from selenium.webdriver.common.by import By
+
+    from pyimagesearch.preprocessing import default_recipe
+    from pyimagesearch.serialization import save_model
+    from pyimagesearch.train import build_model
+
+    classes = ["zero", "<b>one</b> & two"]
+    model = tmp_path / "other.keras"
+    metadata = {"class_names": classes, "preprocessing": default_recipe((32, 32))}
+    save_model(build_model(len(classes), (32, 32)), model, metadata)
+    files = [write_image(tmp_path / "images" / f"{i}.png", seed=i) for i in range(4)]
+    title = f"Image classifier: {' / '.join(classes)}"
+    with running_server(model, tmp_path / "server.log", "--runtime", "tensorflow") as url:
+        api = {p["file"]: p for f in files for p in post(url, [f])["predictions"]}
+        with chromium() as driver:
+            driver.get(url)
+            assert driver.title == title
+            assert driver.find_element(By.TAG_NAME, "h1").text == title
+            shown = check_tiles(driver, files, api, class_colours(classes))
+            driver.save_screenshot(str(tmp_path / "page.png"))
+            body = driver.find_element(By.TAG_NAME, "body").text
+            bold = driver.find_elements(By.TAG_NAME, "b")
+    assert shown == {name: prediction["label"] for name, prediction in api.items()}
+    assert "Drop images here" in body and " / <b>one</b> & two" in body
+    assert "cell" not in body.lower() and "diagnosis" not in body
+    assert bold == []  # the class name stayed text

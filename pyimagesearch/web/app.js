@@ -1,5 +1,6 @@
 // The page: each picked or dropped image is posted on its own to /predict (the server
-// batches concurrent requests), shown as a tile with its label and confidence.
+// batches concurrent requests), shown as a tile with its label and confidence, framed
+// and labelled in its class's colour (GET /model: pyimagesearch/palette.py).
 "use strict";
 
 const tiles = document.getElementById("tiles");
@@ -11,7 +12,8 @@ const counts = new Map(); // label -> images
 let errors = 0;
 let pending = 0;
 
-fetch("/model")
+// The model's description; {} when it cannot be had (tiles then keep the neutral frame).
+const modelReady = fetch("/model")
   .then((response) => response.json())
   .then((model) => {
     const metrics = (model.provenance && model.provenance.final_metrics) || {};
@@ -21,8 +23,12 @@ fetch("/model")
       ? `, saved ${model.provenance.saved_at}` : "";
     document.getElementById("model").textContent =
       `Model ${model.file}: ${model.class_names.join(" / ")}${saved}${accuracy}.`;
+    return model;
   })
-  .catch(() => { document.getElementById("model").textContent = "Model details unavailable."; });
+  .catch(() => {
+    document.getElementById("model").textContent = "Model details unavailable.";
+    return {};
+  });
 
 function showSummary() {
   const done = [...counts.values()].reduce((a, b) => a + b, 0);
@@ -50,15 +56,23 @@ function addTile(file) {
   return tile;
 }
 
-function showResult(tile, prediction) {
+function showResult(tile, prediction, model) {
   const confidence = prediction.probabilities[prediction.label];
-  tile.dataset.label = prediction.label;
-  tile.querySelector(".label").textContent = `${prediction.label} ${(100 * confidence).toFixed(1)}%`;
+  const label = tile.querySelector(".label");
+  label.textContent = `${prediction.label} ${(100 * confidence).toFixed(1)}%`;
+  // Colours through the element's style (CSSOM), which the page's CSP allows.
+  const colours = model.colours || {};
+  if (Object.hasOwn(colours, prediction.label)) {
+    tile.style.borderColor = colours[prediction.label];
+    label.style.color = colours[prediction.label];
+    if (model.label_box) label.style.backgroundColor = model.label_box;
+  }
+  tile.dataset.label = prediction.label; // last: tests wait for it
   counts.set(prediction.label, (counts.get(prediction.label) || 0) + 1);
 }
 
 function showError(tile, reason) {
-  tile.dataset.label = "error";
+  tile.classList.add("failed"); // a class, not a label: a class may be named "error"
   tile.querySelector(".label").textContent = reason;
   errors += 1;
 }
@@ -69,7 +83,7 @@ async function classify(file, tile) {
   try {
     const response = await fetch("/predict", { method: "POST", body });
     const answer = await response.json().catch(() => ({ reason: `HTTP ${response.status}` }));
-    if (response.ok) showResult(tile, answer.predictions[0]);
+    if (response.ok) showResult(tile, answer.predictions[0], await modelReady);
     else showError(tile, answer.reason || answer.error || `HTTP ${response.status}`);
   } catch (error) {
     showError(tile, "the server did not answer");
