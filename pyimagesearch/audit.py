@@ -7,23 +7,27 @@ classified by the model of the one fold that never trained on it, so a confident
 disagreement with its label is evidence about the label, not a memorised answer.
 Confident learning (cleanlab's ``find_label_issues``) picks the images whose label is
 likely wrong; they are ranked by label quality (the probability the model gave the
-given label: lowest first). Written to OUTPUT:
+given label: lowest first). Any class names work. Written to OUTPUT:
 
   issues.csv         one row per suspect, most suspicious first: rank, path, file,
-                     patient, fold, given_label, suggested_label, label_quality
-  per_patient.csv    patient, images, issues, share (of that patient's images)
+                     group (patient, for the malaria set), fold, given_label,
+                     suggested_label, label_quality
+  per_group.csv      group, images, issues, share (of that group's images);
+                     per_patient.csv for the malaria set
   suspects-01.png... the top suspects (--top), 16 per page, most suspicious first:
-                     each cell as it is, with its rank, given label, the model's label
-                     and confidence, patient and fold, and beside it the same cell under
+                     each image as it is, with its rank, given label, the model's label
+                     and confidence, group and fold, and beside it the same image under
                      the Grad-CAM heat of the fold model that judged it (red: where the
                      evidence for the suggested label lies)
 
-How a reviewer uses it: open the montages beside issues.csv (same order), look at
-each cell, and write the label you see in a column of your own (keep, relabel, or
-unsure); ask a microscopist for the unsure ones. A patient with a large share in
-per_patient.csv points at a slide labelled as a whole. Nothing here edits a label:
-``save_model.py --exclude`` trains without listed files, and accuracy must still be
-judged with the original labels. See docs/audit.md.
+The tables are written first: if the montages cannot be drawn, that is one warning line
+and the tables stay. How a reviewer uses it: open the montages beside issues.csv (same
+order), look at each image, and write the label you see in a column of your own (keep,
+relabel, or unsure); ask an expert (for the malaria cells, a microscopist) for the
+unsure ones. A group with a large share in per_group.csv points at a batch (a patient's
+slide) labelled as a whole. Nothing here edits a label: ``save_model.py --exclude``
+trains without listed files, and accuracy must still be judged with the original labels.
+See docs/audit.md.
 """
 
 from __future__ import annotations
