@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import sys
 from pathlib import Path
 
 import keras
@@ -13,13 +16,30 @@ import tensorflow as tf
 from pyimagesearch import export
 from pyimagesearch.errors import UserError
 from pyimagesearch.export import METADATA_NAME, main
-from pyimagesearch.preprocessing import decode_rgb, default_recipe, load_image, to_model_input
-from pyimagesearch.serialization import read_metadata, save_model
+from pyimagesearch.preprocessing import (
+    IMAGE_EXTENSIONS,
+    decode_rgb,
+    default_recipe,
+    load_image,
+    to_model_input,
+)
+from pyimagesearch.serialization import public_metadata, read_metadata, save_model
 from pyimagesearch.train import build_model
-from tests.conftest import run_script, write_image
+from tests.conftest import ROOT, run_script, write_image
 
 CLASS_NAMES = ["Parasitized", "Uninfected"]
 TOLERANCE = 1e-4
+# Where the `saved` model says it was trained: no export may carry these paths.
+TRAINING_MACHINE = "/home/trainer/private"
+PROVENANCE = {
+    "dataset": f"{TRAINING_MACHINE}/malaria",
+    "excluded": {"list": f"{TRAINING_MACHINE}/issues.csv", "images": 3},
+}
+CHECK_LINE = re.compile(
+    r"^\[INFO\] --check: (\d+) images, largest probability difference (\S+), "
+    r"(\d+) labels changed$",
+    re.MULTILINE,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +55,8 @@ def saved(tmp_path_factory) -> Path:
     labels = (images[..., 0].mean(axis=(1, 2)) > images[..., 2].mean(axis=(1, 2))).astype(int)
     model.fit(images, labels, batch_size=8, epochs=2, verbose=0)
     path = tmp_path_factory.mktemp("model") / "saved_model.model"
-    save_model(model, path, {"class_names": CLASS_NAMES, "preprocessing": default_recipe()})
+    metadata = {"class_names": CLASS_NAMES, "preprocessing": default_recipe()}
+    save_model(model, path, {**metadata, "provenance": PROVENANCE})
     return path
 
 
@@ -59,6 +80,25 @@ def batches(tmp_path_factory, real_images: Path | None) -> list[list[Path]]:
 
 
 @pytest.fixture(scope="module")
+def check_folder(batches: list[list[Path]], real_images: Path | None, tmp_path_factory) -> Path:
+    """What --check is pointed at: the synthetic images at the top, and with
+    MALARIA_SOURCE a dozen real NIH cells per class in class sub-folders (--check
+    searches recursively), beside a file that is no image."""
+    folder = tmp_path_factory.mktemp("check")
+    for batch in batches:
+        for path in batch:
+            if real_images is None or real_images not in path.parents:
+                shutil.copy(path, folder / path.name)
+    if real_images is not None:
+        for name in CLASS_NAMES:
+            (folder / name).mkdir()
+            for path in sorted((real_images / name).glob("*.png"))[:12]:
+                shutil.copy(path, folder / name / path.name)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
 def keras_model(saved: Path) -> tuple[keras.Model, dict]:
     from pyimagesearch.serialization import load_model
 
@@ -77,9 +117,21 @@ def cases(keras_model, batches) -> list[tuple[np.ndarray, np.ndarray]]:
     return result
 
 
-def run_export(saved: Path, fmt: str, output: Path) -> Path:
-    assert main(["--model", str(saved), "--format", fmt, "--output", str(output)]) == 0
-    assert json.loads((output / METADATA_NAME).read_text()) == read_metadata(saved)
+def run_export(saved: Path, fmt: str, output: Path, capsys, check: Path) -> Path:
+    """Export with --check CHECK, which must find the export and the model agreeing."""
+    argv = ["--model", str(saved), "--format", fmt, "--output", str(output)]
+    assert main([*argv, "--check", str(check)]) == 0
+    printed = capsys.readouterr().out
+    (found,) = CHECK_LINE.findall(printed)
+    images, difference, changed = int(found[0]), float(found[1]), int(found[2])
+    assert images == sum(1 for _ in check.rglob("*.png")) and changed == 0, printed
+    assert difference < TOLERANCE, printed
+    print(f"--check {fmt}: {images} images, largest difference {difference:.2g}")
+    stored = json.loads((output / METADATA_NAME).read_text())
+    assert stored == public_metadata(read_metadata(saved))
+    assert stored["provenance"]["dataset"] == "malaria"
+    for path in output.rglob("*"):  # the format's own copy of the JSON included
+        assert not path.is_file() or TRAINING_MACHINE.encode() not in path.read_bytes(), path
     return output
 
 
@@ -91,18 +143,20 @@ def check(cases, run) -> None:
         np.testing.assert_allclose(probabilities, reference, rtol=0, atol=TOLERANCE)
 
 
-def test_tf_saved_model(saved: Path, cases, tmp_path: Path):
-    loaded = tf.saved_model.load(str(run_export(saved, "tf_saved_model", tmp_path / "sm")))
+def test_tf_saved_model(saved: Path, cases, tmp_path: Path, capsys, check_folder: Path):
+    loaded = tf.saved_model.load(
+        str(run_export(saved, "tf_saved_model", tmp_path / "sm", capsys, check_folder))
+    )
     check(cases, lambda images: loaded.serve(tf.constant(images)).numpy())
     serving_default = loaded.signatures["serving_default"]
     check(cases, lambda images: serving_default(images=images)["output_0"].numpy())
     assert json.loads(loaded.metadata().numpy())["class_names"] == CLASS_NAMES
 
 
-def test_onnx(saved: Path, cases, tmp_path: Path):
+def test_onnx(saved: Path, cases, tmp_path: Path, capsys, check_folder: Path):
     import onnxruntime
 
-    output = run_export(saved, "onnx", tmp_path / "onnx")
+    output = run_export(saved, "onnx", tmp_path / "onnx", capsys, check_folder)
     session = onnxruntime.InferenceSession(
         str(output / "model.onnx"), providers=["CPUExecutionProvider"]
     )
@@ -111,7 +165,7 @@ def test_onnx(saved: Path, cases, tmp_path: Path):
     assert json.loads(stored)["class_names"] == CLASS_NAMES
 
 
-def test_litert(saved: Path, cases, tmp_path: Path):
+def test_litert(saved: Path, cases, tmp_path: Path, capsys, check_folder: Path):
     try:
         from ai_edge_litert import schema_py_generated as schema
         from ai_edge_litert.interpreter import Interpreter
@@ -120,7 +174,7 @@ def test_litert(saved: Path, cases, tmp_path: Path):
 
         Interpreter = tf.lite.Interpreter
 
-    path = run_export(saved, "litert", tmp_path / "litert") / "model.tflite"
+    path = run_export(saved, "litert", tmp_path / "litert", capsys, check_folder) / "model.tflite"
     serve = Interpreter(model_path=str(path)).get_signature_runner("serve")
     check(cases, lambda images: next(iter(serve(images=images).values())))
 
@@ -131,12 +185,12 @@ def test_litert(saved: Path, cases, tmp_path: Path):
     assert json.loads(stored)["class_names"] == CLASS_NAMES
 
 
-def test_openvino(saved: Path, cases, tmp_path: Path):
+def test_openvino(saved: Path, cases, tmp_path: Path, capsys, check_folder: Path):
     from pyimagesearch.predict import import_openvino
 
     openvino = import_openvino()
     core = openvino.Core()
-    output = run_export(saved, "openvino", tmp_path / "openvino")
+    output = run_export(saved, "openvino", tmp_path / "openvino", capsys, check_folder)
     model = core.read_model(str(output / "model.xml"))
     # float32 asked for: on CPUs with AMX OpenVINO would compute in bfloat16 by default.
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -201,3 +255,141 @@ def test_missing_model_is_one_line_exit_2(tmp_path: Path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("[ERROR]")]
     assert errors == [f"[ERROR] model file '{tmp_path / 'missing.model'}' does not exist"]
     assert not (tmp_path / "out").exists()
+
+
+def test_check_reports_changed_labels_and_leaves_output_alone(
+    saved: Path, check_folder: Path, tmp_path: Path, capsys, monkeypatch
+):
+    """An export that disagrees with its model (here: its probabilities reversed) fails
+    --check with exit status 1, names the images, and replaces no earlier export."""
+    real_open = export.open_export
+
+    def tampered(fmt, folder):
+        run = real_open(fmt, folder)
+        return lambda images: run(images)[:, ::-1]
+
+    monkeypatch.setattr(export, "open_export", tampered)
+    output = tmp_path / "earlier"
+    output.mkdir()
+    (output / METADATA_NAME).write_text('{"earlier": true}\n')
+    argv = ["--model", str(saved), "--format", "tf_saved_model", "--output", str(output)]
+    assert main([*argv, "--overwrite", "--check", str(check_folder)]) == 1
+    printed = capsys.readouterr()
+    images = sorted(str(path) for path in check_folder.rglob("*.png"))
+    ((count, difference, changed),) = CHECK_LINE.findall(printed.out)
+    assert (int(count), int(changed)) == (len(images), len(images)), printed.out
+    assert float(difference) > 0.01, printed.out
+    listed = re.findall(
+        r"label changed: '(.+)' Keras (\w+), tf_saved_model (\w+)$", printed.out, re.MULTILINE
+    )
+    assert len(listed) == min(len(images), export.CHECK_LISTED)
+    assert all(path in images and before != after for path, before, after in listed)
+    errors = [line for line in printed.err.splitlines() if line.startswith("[ERROR]")]
+    assert errors == [
+        f"[ERROR] --check: {len(images)} of {len(images)} labels changed between the Keras "
+        f"model and the tf_saved_model export; '{output}' was not written (rerun without "
+        "--check to write it anyway)"
+    ]
+    assert sorted(p.name for p in output.iterdir()) == [METADATA_NAME]
+    assert (output / METADATA_NAME).read_text() == '{"earlier": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]  # no staging left
+
+
+@pytest.mark.parametrize("contents", ["missing", "empty"])
+def test_check_folder_without_images_is_one_line_exit_2(saved: Path, tmp_path: Path, contents):
+    folder = tmp_path / "cells"
+    if contents == "empty":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("not an image")
+    result = run_script("-m", "pyimagesearch.export", "--model", str(saved), "--format", "onnx",
+                        "--output", str(tmp_path / "out"), "--check", str(folder))  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("[ERROR]")]
+    expected = {
+        "missing": f"[ERROR] --check folder '{folder}' does not exist",
+        "empty": f"[ERROR] --check folder '{folder}' holds no image files "
+        f"({', '.join(IMAGE_EXTENSIONS)})",
+    }
+    assert errors == [expected[contents]]
+    assert "Traceback" not in result.stderr
+    assert "loading" not in result.stdout  # refused before the model was even read
+    assert not (tmp_path / "out").exists()
+
+
+# Hides a runtime from a fresh process: an import of a name mapped to None fails, and
+# find_spec reports it missing, as on a machine where it was never installed.
+HIDE_AND_RUN = """
+import sys
+for name in {hidden!r}:
+    sys.modules[name] = None
+from pyimagesearch import export
+export.tensorflow_litert_interpreter = lambda: None  # a TensorFlow without tf.lite's
+sys.exit(export.run_command(export.main, {argv!r}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("fmt", "hidden", "package"),
+    [
+        ("onnx", ["onnxruntime"], "onnxruntime"),
+        ("litert", ["ai_edge_litert"], "ai-edge-litert"),
+        ("openvino", ["openvino"], "openvino"),
+    ],
+)
+def test_check_names_the_pip_package_of_a_missing_runtime(
+    saved: Path, check_folder: Path, tmp_path: Path, fmt, hidden, package
+):
+    argv = ["--model", str(saved), "--format", fmt, "--output", str(tmp_path / "out"),
+            "--check", str(check_folder)]  # fmt: skip
+    result = run_script("-c", HIDE_AND_RUN.format(hidden=hidden, argv=argv))
+    assert result.returncode == 2, result.stdout + result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("[ERROR]")]
+    assert f"'{hidden[0]}', which is not installed (pip install {package})" in error
+    assert "Traceback" not in result.stderr and "loading" not in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_runtimes_that_fail_to_import_name_their_pip_package(tmp_path: Path, monkeypatch):
+    """Where the export is opened, too (a runtime that find_spec sees but cannot import)."""
+    for name in ("onnxruntime", "ai_edge_litert", "ai_edge_litert.interpreter", "openvino"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert export.litert_interpreter() is tf.lite.Interpreter  # TensorFlow's, deprecated
+    monkeypatch.setattr(export, "tensorflow_litert_interpreter", lambda: None)
+    for fmt, package in (("onnx", "onnxruntime"), ("litert", "ai-edge-litert"),
+                         ("openvino", "openvino")):  # fmt: skip
+        with pytest.raises(UserError, match=rf"\(pip install {package}\)$"):
+            export.open_export(fmt, tmp_path)
+
+
+def test_check_on_a_model_of_other_classes(tmp_path: Path):
+    """Ten digit classes from scikit-learn, not malaria: trained by save_model.py,
+    exported to ONNX and checked on its testing split, each step a user's command."""
+    digits = tmp_path / "digits"
+    result = run_script("-m", "pyimagesearch.example_sets", "digits", "--output", str(digits))
+    assert result.returncode == 0, result.stderr
+    dataset = tmp_path / "dataset"
+    for source in sorted(digits.iterdir()):
+        files = sorted(source.glob("*.png"))
+        # A few per class: enough to train one epoch and check on, quickly.
+        for split, chosen in (("validation", files[:6]), ("testing", files[6:12]),
+                              ("training", files[12:42])):  # fmt: skip
+            (dataset / split / source.name).mkdir(parents=True)
+            for path in chosen:
+                shutil.move(path, dataset / split / source.name / path.name)
+    model = tmp_path / "m.keras"
+    result = run_script(str(ROOT / "save_model.py"), "--dataset", str(dataset),
+                        "--model", str(model), "--epochs", "1", "--image-size", "32",
+                        "--plot", str(tmp_path / "p.png"), "--seed", "3", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = tmp_path / "onnx"
+    result = run_script("-m", "pyimagesearch.export", "--model", str(model), "--format", "onnx",
+                        "--output", str(output), "--check", str(dataset / "testing"))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    ((images, difference, changed),) = CHECK_LINE.findall(result.stdout)
+    assert (int(images), int(changed)) == (60, 0), result.stdout
+    assert float(difference) < TOLERANCE, result.stdout
+    print(f"--check digits onnx: {images} images, largest difference {difference}")
+    metadata = json.loads((output / METADATA_NAME).read_text())
+    assert metadata["class_names"] == [f"digit_{d}" for d in range(10)]
+    assert metadata["preprocessing"]["height"] == 32
+    assert metadata["provenance"]["dataset"] == "dataset"  # its name, not where it lay
