@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "images rotated to any angle and flipped both ways (made for the whole NIH malaria "
         "set split by patient)",
     )
-    parser.add_argument("-e", "--epochs", type=safety.positive_count, help="default: from --recipe")
+    parser.add_argument("-e", "--epochs", type=safety.epoch_count, help="default: from --recipe")
     parser.add_argument(
         "--learning-rate",
         type=safety.positive_number,
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported after parsing so that --help and bad arguments answer at once.
     from pyimagesearch.distribute import is_chief
     from pyimagesearch.plots import plot_history
-    from pyimagesearch.serialization import check_writable, save_model
+    from pyimagesearch.serialization import check_is_checkpoint, check_writable, save_model
     from pyimagesearch.train import TrainConfig, TrainingInterrupted, checkpoint_path_for, train
 
     checkpoint = args.checkpoint or str(checkpoint_path_for(args.model))
@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     chief = args.distribute != "multi-worker" or is_chief()
     for path in (args.model, args.plot, checkpoint) if chief else ():
         check_writable(path)
+    if chief and Path(checkpoint).exists():
+        check_is_checkpoint(checkpoint)
     if chief and not args.resume and Path(checkpoint).exists():
         print(
             f"[INFO] '{checkpoint}' is left from an interrupted run; starting afresh "

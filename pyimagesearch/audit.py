@@ -50,7 +50,8 @@ REQUIRED = ("path", "file", "fold", "label", "predicted")
 GROUP_COLUMNS = ("patient", "group")
 MARKER = "AUDIT.txt"
 OUTPUT_NAMES = ("issues.csv", "per_patient.csv", "per_group.csv")
-ISSUE_FIELDS = ["rank", "path", "file", "{word}", "fold", "given_label", "suggested_label",
+# The malaria set's columns; any other set has "group" in place of "patient".
+ISSUE_FIELDS = ["rank", "path", "file", "patient", "fold", "given_label", "suggested_label",
                 "label_quality"]  # fmt: skip
 # CSV probabilities carry six decimals; a row must still sum to one within this.
 SUM_TOLERANCE = 1e-3
@@ -371,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with safety.staged_folder(output) as staging:
         # The tables first: a montage that cannot be drawn must not cost the audit itself.
-        write_csv(staging / "issues.csv", issues, [f.format(word=word) for f in ISSUE_FIELDS])
+        write_csv(
+            staging / "issues.csv", issues, [word if f == "patient" else f for f in ISSUE_FIELDS]
+        )
         write_csv(staging / per_group, groups, [word, "images", "issues", "share"])
         (staging / MARKER).write_text(
             "Written by python -m pyimagesearch.audit from "

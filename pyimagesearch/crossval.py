@@ -376,7 +376,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_RECIPE,
         help="training recipe, as in save_model.py (full: the one for the whole NIH set)",
     )
-    parser.add_argument("-e", "--epochs", type=safety.positive_count, help="default: from --recipe")
+    parser.add_argument("-e", "--epochs", type=safety.epoch_count, help="default: from --recipe")
     parser.add_argument(
         "-b", "--batch-size", type=safety.positive_count, help="default: from --recipe"
     )

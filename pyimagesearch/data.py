@@ -14,12 +14,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pyimagesearch import safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import is_image_file, load_image
 from pyimagesearch.safety import usable_images
 from pyimagesearch.splitting import check_dataset, find_layout
 
 SPLITS = ("training", "validation", "testing")
+# An --exclude list of 12,000 names is about 0.5 MB.
+MAX_LIST_BYTES = 64 << 20
 
 
 @dataclass
@@ -69,6 +72,14 @@ def read_file_list(path: str | Path) -> set[str]:
     tutorial split, a patient split, the cross-validation's folders).
     """
     path = Path(path)
+    # A device or FIFO named here would fill memory or hang: regular files of a sane size.
+    if not safety.is_regular_file(path):
+        raise UserError(f"the list of files to exclude '{path}' is not a regular file")
+    if path.stat().st_size > MAX_LIST_BYTES:
+        raise UserError(
+            f"the list of files to exclude '{path}' is {path.stat().st_size:,} bytes, more "
+            f"than {MAX_LIST_BYTES:,}; it is not a list of file names"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

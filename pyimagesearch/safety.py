@@ -109,6 +109,19 @@ def image_side(text: str) -> int:
     return value
 
 
+# Each epoch gets its own seeded pipeline, built before fit(): a bound keeps a typo
+# (--epochs 100000) from building for minutes before the first step.
+MAX_EPOCHS = 1000
+
+
+def epoch_count(text: str) -> int:
+    """argparse type: --epochs, from 1 to MAX_EPOCHS."""
+    value = positive_count(text)
+    if value > MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_EPOCHS}, got {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     """argparse type: a share strictly between 0 and 0.5 (--val-split, --test-split)."""
     try:

@@ -300,6 +300,21 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
     return metadata
 
 
+def check_is_checkpoint(path: str | Path) -> None:
+    """Refuse to replace (or resume from) an existing --checkpoint file unless its own
+    metadata says it is a training checkpoint of this project: a user's file given by
+    mistake must never be overwritten, and then deleted when training ends."""
+    try:
+        metadata = read_metadata(path)
+    except (UserError, OSError, ValueError, zipfile.BadZipFile):
+        metadata = None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("checkpoint"), dict):
+        raise UserError(
+            f"--checkpoint '{path}' exists and is not a training checkpoint of this project; "
+            "refusing to overwrite it (give another --checkpoint)"
+        )
+
+
 def public_metadata(metadata: dict) -> dict:
     """The metadata as it may leave the machine (the server's /model, every export): the
     training folder and an --exclude list by their last name only, never the absolute

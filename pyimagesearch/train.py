@@ -263,6 +263,8 @@ def select_splits(
         # figures are never judged against a list someone edited.
         kept = without_files(splits["training"], read_file_list(config.exclude))
         excluded = len(splits["training"].paths) - len(kept.paths)
+        if not kept.paths:
+            raise UserError(f"'{config.exclude}' lists every training image; none is left")
         splits = {**splits, "training": kept}
         print(f"[INFO] left {excluded} training images listed in '{config.exclude}' out")
     return splits, layout, excluded

@@ -101,6 +101,10 @@ def broken(tmp_path: Path, case: str) -> Path:
         rows[5]["label"] = "Infected"
     if case == "fold 0":
         rows[5]["fold"] = "0"
+    if case == "superscript fold":
+        rows[5]["fold"] = "\u00b2"  # isdigit() says yes, int() says no
+    if case == "duplicate row":
+        rows[5] = dict(rows[4])
     if case == "sum":
         rows[5]["prob_Uninfected"] = "0.9"
         rows[5]["prob_Parasitized"] = "0.9"
@@ -112,11 +116,13 @@ def broken(tmp_path: Path, case: str) -> Path:
     [
         ("missing", "does not exist"),
         ("empty", "no column path"),
-        ("no patient column", "no column patient"),
+        ("no patient column", "no column patient or group"),
         ("not a number", "line 7: a probability is not a number"),
         ("unknown label", "line 7: label 'Infected'"),
         ("fold 0", "line 7: fold '0'"),
         ("sum", "line 7: probabilities sum to 1.8000"),
+        ("superscript fold", "line 7: fold '\u00b2'"),
+        ("duplicate row", "C1P4_cell_4.png' is listed twice (line 6)"),
     ],
 )
 def test_malformed_oof_is_refused_in_one_line(tmp_path: Path, case: str, fragment: str):

@@ -17,7 +17,7 @@ def assert_clean_refusal(result, fragment: str):
     "layout, fragment",
     [
         ({}, "does not exist"),
-        ({"training": ["A", "B"], "validation": ["A", "B"]}, "lacks testing"),
+        ({"training": ["A", "B"], "validation": ["A", "B"]}, "but no testing/"),
         ({"training": ["A", "B"], "validation": ["A", "B"], "testing": ["A", "C"]}, "differ"),
         ({"training": [], "validation": ["A"], "testing": ["A"]}, "no class folders"),
     ],
@@ -145,3 +145,76 @@ def test_too_small_image_size_is_refused_before_any_work(tmp_path: Path):
         "save_model.py", "-d", str(tmp_path), "-m", str(tmp_path / "m.model"), "--image-size", "16"
     )
     assert_clean_refusal(result, "at least 32 pixels")
+
+
+def test_checkpoint_option_never_overwrites_a_users_file(synthetic_dataset: Path, tmp_path: Path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    result = run_script("save_model.py", "-d", str(synthetic_dataset), "-m",
+                        str(tmp_path / "m.keras"), "-p", str(tmp_path / "p.png"),
+                        "--epochs", "1", "--checkpoint", str(notes))  # fmt: skip
+    assert_clean_refusal(result, "is not a training checkpoint of this project")
+    assert notes.read_text() == "my notes\n" and "Found" not in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "everything", "huge-epochs"])
+def test_exclude_lists_and_epochs_go_through_the_file_and_size_rules(
+    synthetic_dataset: Path, tmp_path: Path, kind: str
+):
+    import os
+
+    extra = []
+    if kind == "device":
+        extra, fragment = ["--exclude", "/dev/zero"], "is not a regular file"
+    elif kind == "fifo":
+        fifo = tmp_path / "list.fifo"
+        os.mkfifo(fifo)  # reading it would wait forever for a writer
+        extra, fragment = ["--exclude", str(fifo)], "is not a regular file"
+    elif kind == "everything":
+        names = [p.name for p in (synthetic_dataset / "training").rglob("*.png")]
+        (tmp_path / "all.txt").write_text("\n".join(names) + "\n")
+        extra, fragment = ["--exclude", str(tmp_path / "all.txt")], "lists every training image"
+    else:
+        extra, fragment = ["--epochs", "1000000000"], "must be at most 1000"
+    result = run_script("save_model.py", "-d", str(synthetic_dataset), "-m",
+                        str(tmp_path / "m.keras"), "-p", str(tmp_path / "p.png"),
+                        *extra, timeout=120)  # fmt: skip
+    assert_clean_refusal(result, fragment)
+
+
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--image-size", "5000", "must be at most 1024"),
+        ("--image-size", "8", "must be at least 32"),
+        ("--image-size", "-4", "must be positive"),
+        ("--learning-rate", "nan", "must be a positive number"),
+        ("--learning-rate", "-5", "must be a positive number"),
+        ("--learning-rate", "0", "must be a positive number"),
+        ("--epochs", "100000", "must be at most 1000"),
+    ],
+)
+def test_crossval_checks_its_options_as_save_model_does(tmp_path: Path, option, value, fragment):
+    result = run_script("-m", "pyimagesearch.crossval", "-d", str(tmp_path), "-o",
+                        str(tmp_path / "cv"), option, value, timeout=120)  # fmt: skip
+    assert_clean_refusal(result, fragment)
+    assert not (tmp_path / "cv").exists()
+
+
+def test_crossval_refuses_an_unreadable_settings_file_and_leaves_no_state(tmp_path: Path):
+    data = tmp_path / "flat"
+    for name in ("cat", "dog"):
+        for i in range(4):
+            write_image(data / name / f"{name}{i}.png", seed=i)
+    output = tmp_path / "cv"
+    output.mkdir()
+    (output / "settings.json").write_text("{not json")
+    result = run_script("-m", "pyimagesearch.crossval", "-d", str(data), "-o", str(output),
+                        "--folds", "2", "--epochs", "1", timeout=300)  # fmt: skip
+    assert_clean_refusal(result, "cannot read")
+    # A bad --exclude fails before settings.json is written, so the fixed rerun is free.
+    fresh = tmp_path / "cv2"
+    bad = run_script("-m", "pyimagesearch.crossval", "-d", str(data), "-o", str(fresh),
+                     "--exclude", str(tmp_path / "missing.txt"), timeout=300)  # fmt: skip
+    assert bad.returncode == 2
+    assert not (fresh / "settings.json").exists()
