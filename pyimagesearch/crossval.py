@@ -85,7 +85,16 @@ def make_folds(
     result = []
     for number, (rest, testing) in enumerate(outer.split(np.zeros(len(labels)), labels, groups), 1):
         # A tiny trial may have fewer patients left than the share asks for.
-        inner_splits = max(2, min(round((1 - 1 / folds) / validation), len(set(groups[rest]))))
+        counts = np.bincount(labels[rest], minlength=int(labels.max()) + 1)
+        smallest = int(counts.min()) if len(rest) else 0
+        if smallest < 2:
+            raise UserError(
+                f"fold {number} leaves fewer than 2 training images of a class to split a "
+                "validation set from; use fewer --folds or more images"
+            )
+        inner_splits = max(
+            2, min(round((1 - 1 / folds) / validation), len(set(groups[rest])), smallest)
+        )
         inner = StratifiedGroupKFold(
             n_splits=inner_splits, shuffle=True, random_state=seed + number
         )

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_script, write_image
+from tests.test_safety import run_capped
 
 
 def assert_clean_refusal(result, fragment: str):
@@ -176,7 +177,9 @@ def test_exclude_lists_and_epochs_go_through_the_file_and_size_rules(
         extra, fragment = ["--exclude", str(tmp_path / "all.txt")], "lists every training image"
     else:
         extra, fragment = ["--epochs", "1000000000"], "must be at most 1000"
-    result = run_script("save_model.py", "-d", str(synthetic_dataset), "-m",
+    # Under a memory cap and a timeout: without the rules, /dev/zero fills memory and the
+    # FIFO waits forever for a writer.
+    result = run_capped("save_model.py", "-d", str(synthetic_dataset), "-m",
                         str(tmp_path / "m.keras"), "-p", str(tmp_path / "p.png"),
                         *extra, timeout=120)  # fmt: skip
     assert_clean_refusal(result, fragment)
@@ -204,8 +207,8 @@ def test_crossval_checks_its_options_as_save_model_does(tmp_path: Path, option, 
 def test_crossval_refuses_an_unreadable_settings_file_and_leaves_no_state(tmp_path: Path):
     data = tmp_path / "flat"
     for name in ("cat", "dog"):
-        for i in range(4):
-            write_image(data / name / f"{name}{i}.png", seed=i)
+        for i in range(10):
+            write_image(data / name / f"{name}{i}.png", size=(8, 8), seed=i)
     output = tmp_path / "cv"
     output.mkdir()
     (output / "settings.json").write_text("{not json")
