@@ -72,6 +72,8 @@ def read_file_list(path: str | Path) -> set[str]:
     tutorial split, a patient split, the cross-validation's folders).
     """
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"cannot read the list of files to exclude '{path}': no such file")
     # A device or FIFO named here would fill memory or hang: regular files of a sane size.
     if not safety.is_regular_file(path):
         raise UserError(f"the list of files to exclude '{path}' is not a regular file")
