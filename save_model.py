@@ -222,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     # In a multi-worker run only the chief writes; the others train and write nothing.
     chief = args.distribute != "multi-worker" or is_chief()
-    for path in (args.model, args.plot, checkpoint) if chief else ():
-        check_writable(path)
+    outputs = {"--model": args.model, "--plot": args.plot, "--checkpoint": checkpoint}
+    for flag, path in outputs.items() if chief else ():
+        check_writable(path, flag)
     if chief and Path(checkpoint).exists():
         check_is_checkpoint(checkpoint)
     if chief and not args.resume and Path(checkpoint).exists():

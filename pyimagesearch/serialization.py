@@ -65,10 +65,10 @@ def check_keras_version(version: str | None = None) -> None:
         )
 
 
-def check_writable(path: str | Path) -> None:
-    """Fail before a long training run, not after it, when PATH cannot be written
-    (see ``safety.check_output_file``: a device or FIFO there is refused too)."""
-    safety.check_output_file(path, "cannot save to")
+def check_writable(path: str | Path, flag: str = "--model") -> None:
+    """Fail before a long training run, not after it, when PATH (given as FLAG) cannot be
+    written (see ``safety.check_output_file``: a device or FIFO there is refused too)."""
+    safety.check_output_file(path, flag)
 
 
 # This host's name as it appears in temporary names (no path separators, no oddities).

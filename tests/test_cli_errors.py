@@ -46,7 +46,8 @@ def test_unwritable_model_path_fails_before_training(synthetic_dataset: Path, tm
     result = run_script(
         "save_model.py", "-d", str(synthetic_dataset), "-m", str(tmp_path / "missing" / "m.model")
     )
-    assert_clean_refusal(result, "does not exist")
+    assert_clean_refusal(result, "cannot write --model '")
+    assert "does not exist" in result.stderr and "cannot write cannot" not in result.stderr
     assert "Found" not in result.stdout
 
 
