@@ -62,12 +62,18 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _parsed(text: str, kind: type[int] | type[float]) -> int | float:
+    """TEXT as an int or float, or the argparse error every validator here gives."""
+    try:
+        return kind(text)
+    except ValueError:
+        wanted = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+
+
 def seed(text: str) -> int:
     """argparse type: a seed in 0..2**31-1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    value = _parsed(text, int)
     if not 0 <= value <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {text}")
     return value
@@ -75,10 +81,7 @@ def seed(text: str) -> int:
 
 def positive_count(text: str) -> int:
     """argparse type: a positive integer (e.g. --max-pixels)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    value = _parsed(text, int)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
@@ -86,10 +89,7 @@ def positive_count(text: str) -> int:
 
 def positive_number(text: str) -> float:
     """argparse type: a finite number above zero (--learning-rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    value = _parsed(text, float)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
@@ -124,10 +124,7 @@ def epoch_count(text: str) -> int:
 
 def fraction(text: str) -> float:
     """argparse type: a share strictly between 0 and 0.5 (--val-split, --test-split)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    value = _parsed(text, float)
     if not 0 < value < 0.5:
         raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {text}")
     return value
