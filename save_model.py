@@ -195,8 +195,6 @@ def write_calibration_plot(calibration, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # A folder in no layout we know is one line at once, before TensorFlow starts.
-    check_dataset(args.dataset, args.val_split, args.test_split, args.group_pattern)
     start_tensorflow(args.debug)
     # Imported after parsing so that --help and bad arguments answer at once.
     from pyimagesearch.distribute import is_chief
@@ -225,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {"--model": args.model, "--plot": args.plot, "--checkpoint": checkpoint}
     for flag, path in outputs.items() if chief else ():
         check_writable(path, flag)
+    # The outputs are judged first (above); then a folder in no layout we know is one
+    # line, before any image is read.
+    check_dataset(args.dataset, args.val_split, args.test_split, args.group_pattern)
     if chief and Path(checkpoint).exists():
         check_is_checkpoint(checkpoint)
     if chief and not args.resume and Path(checkpoint).exists():
