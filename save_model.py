@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     print(f"[INFO] serializing network to '{args.model}'...")
-    save_model(result.model, args.model, result.metadata)
+    save_model(result.model, args.model, result.metadata, compiled=True)
     Path(checkpoint).unlink(missing_ok=True)
     with safety.replacing(args.plot) as temporary:
         plot_history(result.history, str(temporary))

@@ -199,7 +199,7 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
     trained = time.monotonic() - started
     metadata = result.metadata
     metadata["provenance"]["crossval"] = {"fold": fold.number, "folds": args.folds}
-    save_model(result.model, model_path, metadata)
+    save_model(result.model, model_path, metadata, compiled=True)
     checkpoint.unlink(missing_ok=True)
 
     test_paths = splits["testing"].paths

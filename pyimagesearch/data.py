@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from pyimagesearch import safety
 from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import is_image_file, load_image
+from pyimagesearch.preprocessing import is_image_file, iter_pixel_batches, to_model_input
 from pyimagesearch.safety import usable_images
 from pyimagesearch.splitting import check_dataset, find_layout
 
@@ -212,38 +212,32 @@ def pool_dataset(dataset_dir: str | Path) -> Split:
     return pooled
 
 
-def _decoded(paths: list[str], recipe: dict) -> tf.data.Dataset:
-    """(index, model input) for every file that decodes; broken files drop out."""
-    indices = tf.range(len(paths), dtype=tf.int64)
-    dataset = tf.data.Dataset.from_tensor_slices((indices, tf.constant(paths)))
-    dataset = dataset.map(
-        lambda i, path: (i, load_image(path, recipe)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    # A corrupt or non-image file raises inside decode; skip it here and report it
-    # by name afterwards from the indices that did not come through.
-    return dataset.ignore_errors()
+def iter_decoded_batches(paths: list[str], recipe: dict, batch_size: int, skipped=None):
+    """Stream (indices, model inputs) batches, decoding in threads a batch ahead.
+
+    Unreadable files drop out (their indices never appear); each is appended to
+    SKIPPED as (index, reason) when a list is given.
+    """
+    for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size):
+        if skipped is not None:
+            skipped.extend(failed)
+        if len(indices):
+            yield indices, to_model_input(pixels)
 
 
-def iter_decoded_batches(paths: list[str], recipe: dict, batch_size: int):
-    """Stream (indices, images) batches, decoding in parallel; memory stays one batch deep."""
-    dataset = _decoded(paths, recipe).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    for indices, images in dataset:
-        yield indices.numpy(), images
-
-
-def warn_skipped(paths: list[str], kept: np.ndarray) -> list[str]:
-    """Name the files that could not be read, with a count, on stderr."""
+def warn_skipped(paths: list[str], kept: np.ndarray, reasons: dict | None = None) -> list[str]:
+    """Name the files that could not be read (with why, when known), with a count, on stderr."""
     kept_set = set(kept.tolist())
-    skipped = [p for i, p in enumerate(paths) if i not in kept_set]
+    reasons = reasons or {}
+    skipped = [(i, p) for i, p in enumerate(paths) if i not in kept_set]
     if skipped:
-        for path in skipped[:20]:
-            print(f"[WARNING] skipping unreadable image '{path}'", file=sys.stderr)
+        for index, path in skipped[:20]:
+            why = f": {reasons[index]}" if index in reasons else ""
+            print(f"[WARNING] skipping unreadable image '{path}'{why}", file=sys.stderr)
         if len(skipped) > 20:
             print(f"[WARNING] ... and {len(skipped) - 20} more", file=sys.stderr)
         print(f"[WARNING] skipped {len(skipped)} unreadable file(s)", file=sys.stderr)
-    return skipped
+    return [path for _, path in skipped]
 
 
 def load_split(split: Split, recipe: dict, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -253,13 +247,13 @@ def load_split(split: Split, recipe: dict, batch_size: int = 256) -> tuple[np.nd
     epoch cheap: the legacy generator re-read and re-decoded every PNG each epoch.
     """
     progress = keras.utils.Progbar(len(split.paths), unit_name="image", verbose=1)
-    chunks, kept = [], []
-    for indices, images in iter_decoded_batches(split.paths, recipe, batch_size):
-        chunks.append(images.numpy())
+    chunks, kept, failed = [], [], []
+    for indices, images in iter_decoded_batches(split.paths, recipe, batch_size, failed):
+        chunks.append(images)
         kept.append(indices)
         progress.add(len(indices))
     kept_indices = np.concatenate(kept) if kept else np.zeros(0, dtype="int64")
-    warn_skipped(split.paths, kept_indices)
+    warn_skipped(split.paths, kept_indices, dict(failed))
     if len(kept_indices) == 0:
         raise UserError(f"the {split.name} split has no readable image")
     return np.concatenate(chunks), split.labels[kept_indices]

@@ -5,9 +5,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix, recall_score, roc_auc_score
 
 from pyimagesearch.errors import UserError
+
+# The figures below are scikit-learn's (recall_score, roc_auc_score, confusion_matrix,
+# classification_report), written in NumPy: importing sklearn.metrics takes 3.7-4.3 s on
+# a 2-core CPU, twice what load_model.py's whole fast path may take for 16 images.
+# tests/test_evaluation.py checks each against scikit-learn on random and tied inputs.
+
+
+def recall(truth: np.ndarray, said: np.ndarray) -> float:
+    """Of the cases that are TRUTH (booleans), the share also SAID; 0 when there are none."""
+    total = int(truth.sum())
+    return float((truth & said).sum() / total) if total else 0.0
+
+
+def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic, ties counted half (average ranks)."""
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    starts = np.r_[0, np.nonzero(np.diff(ordered))[0] + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + end + 1) / 2  # 1-based average rank of the tie
+    positives = int(is_positive.sum())
+    negatives = len(scores) - positives
+    return float(
+        (ranks[is_positive].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    )
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class), rows true."""
+    pairs = np.asarray(labels, dtype=np.int64) * classes + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+
 
 # A wrong answer at this confidence or above is as likely to be a wrong label: in the
 # NIH set, such cells "Parasitized" often show no parasite at all (see the README).
@@ -65,18 +98,16 @@ def classification_metrics(
     if positive is not None:
         is_positive = labels == positive
         said_positive = predicted == positive
-        metrics["sensitivity"] = float(recall_score(is_positive, said_positive, zero_division=0))
-        metrics["specificity"] = float(recall_score(~is_positive, ~said_positive, zero_division=0))
+        metrics["sensitivity"] = recall(is_positive, said_positive)
+        metrics["specificity"] = recall(~is_positive, ~said_positive)
         if 0 < is_positive.sum() < len(labels):
-            metrics["auc"] = float(roc_auc_score(is_positive, probabilities[:, positive]))
+            metrics["auc"] = roc_auc(is_positive, probabilities[:, positive])
     present = np.unique(labels)
     if len(class_names) > 2 and len(present) == len(class_names):
+        # One class against the rest, each by its own column, then the plain mean.
         metrics["auc_macro_ovr"] = float(
-            roc_auc_score(
-                labels, probabilities, multi_class="ovr", average="macro",
-                labels=list(range(len(class_names))),
-            )
-        )  # fmt: skip
+            np.mean([roc_auc(labels == k, probabilities[:, k]) for k in range(len(class_names))])
+        )
     return metrics
 
 
@@ -122,20 +153,41 @@ def plural(count: int, word: str) -> str:
 
 
 def report_table(labels: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> str:
-    """sklearn's classification report over every class, in the model's order."""
-    return classification_report(
-        labels,
-        predicted,
-        labels=list(range(len(class_names))),
-        target_names=class_names,
-        digits=4,
-        zero_division=0,
+    """scikit-learn's classification report (its layout, 4 digits, 0 where a class was never
+    predicted) over every class, in the model's order."""
+    matrix = confusion_matrix(labels, predicted, len(class_names)).astype(np.float64)
+    hits, support, said = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
+    precision = np.divide(hits, said, out=np.zeros_like(hits), where=said > 0)
+    recalled = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    both = precision + recalled
+    f1 = np.divide(2 * precision * recalled, both, out=np.zeros_like(hits), where=both > 0)
+    total = support.sum()
+    width = max(len("weighted avg"), *(len(name) for name in class_names))
+    row = "{:>{w}s} " + " {:>9.4f}" * 3 + " {:>9}\n"
+    text = "{:>{w}s} ".format("", w=width) + "".join(
+        f" {h:>9}" for h in ("precision", "recall", "f1-score", "support")
     )
+    text += "\n\n"
+    for k, name in enumerate(class_names):
+        text += row.format(name, precision[k], recalled[k], f1[k], int(support[k]), w=width)
+    text += "\n"
+    accuracy = hits.sum() / total if total else 0.0
+    text += ("{:>{w}s} " + " {:>9}" * 2 + " {:>9.4f} {:>9}\n").format(
+        "accuracy", "", "", accuracy, int(total), w=width
+    )
+    weights = support / total if total else np.zeros_like(support)
+    for name, average in (("macro avg", np.mean), ("weighted avg", None)):
+        figures = [
+            float(average(v)) if average else float((v * weights).sum())
+            for v in (precision, recalled, f1)
+        ]
+        text += row.format(name, *figures, int(total), w=width)
+    return text
 
 
 def confusion_text(labels: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> str:
     """The confusion matrix with its class names as row and column headers."""
-    matrix = confusion_matrix(labels, predicted, labels=list(range(len(class_names))))
+    matrix = confusion_matrix(labels, predicted, len(class_names))
     names = [name if len(name) <= 14 else name[:13] + "~" for name in class_names]
     corner = "true \\ predicted"
     first = max(len(corner), *(len(n) for n in names))

@@ -5,8 +5,9 @@
 The exported graph takes a batch of equal-sized RGB images as uint8, shape
 [batch, height, width, 3], any batch size and any height and width (every
 format keeps these dimensions dynamic), and does the resize and [0, 1] scaling
-itself with the model's own recipe (``preprocessing.to_model_input``), so a
-client sends pixels and gets probabilities in the order of the class names.
+itself with the model's own recipe (``graph_model_input``: the preprocessing's resize
+and scaling as TensorFlow ops), so a client sends pixels and gets probabilities
+in the order of the class names.
 
 OUTPUT is a folder; OUTPUT/pyimagesearch.json holds the class names and the
 recipe (and the calibration, when the model stores a temperature: the exported
@@ -249,6 +250,21 @@ def check_recipe(fmt: str, recipe: dict) -> None:
         )
 
 
+def graph_model_input(images: tf.Tensor, recipe: dict) -> tf.Tensor:
+    """The recipe's resize and scaling as TensorFlow ops, inside the exported graph.
+
+    The export's twin of ``preprocessing.resize`` + ``to_model_input`` (OpenCV, outside
+    any graph): an exported model must resize by itself, in its own runtime. Bilinear
+    sampling is the same in both (half-pixel centres, no antialiasing, to float
+    rounding); --check measures every export against the one definition.
+    """
+    import tensorflow as tf
+
+    size = (recipe["height"], recipe["width"])
+    method = recipe["interpolation"]
+    return tf.image.resize(tf.cast(images, tf.float32), size, method=method) / 255.0
+
+
 def build_archive(
     model: keras.Model, recipe: dict, document: str, temperature: float | None = None
 ) -> tuple[keras.export.ExportArchive, tf.types.experimental.PolymorphicFunction]:
@@ -265,12 +281,11 @@ def build_archive(
     import tensorflow as tf
 
     from pyimagesearch.calibration import forward
-    from pyimagesearch.preprocessing import to_model_input
 
     network = forward(model, temperature)
 
     def serve(images: tf.Tensor) -> tf.Tensor:
-        return network(to_model_input(images, recipe))
+        return network(graph_model_input(images, recipe))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -319,7 +334,7 @@ def write_litert(archive: keras.export.ExportArchive, document: str, path: Path)
 def write_openvino(archive: keras.export.ExportArchive, document: str, path: Path) -> None:
     """OpenVINO's runtime reads the SavedModel (its `serving_default`, i.e. `serve`) and
     writes IR; weights stay float32 (``save_model`` would halve them to float16)."""
-    from pyimagesearch.predict import import_openvino
+    from pyimagesearch.compiled import import_openvino
 
     openvino = import_openvino()
     with tempfile.TemporaryDirectory() as tmp:
@@ -376,7 +391,7 @@ def open_export(fmt: str, folder: Path) -> Runner:
     if fmt == "litert":
         serve = litert_interpreter()(model_path=path).get_signature_runner(ENDPOINT)
         return lambda images: next(iter(serve(images=images).values()))
-    from pyimagesearch.predict import import_openvino
+    from pyimagesearch.compiled import import_openvino
 
     try:
         openvino = import_openvino()
@@ -429,18 +444,12 @@ def pixel_batches(paths: list[str], batch_size: int = CHECK_BATCH_SIZE):
     """Yield (first index, uint8 batch [n, h, w, 3]) of consecutive equal-sized images,
     decoded by ``preprocessing.decode_rgb``: what a client hands the export."""
     import numpy as np
-    import tensorflow as tf
 
     from pyimagesearch.preprocessing import decode_rgb
 
-    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(paths)).map(
-        lambda path: decode_rgb(tf.io.read_file(path)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
     start, pending = 0, []
-    for index, image in enumerate(dataset.prefetch(tf.data.AUTOTUNE)):
-        pixels = image.numpy()
+    for index, path in enumerate(paths):
+        pixels = decode_rgb(path)
         if pending and (pixels.shape != pending[0].shape or len(pending) == batch_size):
             yield start, np.stack(pending)
             start, pending = index, []

@@ -8,7 +8,6 @@ import sys
 import cv2
 import imutils
 import numpy as np
-import tensorflow as tf
 
 from pyimagesearch.palette import LABEL_BOX, WRONG, bgr, colour_for
 from pyimagesearch.preprocessing import decode_rgb
@@ -93,7 +92,7 @@ def draw_labels(tile: np.ndarray, lines: list[Line], bottom: bool = False, margi
 def cell_tile(path: str, heatmap: np.ndarray | None = None) -> np.ndarray:
     """The image as decoded for the model, as a 128x128 BGR display tile, with HEATMAP
     (a Grad-CAM map in [0, 1], see pyimagesearch.gradcam) blended on when given."""
-    rgb = decode_rgb(tf.io.read_file(path)).numpy()
+    rgb = decode_rgb(path)
     # Display only: the model's input was made by pyimagesearch.preprocessing.
     tile = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (TILE, TILE))
     if heatmap is not None:

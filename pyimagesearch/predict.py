@@ -1,33 +1,32 @@
 """Inference: classify image files in batches with the model's own preprocessing.
 
-Two engines run the network: TensorFlow (the Keras model itself) and, on a CPU, the
-same weights compiled by OpenVINO. Both receive the arrays that
-``preprocessing.load_image`` made; only the arithmetic of the network differs.
+A predictor maps a batch of resized pixels (``preprocessing.resize``, float32 in
+[0, 255]) to class probabilities. Three engines exist:
+- the compiled network stored in the model file (``pyimagesearch.compiled``), run by
+  OpenVINO without TensorFlow: the default wherever it is valid;
+- the Keras model on TensorFlow, which scales with ``preprocessing.to_model_input``;
+- the Keras model converted to OpenVINO at load time (files without a stored network).
+All receive the same arrays; only the arithmetic of the network differs. This module
+imports no TensorFlow itself: the Keras engines import it when they are built.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import sys
-import tempfile
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from pyimagesearch.calibration import forward
-from pyimagesearch.data import iter_decoded_batches
 from pyimagesearch.errors import UserError
+from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
 
-Predictor = Callable[[tf.Tensor], np.ndarray]
-Batches = Iterable[tuple[np.ndarray, tf.Tensor]]
+Predictor = Callable[[np.ndarray], np.ndarray]
 RUNTIMES = ("auto", "openvino", "tensorflow")
-# Converting the network to OpenVINO costs about 1.5-2 s (trace, convert, compile) on a
-# 2-core CPU, and OpenVINO then classifies about 1.6x faster in float32
-# (bench/RESULTS-xeon-2026-11-26.md): it pays back from roughly a thousand images, so
-# `auto` leaves smaller jobs to TensorFlow.
+# Converting a Keras network to OpenVINO at load time costs about 1.5-2 s (trace,
+# convert, compile) on a 2-core CPU, and OpenVINO then classifies about 1.6x faster in
+# float32 (bench/RESULTS-xeon-2026-11-26.md): it pays back from roughly a thousand
+# images, so `auto` leaves smaller jobs of files without a stored network to TensorFlow.
 OPENVINO_MIN_IMAGES = 1000
 
 
@@ -35,23 +34,9 @@ def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def import_openvino():
-    """Import OpenVINO with its usage statistics off.
-
-    ``import openvino`` reports usage to Intel unless the user has opted out; when its
-    ``openvino_telemetry`` package cannot be imported it falls back to a no-op, so
-    that package is hidden from this process (only from this process, only if nothing
-    imported it already). A medical tool should not send anything anywhere unasked.
-    """
-    if "openvino" not in sys.modules:
-        sys.modules.setdefault("openvino_telemetry", None)
-    import openvino
-
-    return openvino
-
-
 def choose_runtime(requested: str, images: int) -> str:
-    """Resolve ``auto``: OpenVINO for large jobs on a CPU-only machine, else TensorFlow."""
+    """Resolve ``auto`` for the Keras path: OpenVINO for large jobs on a CPU-only
+    machine, else TensorFlow."""
     if requested == "openvino" and not openvino_installed():
         raise UserError(
             "--runtime openvino needs the Python package 'openvino', which is not installed "
@@ -61,14 +46,17 @@ def choose_runtime(requested: str, images: int) -> str:
         return requested
     if images < OPENVINO_MIN_IMAGES or not openvino_installed():
         return "tensorflow"
+    import tensorflow as tf
+
     # On a GPU, TensorFlow is the fast engine; OpenVINO here targets the CPU.
     return "tensorflow" if tf.config.list_physical_devices("GPU") else "openvino"
 
 
-def with_precision(model: keras.Model, precision: str) -> keras.Model:
+def with_precision(model: Any, precision: str) -> Any:
     """The same network and weights computing in another dtype policy (outputs stay float32)."""
-    if precision == "float32":
+    if precision in ("float32", "auto"):
         return model
+    import keras
 
     def clone(layer):
         config = layer.get_config()
@@ -82,7 +70,7 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
 
 
 def tensorflow_predictor(
-    model: keras.Model, precision: str, batches: int, temperature: float | None = None
+    model: Any, precision: str, batches: int, temperature: float | None = None
 ) -> Predictor:
     """One traced function for all batch sizes, or a plain call for a single batch.
 
@@ -91,105 +79,68 @@ def tensorflow_predictor(
     tracing it costs about 0.3 s more than one eager call, so a single batch (the
     16-image default) runs eagerly.
     """
+    import tensorflow as tf
+
+    from pyimagesearch.calibration import forward
+
     network = forward(with_precision(model, precision), temperature)
     if batches <= 1:
-        return lambda images: np.asarray(network(images), dtype="float32")
+        return lambda pixels: np.asarray(network(to_model_input(pixels)), dtype="float32")
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
 
     @tf.function(input_signature=[spec])
     def infer(images):
         return tf.cast(network(images), tf.float32)
 
-    return lambda images: infer(images).numpy()
-
-
-class OpenVINOPredictor:
-    """The network compiled by OpenVINO for this CPU, with batches kept in flight.
-
-    Why: on a 2-core CPU TensorFlow runs this ResNet at about 300 images/s, and
-    OpenVINO at about 1.6x that in float32 and 4x in bfloat16 on CPUs with AMX,
-    because its convolutions are tuned for small batches and images (measured,
-    bench/RESULTS-xeon-2026-11-26.md). ``stream`` keeps one batch per OpenVINO stream running while
-    tf.data decodes the next, so both cores stay busy.
-    """
-
-    def __init__(
-        self, model: keras.Model, precision: str, temperature: float | None = None
-    ) -> None:
-        core = import_openvino().Core()
-        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        # float32 is asked for explicitly: on CPUs with AMX OpenVINO would pick bfloat16.
-        self.precision = (
-            "bf16" if precision == "mixed_bfloat16" and "BF16" in capabilities else "f32"
-        )
-        config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "THROUGHPUT"}
-        # The network goes over as a SavedModel that the runtime reads itself (what
-        # ``ov.convert_model`` does too, without its conversion telemetry).
-        module = tf.Module()
-        module.weights = model.variables
-        module.infer = tf.function(
-            forward(model, temperature),
-            input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)],
-        )
-        with tempfile.TemporaryDirectory(prefix="pyimagesearch-openvino-") as folder:
-            tf.saved_model.save(module, folder, signatures=module.infer)
-            self.compiled = core.compile_model(core.read_model(folder), "CPU", config)
-        count = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        self.requests = [self.compiled.create_infer_request() for _ in range(count)]
-
-    def __call__(self, images: tf.Tensor) -> np.ndarray:
-        return np.array(self.requests[0].infer([np.asarray(images)])[0], dtype="float32")
-
-    def stream(self, batches: Batches) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (indices, probabilities) in the order of ``batches``."""
-        pending: deque = deque()
-        for number, (indices, images) in enumerate(batches):
-            if len(pending) == len(self.requests):
-                yield self._collect(*pending.popleft())
-            request = self.requests[number % len(self.requests)]
-            request.start_async([np.asarray(images)])  # copies the batch in
-            pending.append((indices, request))
-        while pending:
-            yield self._collect(*pending.popleft())
-
-    @staticmethod
-    def _collect(indices: np.ndarray, request) -> tuple[np.ndarray, np.ndarray]:
-        request.wait()
-        return indices, np.array(request.get_output_tensor(0).data, dtype="float32")
+    return lambda pixels: infer(to_model_input(pixels)).numpy()
 
 
 def make_predictor(
-    model: keras.Model,
+    model: Any,
     precision: str = "float32",
     batches: int = 2,
     runtime: str = "tensorflow",
     temperature: float | None = None,
 ) -> Predictor:
-    """A callable from a batch of model inputs to class probabilities.
+    """A callable from a batch of resized pixels to class probabilities, for a Keras model.
 
     ``mixed_bfloat16`` is faster on CPUs with AMX but changes probabilities by up to
-    about 0.02; float32 gives what Keras' predict gives (OpenVINO within 1e-4).
+    about 0.02; float32 gives what Keras' predict gives (OpenVINO within 1e-5).
     ``runtime`` is ``tensorflow`` or ``openvino`` (see :func:`choose_runtime`).
     ``temperature`` (``calibration.temperature_of(metadata)``) is applied inside the
     network's graph on either engine; None gives the raw probabilities.
     """
     if runtime == "openvino":
-        return OpenVINOPredictor(model, precision, temperature)
+        from pyimagesearch.compiled import CompiledNetwork, build_ir, inference_precision
+
+        return CompiledNetwork(build_ir(model, temperature), inference_precision(precision))
     return tensorflow_predictor(model, precision, batches, temperature)
 
 
 def iter_predictions(
-    predict: Predictor, paths: list[str], recipe: dict, batch_size: int = 64
+    predict: Predictor,
+    paths: list[str],
+    recipe: dict,
+    batch_size: int = 64,
+    skipped: list[tuple[int, str]] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (indices into ``paths``, class probabilities) batch by batch.
 
-    Decoding runs in parallel in tf.data while the model works on the previous
-    batch; unreadable files are left out (their indices never appear).
+    Decoding runs in threads while the network works on the previous batch; unreadable
+    files are left out (their indices never appear), and appended to SKIPPED as
+    (index, reason) when a list is given.
     """
-    batches = iter_decoded_batches(paths, recipe, batch_size)
+
+    def batches():
+        for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size):
+            if skipped is not None:
+                skipped.extend(failed)
+            if len(indices):
+                yield indices, pixels
+
     stream = getattr(predict, "stream", None)
     if stream is not None:
-        yield from stream(batches)
+        yield from stream(batches())
         return
-    for indices, images in batches:
-        yield indices, predict(images)
+    for indices, pixels in batches():
+        yield indices, predict(pixels)

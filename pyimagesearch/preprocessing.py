@@ -1,15 +1,33 @@
 """The one definition of how an image file becomes model input.
 
-Training (``pyimagesearch.data``) and inference (``pyimagesearch.predict``) both
-call :func:`load_image`; nothing else in the project decodes, resizes or scales
-images for the model. The recipe travels inside every saved model (see
-``pyimagesearch.serialization``), so the loader never guesses it.
+Training (``pyimagesearch.data``), inference (``pyimagesearch.predict``), the server,
+the audit, Grad-CAM and the montages all call :func:`decode_rgb` and :func:`load_image`;
+nothing else in the project decodes, resizes or scales images for the model. The recipe
+travels inside every saved model (see ``pyimagesearch.serialization``), so the loader
+never guesses it.
+
+It needs no TensorFlow (Pillow decodes, OpenCV resizes, NumPy scales): the fast
+inference path classifies without importing TensorFlow at all, with these same arrays.
+
+Every decode passes one gate first (:func:`open_checked`): the header must parse, the
+format must be one of :data:`FORMATS`, and the declared size must be within the pixel
+bound. Only the first frame of an animation is ever decoded.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import io
+import os
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
 
+import cv2
+import numpy as np
+
+from pyimagesearch import safety
 from pyimagesearch.safety import IMAGE_EXTENSIONS, is_image_file  # noqa: F401 (one list)
 
 # The tutorial's input size. The original training generator resized with
@@ -17,7 +35,27 @@ from pyimagesearch.safety import IMAGE_EXTENSIONS, is_image_file  # noqa: F401 (
 # interpolation is used by both.
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (64, 64)
 DEFAULT_INTERPOLATION = "bilinear"
-INTERPOLATIONS = ("bilinear", "nearest", "area", "bicubic")
+# OpenCV's flags for the recipe's names. Bilinear (the default) samples at half-pixel
+# centres without antialiasing, as TensorFlow's method="bilinear" does, so models saved
+# when TensorFlow resized see the same inputs (to float rounding).
+INTERPOLATIONS = {
+    "bilinear": cv2.INTER_LINEAR,
+    "nearest": cv2.INTER_NEAREST_EXACT,
+    "area": cv2.INTER_AREA,
+    "bicubic": cv2.INTER_CUBIC,
+}
+# The image formats every reader accepts, by content (Pillow's names). WebP and the
+# rest are refused: one list, the one the docs give.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+
+
+class UnreadableImage(ValueError):
+    """An image file the gate refuses or the decoder cannot read; ``status`` is the
+    HTTP status the server answers with (415 unknown format, 413 too large, 400 damaged)."""
+
+    def __init__(self, reason: str, status: int = 400, pixels: int = 0, bound: int = 0) -> None:
+        super().__init__(reason)
+        self.reason, self.status, self.pixels, self.bound = reason, status, pixels, bound
 
 
 def default_recipe(
@@ -34,24 +72,131 @@ def default_recipe(
     }
 
 
-def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
-    """Decode PNG/JPEG/BMP/GIF bytes to an RGB ``uint8`` HxWx3 tensor.
+def open_checked(source: str | Path | BinaryIO, max_pixels: int | None = None):
+    """Open an image with Pillow, reading its header only, or raise UnreadableImage.
 
-    Grayscale is replicated, alpha dropped, 16-bit reduced to 8-bit, and only the
-    first frame of an animation kept, so every valid image gives the same layout.
+    The gate every decode passes: a header Pillow cannot parse (a bad CRC included) is
+    refused, never decoded anyway; so are formats outside FORMATS and images declaring
+    more than MAX_PIXELS pixels (``max_pixels``, default ``safety.MAX_PIXELS``).
     """
-    image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
-    image.set_shape([None, None, 3])
+    from PIL import Image
+
+    bound = safety.MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # our own bound replaces Pillow's bomb warning
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(source, formats=FORMATS)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except Exception:  # Pillow raises many types for files that are not images
+        raise UnreadableImage(f"not a {'/'.join(FORMATS)} image", 415) from None
+    width, height = image.size
+    if width * height > bound:
+        image.close()
+        raise UnreadableImage(
+            f"{width * height:,} pixels, more than the bound of {bound:,} "
+            "(raise it with --max-pixels)",
+            413,
+            width * height,
+            bound,
+        )
     return image
 
 
-def to_model_input(rgb: tf.Tensor, recipe: dict) -> tf.Tensor:
-    """Resize a decoded RGB image and scale it to [0, 1] float32, as the recipe says."""
-    size = (recipe["height"], recipe["width"])
-    image = tf.image.resize(tf.cast(rgb, tf.float32), size, method=recipe["interpolation"])
-    return image / 255.0
+def decode_rgb(source: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
+    """Decode PNG/JPEG/BMP/GIF (a path or the file's bytes) to RGB ``uint8`` HxWx3.
+
+    Grayscale is replicated, alpha dropped, 16-bit reduced to 8-bit, and only the
+    first frame of an animation decoded, so every valid image gives the same layout.
+    """
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    image = open_checked(handle, max_pixels)
+    try:
+        with image:
+            image.seek(0)  # the first frame only: later frames are never decoded
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # Pillow keeps 16-bit grey as integers; take the high byte, as a
+                # 16-to-8-bit reduction does.
+                grey = (np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255)
+                rgb = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+            else:
+                rgb = np.asarray(image.convert("RGB"))
+    except UnreadableImage:
+        raise
+    except Exception as error:  # truncated or damaged data
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise UnreadableImage(f"the image is damaged or truncated ({reason})") from None
+    return np.ascontiguousarray(rgb)
 
 
-def load_image(path: tf.Tensor | str, recipe: dict) -> tf.Tensor:
-    """Read, decode and preprocess one image file (works eagerly and inside tf.data)."""
-    return to_model_input(decode_rgb(tf.io.read_file(path)), recipe)
+def resize(rgb: np.ndarray, recipe: dict) -> np.ndarray:
+    """The decoded image at the recipe's size, float32 in [0, 255] (not yet scaled).
+
+    This is what the compiled fast-path network takes: it scales by 1/255 itself."""
+    size = (recipe["width"], recipe["height"])  # OpenCV's order
+    pixels = rgb.astype(np.float32)
+    if pixels.shape[1::-1] == size:
+        return pixels
+    return cv2.resize(pixels, size, interpolation=INTERPOLATIONS[recipe["interpolation"]])
+
+
+def to_model_input(pixels: np.ndarray) -> np.ndarray:
+    """Scale resized pixels (one image or a batch) to [0, 1] float32, as the recipe says."""
+    return pixels / np.float32(255.0)
+
+
+def load_pixels(path: str | Path, recipe: dict, max_pixels: int | None = None) -> np.ndarray:
+    """Read, decode and resize one image file: float32 [0, 255] at the recipe's size."""
+    return resize(decode_rgb(path, max_pixels), recipe)
+
+
+def load_image(path: str | Path, recipe: dict, max_pixels: int | None = None) -> np.ndarray:
+    """Read, decode and preprocess one image file: the model's input, float32 in [0, 1]."""
+    return to_model_input(load_pixels(path, recipe, max_pixels))
+
+
+def decode_workers() -> int:
+    """Threads that decode: Pillow and OpenCV release the GIL while they work."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def iter_pixel_batches(
+    paths: list[str], recipe: dict, batch_size: int, max_pixels: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]]:
+    """Yield (indices, resized pixels, [(index, reason) of files left out]) per batch.
+
+    Decoding runs in a thread pool, a batch ahead of the consumer, so it overlaps the
+    network's work on the previous batch; memory stays about two batches deep.
+    """
+
+    def one(index: int) -> tuple[int, np.ndarray | str]:
+        try:
+            return index, load_pixels(paths[index], recipe, max_pixels)
+        except UnreadableImage as error:
+            return index, error.reason
+        except OSError as error:
+            return index, error.strerror or str(error)
+
+    with ThreadPoolExecutor(decode_workers(), thread_name_prefix="decode") as pool:
+        starts = range(0, len(paths), batch_size)
+        pending = None
+        for start in [*starts, None]:
+            submitted = (
+                pool.map(one, range(start, min(start + batch_size, len(paths))))
+                if start is not None
+                else None
+            )
+            if pending is not None:
+                done = list(pending)
+                good = [(i, result) for i, result in done if not isinstance(result, str)]
+                failed = [(i, result) for i, result in done if isinstance(result, str)]
+                indices = np.asarray([i for i, _ in good], dtype="int64")
+                images = (
+                    np.stack([image for _, image in good])
+                    if good
+                    else np.zeros((0, recipe["height"], recipe["width"], 3), np.float32)
+                )
+                yield indices, images, failed
+            pending = submitted

@@ -19,7 +19,6 @@ import socket
 import sys
 import tempfile
 import zipfile
-import zlib
 from pathlib import Path
 
 import keras
@@ -27,30 +26,24 @@ import keras
 # Registers FusedBatchNormalization, which training checkpoints hold, with Keras.
 import pyimagesearch.acceleration  # noqa: F401
 from pyimagesearch import safety
-from pyimagesearch.calibration import check_temperature
 from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import INTERPOLATIONS
+from pyimagesearch.modelfile import (  # noqa: F401 (the TF-free half, re-exported)
+    HDF5_SIGNATURE,
+    LEGACY_SUFFIXES,
+    METADATA_FORMAT,
+    METADATA_NAME,
+    READ_ERRORS,
+    check_archive,
+    check_is_checkpoint,
+    file_kind,
+    public_metadata,
+    read_metadata,
+    validate_metadata,
+)
 
-METADATA_NAME = "pyimagesearch.json"
-METADATA_FORMAT = 1
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-LEGACY_SUFFIXES = (".h5", ".hdf5")
 # Keras 3 releases before 3.11.3 silently ignore safe_mode for HDF5 files (CVE-2025-9905):
 # a Lambda layer in a .h5 model, or in a .model file holding HDF5, runs its code on load.
 SAFE_KERAS = (3, 11, 3)
-# What zipfile, zlib, h5py and json raise for damaged or hostile files (ValueError covers
-# bad JSON and bad UTF-8, RuntimeError an encrypted member, NotImplementedError an
-# unknown compression method).
-READ_ERRORS = (
-    OSError,
-    ValueError,
-    KeyError,
-    RuntimeError,
-    NotImplementedError,
-    EOFError,
-    zipfile.BadZipFile,
-    zlib.error,
-)
 
 
 def check_keras_version(version: str | None = None) -> None:
@@ -107,8 +100,14 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
-    """Save the model with its metadata, replacing PATH atomically."""
+def save_model(
+    model: keras.Model, path: str | Path, metadata: dict, compiled: bool = False
+) -> None:
+    """Save the model with its metadata, replacing PATH atomically.
+
+    ``compiled`` also writes the fast path's OpenVINO network into a ``.keras`` file
+    (``pyimagesearch.compiled``): finished models, not training checkpoints.
+    """
     path = Path(path)
     legacy = path.suffix.lower() in LEGACY_SUFFIXES
     document = json.dumps({"format": METADATA_FORMAT, **metadata}, indent=2)
@@ -130,6 +129,8 @@ def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
         else:
             with zipfile.ZipFile(tmp_name, "a") as archive:
                 archive.writestr(METADATA_NAME, document)
+            if compiled:
+                add_compiled_network(tmp_name, model, metadata)
         with open(tmp_name, "rb+") as handle:
             os.fsync(handle.fileno())
         # mkstemp makes the file private (0600); give it the usual permissions.
@@ -145,189 +146,20 @@ def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
         raise
 
 
-def read_metadata(path: str | Path) -> dict | None:
-    """The project metadata stored in a model file, or None when it has none."""
-    kind = file_kind(path)
-    if kind == "keras":
-        with zipfile.ZipFile(path) as archive:
-            check_archive(archive, path)
-            if METADATA_NAME not in archive.namelist():
-                return None
-            with archive.open(METADATA_NAME) as member:
-                # Read one byte past the bound: the size in the zip header may lie.
-                document = member.read(safety.MAX_METADATA_BYTES + 1)
-    else:
-        import h5py
+def add_compiled_network(path: str, model: keras.Model, metadata: dict) -> None:
+    """Write the fast path's network into the file; a failure costs speed, not the model."""
+    from pyimagesearch.calibration import temperature_of
+    from pyimagesearch.compiled import write_ir
 
-        with h5py.File(path, "r") as handle:
-            if METADATA_NAME not in handle.attrs:
-                return None
-            size = handle.attrs.get_id(METADATA_NAME).get_storage_size()
-            if size > safety.MAX_METADATA_BYTES:
-                raise UserError(f"'{path}': its metadata is {size:,} bytes; this is not ours")
-            document = handle.attrs[METADATA_NAME]
-    if len(document) > safety.MAX_METADATA_BYTES:
-        raise UserError(
-            f"'{path}': its metadata is larger than {safety.MAX_METADATA_BYTES:,} bytes"
-        )
     try:
-        return json.loads(document)
-    except RecursionError:  # json has no depth limit of its own; the 1 MB bound caps the cost
-        raise UserError(f"'{path}': its metadata is nested too deeply") from None
-
-
-def check_archive(archive: zipfile.ZipFile, path: str | Path) -> None:
-    """Refuse a .keras zip we should not unpack: encrypted or oddly compressed members,
-    or a config/metadata member that inflates beyond any real model's (a zip bomb)."""
-    for info in archive.infolist():
-        if info.flag_bits & 0x1:
-            raise UserError(f"'{path}': member '{info.filename}' is encrypted")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise UserError(
-                f"'{path}': member '{info.filename}' uses compression method "
-                f"{info.compress_type}, which Keras files never use"
-            )
-        bound = (
-            safety.MAX_METADATA_BYTES
-            if info.filename == METADATA_NAME
-            else safety.MAX_CONFIG_BYTES
-            if info.filename.endswith(".json")
-            else None
+        write_ir(path, model, temperature_of(metadata))
+    except (ImportError, RuntimeError) as error:  # no OpenVINO, or it cannot convert
+        reason = " ".join(str(error).split())[:200]
+        print(
+            f"[WARNING] the model is saved without its OpenVINO network ({reason}); "
+            "load_model.py will load it with Keras",
+            file=sys.stderr,
         )
-        if bound is not None and info.file_size > bound:
-            raise UserError(
-                f"'{path}': member '{info.filename}' inflates to {info.file_size:,} bytes "
-                f"(at most {bound:,} expected)"
-            )
-
-
-def file_kind(path: str | Path) -> str:
-    """'keras' (zip) or 'h5', from the file's content rather than its name."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"model file '{path}' does not exist")
-    if path.is_dir():
-        raise UserError(f"model path '{path}' is a folder, not a model file")
-    if not safety.is_regular_file(path):  # a FIFO would hang, a device never end
-        raise UserError(f"model path '{path}' is not a regular file")
-    if path.stat().st_size == 0:
-        raise UserError(f"model file '{path}' is empty (0 bytes)")
-    if zipfile.is_zipfile(path):
-        return "keras"
-    with open(path, "rb") as handle:
-        if handle.read(8) == HDF5_SIGNATURE:
-            return "h5"
-    raise UserError(f"'{path}' is not a Keras model file (neither a .keras zip nor HDF5)")
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:80] + "..."
-
-
-def validate_metadata(metadata: object, path: str | Path) -> dict:
-    """Check the metadata's types and ranges before anything is built from it.
-
-    Class names: distinct non-empty strings; height and width: integers from 1 to
-    MAX_INPUT_SIDE (a bigger stored size would make every image gigabytes); a known
-    interpolation, colour and scale; a calibration, when present, is a temperature
-    within the fit's bounds (a hostile file must not turn every answer into 0 or 1, or
-    NaN). Provenance is informative only: a malformed one
-    is dropped with a warning rather than refusing the model.
-    """
-    if not isinstance(metadata, dict):
-        raise UserError(f"'{path}' has unusable metadata: not a JSON object")
-    names = metadata.get("class_names")
-    if not (
-        isinstance(names, list)
-        and names
-        and all(isinstance(name, str) and name for name in names)
-        and len(set(names)) == len(names)
-    ):
-        raise UserError(
-            f"'{path}' has unusable metadata: class_names must be a list of distinct "
-            f"non-empty strings, got {_shown(names)}"
-        )
-    recipe = metadata.get("preprocessing")
-    if not isinstance(recipe, dict):
-        raise UserError(f"'{path}' has unusable metadata: preprocessing is {_shown(recipe)}")
-    for key in ("height", "width"):
-        value = recipe.get(key)
-        # bool is an int in Python; True is no image size.
-        if type(value) is not int or not 1 <= value <= safety.MAX_INPUT_SIDE:
-            raise UserError(
-                f"'{path}' has unusable metadata: {key} must be an integer from 1 to "
-                f"{safety.MAX_INPUT_SIDE} (raise with $PYIMAGESEARCH_MAX_INPUT_SIDE), "
-                f"got {_shown(value)}"
-            )
-    interpolation = recipe.get("interpolation")
-    if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
-        raise UserError(f"'{path}' asks for an unknown interpolation {_shown(interpolation)}")
-    if recipe.get("color") != "RGB":
-        raise UserError(f"'{path}' asks for an unknown colour order {_shown(recipe.get('color'))}")
-    if recipe.get("scale") != "1/255":
-        raise UserError(f"'{path}' asks for an unknown pixel scale {_shown(recipe.get('scale'))}")
-    calibration = metadata.get("calibration")
-    if calibration is not None:
-        # It changes every probability the model gives: refuse one we cannot trust.
-        method = calibration.get("method") if isinstance(calibration, dict) else None
-        if method != "temperature":
-            raise UserError(
-                f"'{path}' asks for an unknown calibration {_shown(calibration)}; "
-                "only a temperature is known"
-            )
-        problem = check_temperature(calibration.get("temperature"))
-        if problem:
-            raise UserError(
-                f"'{path}' has unusable metadata: its calibration temperature {problem}"
-            )
-    positive = metadata.get("positive_class")
-    if positive is not None and positive not in names:
-        print(f"[WARNING] '{path}': ignoring its positive class {_shown(positive)}, not a class")
-        del metadata["positive_class"]
-    provenance = metadata.get("provenance")
-    if provenance is not None:
-        metrics = provenance.get("final_metrics") if isinstance(provenance, dict) else None
-        accuracy = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
-        if (
-            not isinstance(provenance, dict)
-            or not isinstance(metrics, dict | None)
-            or not isinstance(accuracy, int | float | None)
-            or isinstance(accuracy, bool)
-        ):
-            print(f"[WARNING] '{path}': ignoring its malformed provenance", file=sys.stderr)
-            metadata["provenance"] = {}
-    return metadata
-
-
-def check_is_checkpoint(path: str | Path) -> None:
-    """Refuse to replace (or resume from) an existing --checkpoint file unless its own
-    metadata says it is a training checkpoint of this project: a user's file given by
-    mistake must never be overwritten, and then deleted when training ends."""
-    try:
-        metadata = read_metadata(path)
-    except (UserError, OSError, ValueError, zipfile.BadZipFile):
-        metadata = None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("checkpoint"), dict):
-        raise UserError(
-            f"--checkpoint '{path}' exists and is not a training checkpoint of this project; "
-            "refusing to overwrite it (give another --checkpoint)"
-        )
-
-
-def public_metadata(metadata: dict) -> dict:
-    """The metadata as it may leave the machine (the server's /model, every export): the
-    training folder and an --exclude list by their last name only, never the absolute
-    path they had on the training machine (models saved before this rule carry one)."""
-    public = json.loads(json.dumps(metadata))
-    provenance = public.get("provenance")
-    if isinstance(provenance, dict):
-        if isinstance(provenance.get("dataset"), str):
-            provenance["dataset"] = Path(provenance["dataset"]).name
-        excluded = provenance.get("excluded")
-        if isinstance(excluded, dict) and isinstance(excluded.get("list"), str):
-            excluded["list"] = Path(excluded["list"]).name
-    return public
 
 
 def check_metadata(metadata: dict | None, model: keras.Model, path: str | Path) -> dict:

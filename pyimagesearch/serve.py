@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import dataclasses
 import html
-import io
 import math
 import os
 import re
@@ -138,29 +137,25 @@ class ClientError(Exception):
 def decode_upload(name: str, data: bytes, recipe: dict, max_pixels: int) -> np.ndarray:
     """One uploaded file as model input, or a ClientError naming it.
 
-    The header's pixel count is read (by Pillow, without decoding) before TensorFlow
-    decodes anything, so a small file declaring a huge image costs nothing.
+    The preprocessing's gate reads the header (the pixel count, the format) before
+    anything is decoded, so a small file declaring a huge image costs nothing. The
+    result is resized pixels in [0, 255]: the network scales them itself.
     """
-    import tensorflow as tf
-
-    from pyimagesearch.preprocessing import decode_rgb, to_model_input
+    from pyimagesearch.preprocessing import UnreadableImage, decode_rgb, resize
 
     if not data:
         raise ClientError(400, "the file is empty (0 bytes)", name)
-    pixels = safety.image_pixels(io.BytesIO(data))
-    if pixels is None:
-        raise ClientError(415, f"not a {FORMATS} image (its header cannot be read)", name)
-    if pixels > max_pixels:
-        raise ClientError(
-            413, f"the image has {pixels:,} pixels, more than this server's {max_pixels:,}", name
-        )
     try:
-        return to_model_input(decode_rgb(tf.constant(data)), recipe).numpy()
-    except (tf.errors.OpError, ValueError) as error:
-        message = getattr(error, "message", str(error)).strip().splitlines()[0]
-        if "Unknown image file format" in message:
-            raise ClientError(415, f"not a {FORMATS} image", name) from None
-        raise ClientError(400, f"the image is damaged or truncated ({message})", name) from None
+        return resize(decode_rgb(data, max_pixels), recipe)
+    except UnreadableImage as error:
+        reason = error.reason
+        if error.status == 413:
+            reason = (
+                f"the image has {error.pixels:,} pixels, more than this server's {error.bound:,}"
+            )
+        elif error.status == 415:
+            reason = f"not a {FORMATS} image (its header cannot be read)"
+        raise ClientError(error.status, reason, name) from None
 
 
 @dataclass

@@ -278,7 +278,7 @@ def run_onnx(folder: Path):
 
 
 def run_openvino(folder: Path):
-    from pyimagesearch.predict import import_openvino
+    from pyimagesearch.compiled import import_openvino
 
     core = import_openvino().Core()
     compiled = core.compile_model(

@@ -186,7 +186,7 @@ def test_litert(saved: Path, cases, tmp_path: Path, capsys, check_folder: Path):
 
 
 def test_openvino(saved: Path, cases, tmp_path: Path, capsys, check_folder: Path):
-    from pyimagesearch.predict import import_openvino
+    from pyimagesearch.compiled import import_openvino
 
     openvino = import_openvino()
     core = openvino.Core()

@@ -1,0 +1,260 @@
+"""The fast path: the saved network compiled by OpenVINO, run without TensorFlow.
+
+``save_model.py`` writes, inside the ``.keras`` zip beside Keras' own members, the
+network as an OpenVINO IR (``openvino/model.xml`` + ``model.bin``) whose input is the
+resized pixels in [0, 255] at the model's own size, with the 1/255 scaling and the
+stored temperature inside, and a manifest holding the SHA-256 of every member it was
+built from. ``load_model.py`` and ``serve_model.py`` then classify with OpenVINO,
+OpenCV, Pillow and NumPy only: no TensorFlow or Keras import (4 s and about 1 GB).
+
+An IR is used only when the manifest's hashes match the file's weights, config and
+metadata and the IR's shapes match the metadata; otherwise the caller falls back to
+Keras and says why in one line. Why inside the file rather than a cache built on first
+load: the model file stays the one thing to copy, a read-only or fresh machine (a
+server's container) is fast from its first start, and nothing is written next to a
+user's files at load time. Keras ignores members it does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+import zipfile
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyimagesearch import modelfile
+from pyimagesearch.errors import UserError
+
+IR_XML = "openvino/model.xml"
+IR_BIN = "openvino/model.bin"
+MANIFEST = "openvino/manifest.json"
+MANIFEST_FORMAT = 1
+# The members an IR is built from: a change to any of them makes it stale.
+SOURCES = ("config.json", "model.weights.h5", modelfile.METADATA_NAME)
+MAX_MANIFEST_BYTES = 1 << 16
+# Names of the precisions (--precision), as OpenVINO's inference precision hints.
+PRECISIONS = {"float32": "f32", "mixed_bfloat16": "bf16"}
+
+
+def import_openvino():
+    """Import OpenVINO with its usage statistics off.
+
+    ``import openvino`` reports usage to Intel unless the user has opted out; when its
+    ``openvino_telemetry`` package cannot be imported it falls back to a no-op, so
+    that package is hidden from this process (only from this process, only if nothing
+    imported it already). A medical tool should not send anything anywhere unasked.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16), as OpenVINO's
+    CPU plugin reports it: read, never assumed from the CPU's name."""
+    core = import_openvino().Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def inference_precision(requested: str) -> str:
+    """OpenVINO's precision hint for --precision: ``auto`` is bfloat16 where the CPU has
+    it natively (about 2.6x float32 on AMX) and float32 elsewhere."""
+    if requested == "auto":
+        return "bf16" if cpu_has_bfloat16() else "f32"
+    if requested == "mixed_bfloat16" and not cpu_has_bfloat16():
+        print("[INFO] this CPU has no native bfloat16; computing in float32", file=sys.stderr)
+        return "f32"
+    return PRECISIONS[requested]
+
+
+def _sha256(archive: zipfile.ZipFile, name: str) -> str:
+    digest = hashlib.sha256()
+    with archive.open(name) as member:
+        for chunk in iter(lambda: member.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_ir(model: Any, temperature: float | None) -> Any:
+    """The Keras network as an OpenVINO model: pixels [0, 255] in, probabilities out.
+
+    Needs TensorFlow (save time only). The graph is MODEL in inference mode after a
+    1/255 scaling, then ``calibration.forward``'s temperature, so the IR answers exactly
+    what load_model.py's Keras path answers for the same resized pixels.
+    """
+    import tensorflow as tf
+
+    from pyimagesearch.calibration import forward
+
+    core = import_openvino().Core()
+    network = forward(model, temperature)
+    module = tf.Module()
+    module.weights = model.variables
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="pixels")
+    module.infer = tf.function(lambda pixels: network(pixels / 255.0), input_signature=[spec])
+    # The network goes over as a SavedModel that the runtime reads itself (what
+    # ``ov.convert_model`` does too, without its conversion telemetry).
+    with tempfile.TemporaryDirectory(prefix="pyimagesearch-openvino-") as folder:
+        tf.saved_model.save(module, folder, signatures=module.infer)
+        return core.read_model(folder)
+
+
+def write_ir(path: str | Path, model: Any, temperature: float | None) -> None:
+    """Append the compiled network and its manifest to the .keras zip at PATH, whose
+    Keras members and metadata are final."""
+    ov = import_openvino()
+    ir = build_ir(model, temperature)
+    with tempfile.TemporaryDirectory(prefix="pyimagesearch-openvino-") as folder:
+        xml = Path(folder) / "model.xml"
+        ov.save_model(ir, str(xml), compress_to_fp16=False)
+        xml_bytes, bin_bytes = xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(IR_XML, xml_bytes, zipfile.ZIP_DEFLATED)
+        archive.writestr(IR_BIN, bin_bytes, zipfile.ZIP_STORED)  # floats hardly deflate
+        hashes = {name: _sha256(archive, name) for name in (*SOURCES, IR_XML, IR_BIN)}
+        manifest = {"format": MANIFEST_FORMAT, "openvino": ov.get_version(), "sha256": hashes}
+        archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
+
+
+class Stale(Exception):
+    """The file carries no usable compiled network; the message says why."""
+
+
+def read_ir(path: str | Path, metadata: dict) -> tuple[str, np.ndarray]:
+    """The IR's XML text and weights from PATH, after checking them against the file.
+
+    Raises Stale when the IR is missing or does not belong to these weights, config
+    and metadata (a model re-saved by Keras, edited, or put together by hand).
+    """
+    if modelfile.file_kind(path) != "keras":
+        raise Stale("a legacy HDF5 file carries no compiled network")
+    with zipfile.ZipFile(path) as archive:
+        modelfile.check_archive(archive, path)
+        names = set(archive.namelist())
+        if MANIFEST not in names:
+            raise Stale("it was saved without a compiled network")
+        with archive.open(MANIFEST) as member:
+            document = member.read(MAX_MANIFEST_BYTES + 1)
+        try:
+            manifest = json.loads(document) if len(document) <= MAX_MANIFEST_BYTES else None
+        except ValueError:
+            manifest = None
+        hashes = manifest.get("sha256") if isinstance(manifest, dict) else None
+        needed = (*SOURCES, IR_XML, IR_BIN)
+        if not isinstance(hashes, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            raise Stale("its compiled network's manifest is unreadable")
+        for name in needed:
+            if name not in names or hashes.get(name) != _sha256(archive, name):
+                raise Stale(f"its compiled network does not match its {name} (stale or altered)")
+        xml = archive.read(IR_XML).decode("utf-8")
+        weights = np.frombuffer(archive.read(IR_BIN), dtype=np.uint8)
+    return xml, weights
+
+
+class CompiledNetwork:
+    """The IR compiled for this CPU: resized pixels in, class probabilities out.
+
+    ``batch_size`` fixes the batch dimension (bulk work: a static shape lets OpenVINO
+    pick its kernels once, and the last batch is padded); None keeps it dynamic (the
+    server's micro-batches vary from 1 to its maximum). ``stream`` keeps one batch per
+    infer request in flight while the caller's threads decode the next ones.
+    """
+
+    def __init__(
+        self, ir: Any, precision: str = "f32", batch_size: int | None = None, threads: int = 0
+    ) -> None:
+        core = import_openvino().Core()
+        if batch_size is not None:
+            height, width, channels = (d.get_length() for d in ir.input(0).partial_shape[1:])
+            ir.reshape([batch_size, height, width, channels])
+        self.batch_size, self.precision = batch_size, precision
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(ir, "CPU", config)
+        count = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.requests = [self.compiled.create_infer_request() for _ in range(count)]
+
+    def _padded(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        if self.batch_size is None or len(pixels) == self.batch_size:
+            return pixels
+        padding = np.zeros((self.batch_size - len(pixels), *pixels.shape[1:]), np.float32)
+        return np.concatenate([pixels, padding])
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        rows = []
+        step = self.batch_size or len(pixels) or 1
+        for start in range(0, len(pixels), step):
+            chunk = pixels[start : start + step]
+            result = self.requests[0].infer([self._padded(chunk)])[0]
+            rows.append(np.array(result[: len(chunk)], dtype=np.float32))
+        return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+
+    def stream(
+        self, batches: Iterable[tuple[np.ndarray, np.ndarray]]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (indices, probabilities) in the order of ``batches`` (each at most
+        ``batch_size`` images)."""
+        pending: deque = deque()
+        for number, (indices, pixels) in enumerate(batches):
+            if len(pending) == len(self.requests):
+                yield self._collect(*pending.popleft())
+            request = self.requests[number % len(self.requests)]
+            request.start_async([self._padded(pixels)])  # copies the batch in
+            pending.append((indices, request))
+        while pending:
+            yield self._collect(*pending.popleft())
+
+    @staticmethod
+    def _collect(indices: np.ndarray, request) -> tuple[np.ndarray, np.ndarray]:
+        request.wait()
+        probabilities = request.get_output_tensor(0).data[: len(indices)]
+        return indices, np.array(probabilities, dtype=np.float32)
+
+
+def load(
+    path: str | Path, precision: str = "auto", batch_size: int | None = None
+) -> tuple[CompiledNetwork, dict]:
+    """The file's compiled network and its checked metadata, without TensorFlow.
+
+    Raises Stale (fall back to Keras) when the IR is missing or does not match, and
+    UserError for a file that no path may load (the metadata checks of safe loading).
+    """
+    metadata = modelfile.read_metadata(path)
+    if metadata is None:
+        raise UserError(
+            f"'{path}' holds no class names or preprocessing recipe; "
+            "save it with save_model.py so the loader knows how to use it"
+        )
+    modelfile.validate_metadata(metadata, path)
+    xml, weights = read_ir(path, metadata)
+    ov = import_openvino()
+    try:
+        ir = ov.Core().read_model(xml, ov.Tensor(weights))
+    except Exception as error:  # OpenVINO raises RuntimeError subclasses for bad IR
+        raise Stale(f"its compiled network cannot be read ({type(error).__name__})") from None
+    recipe = metadata["preprocessing"]
+    expected_in = [recipe["height"], recipe["width"], 3]
+    shape_in = ir.input(0).partial_shape
+    shape_out = ir.output(0).partial_shape
+    if (
+        len(ir.inputs) != 1
+        or len(ir.outputs) != 1
+        or shape_in.rank.get_length() != 4
+        or [d.get_length() if d.is_static else None for d in shape_in[1:]] != expected_in
+        or shape_out.rank.get_length() != 2
+        or not shape_out[1].is_static
+        or shape_out[1].get_length() != len(metadata["class_names"])
+    ):
+        raise Stale("its compiled network's shapes do not match its metadata")
+    return CompiledNetwork(ir, inference_precision(precision), batch_size), metadata
