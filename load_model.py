@@ -15,8 +15,12 @@ predicted class lies (docs/audit.md says what it shows and what it cannot).
 When the model stores a temperature (fitted by save_model.py on the validation
 split), every probability printed, drawn or written is the calibrated one.
 
+The network runs on the OpenVINO copy that save_model.py stores in the model file,
+without importing TensorFlow (about a second for 16 images, where Keras alone takes
+four); a file without one (or whose copy does not match its weights) is loaded by
+Keras instead, with one [INFO] line saying why (--runtime tensorflow forces Keras).
 Large jobs (--samples 0 on a folder of thousands) stream through the network in
-batches; on a machine without a GPU the network then runs on OpenVINO (--runtime).
+batches while threads decode the next ones.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import contextlib
 import csv
 import random
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyimagesearch import safety
-from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch.errors import UserError, run_command
+from pyimagesearch.predict import load_engine
 
 MONTAGE_TILES = 16
 MONTAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -92,19 +98,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--precision",
-        choices=("float32", "mixed_bfloat16"),
-        default="float32",
-        help="float32 (default) gives Keras' probabilities (within 1e-4 on OpenVINO); "
-        "mixed_bfloat16 is faster on CPUs with AMX or AVX512-BF16 (on OpenVINO about 2.6x "
-        "its float32 speed on a 2-core AMX CPU), "
-        "probabilities differ by up to about 0.02",
+        choices=("auto", "float32", "mixed_bfloat16"),
+        default="auto",
+        help="auto (default): bfloat16 on OpenVINO where the CPU computes it natively (AMX or "
+        "AVX512-BF16, about 2.6x float32 on a 2-core AMX CPU; probabilities differ by up to "
+        "about 0.02), float32 elsewhere; float32 gives Keras' probabilities (OpenVINO within "
+        "1e-5)",
     )
     parser.add_argument(
         "--runtime",
         choices=("auto", "openvino", "tensorflow"),
         default="auto",
-        help="engine that runs the network: auto (default) uses OpenVINO for 1,000 images or "
-        "more on a machine without a GPU, TensorFlow otherwise",
+        help="engine that runs the network: auto (default) uses the OpenVINO network stored in "
+        "the model file, without TensorFlow, and falls back to Keras when the file has none "
+        "(then OpenVINO for 1,000 images or more on a machine without a GPU); tensorflow "
+        "forces the Keras model",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = parser.parse_args(argv)
@@ -157,7 +165,7 @@ def save_explanations(
 
 
 def gather_images(sources: list[str]) -> list[str]:
-    from pyimagesearch.data import list_images
+    from pyimagesearch.splitting import list_images
 
     paths: list[str] = []
     for source in sources:
@@ -184,9 +192,9 @@ def choose_samples(paths: list[str], samples: int, seed: int | None) -> list[str
     return random.Random(seed).sample(paths, samples)
 
 
-def describe(metadata: dict) -> None:
-    import keras
-
+def describe(engine) -> None:
+    """What was loaded, in one or two lines (and a warning when Keras versions differ)."""
+    metadata = engine.metadata
     provenance = metadata.get("provenance", {})
     if provenance:
         metrics = provenance.get("final_metrics", {})
@@ -204,19 +212,18 @@ def describe(metadata: dict) -> None:
             f"[INFO] probabilities calibrated with temperature {calibration['temperature']}"
             + (f" (fitted on {images} validation images)" if type(images) is int else "")
         )
-    if provenance:
-        saved_with = provenance.get("keras_version")
-        if saved_with and saved_with != keras.__version__:
-            print(
-                f"[WARNING] model saved with Keras {saved_with}, running Keras {keras.__version__}",
-                file=sys.stderr,
-            )
+    keras = sys.modules.get("keras")  # only on the Keras path: the fast path needs none
+    saved_with = provenance.get("keras_version") if provenance else None
+    if keras is not None and saved_with and saved_with != keras.__version__:
+        print(
+            f"[WARNING] model saved with Keras {saved_with}, running Keras {keras.__version__}",
+            file=sys.stderr,
+        )
+    print(f"[INFO] running on {engine.description}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    start_tensorflow(args.debug)
-    safety.MAX_PIXELS = args.max_pixels
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path is judged before any work (docs/reliability.md)."""
     safety.check_paths(
         {
             "--output": args.output,
@@ -233,114 +240,166 @@ def main(argv: list[str] | None = None) -> int:
         safety.check_output_file(args.csv, "--csv")
     if args.confusion:
         safety.check_output_file(args.confusion, "--confusion", safety.figure_suffixes())
-    paths = choose_samples(gather_images(args.images), args.samples, args.seed)
 
-    import cv2
-    import keras
 
-    from pyimagesearch.calibration import temperature_of
-    from pyimagesearch.data import warn_skipped
-    from pyimagesearch.montage import build_montage, labelled_tile, show_montage
-    from pyimagesearch.predict import choose_runtime, iter_predictions, make_predictor
-    from pyimagesearch.serialization import load_model
+@dataclass
+class Results:
+    """Per classified image (in classification order): its index into the paths, its
+    probabilities, and its true class when the parent folder names one."""
 
-    print("[INFO] loading pre-trained network...")
-    model, metadata = load_model(args.model)
-    describe(metadata)
-    class_names = metadata["class_names"]
-    recipe = metadata["preprocessing"]
-    from pyimagesearch.evaluation import choose_positive
+    kept: list[int] = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    truths: list[str | None] = field(default_factory=list)
 
-    positive = choose_positive(class_names, args.positive_class or metadata.get("positive_class"))
 
-    batches = -(-len(paths) // args.batch_size)
-    runtime = choose_runtime(args.runtime, len(paths))
-    if runtime == "openvino":
-        print(f"[INFO] compiling the network with OpenVINO ({args.precision})...")
-    # Every probability below (CSV, montage, report, confident errors) is calibrated when
-    # the model stores a temperature: it is applied inside the predictor.
-    predict = make_predictor(model, args.precision, batches, runtime, temperature_of(metadata))
+def classify(engine, paths: list[str], batch_size: int, csv_path: str | None) -> Results:
+    """Every image through the engine, the CSV written as rows arrive (renamed over
+    --csv only when the run succeeds), unreadable files named."""
+    from tqdm import tqdm
+
+    from pyimagesearch.predict import iter_predictions
+
+    class_names = engine.metadata["class_names"]
+    recipe = engine.metadata["preprocessing"]
+    results, skipped = Results(), []
     print(f"[INFO] classifying {len(paths)} images...")
-    progress = keras.utils.Progbar(len(paths), unit_name="image") if len(paths) > 256 else None
-    kept, tiles, truths, scores = [], [], [], []
-    # The CSV goes to a temporary file renamed over --csv only when the run succeeds.
+    progress = tqdm(total=len(paths), unit="image", disable=len(paths) <= 256)
     with contextlib.ExitStack() as outputs:
         writer = None
-        if args.csv:
-            csv_file = outputs.enter_context(
-                open(outputs.enter_context(safety.replacing(args.csv)), "w", newline="")
-            )
-            writer = csv.writer(csv_file)
+        if csv_path:
+            temporary = outputs.enter_context(safety.replacing(csv_path))
+            writer = csv.writer(outputs.enter_context(open(temporary, "w", newline="")))
             writer.writerow(["path", "label", *[f"p_{name}" for name in class_names]])
-        for indices, probabilities in iter_predictions(predict, paths, recipe, args.batch_size):
+        predictions = iter_predictions(engine.predict, paths, recipe, batch_size, skipped)
+        for indices, probabilities in predictions:
             for index, row in zip(indices, probabilities, strict=True):
-                path = paths[index]
-                label = class_names[int(row.argmax())]
-                parent = Path(path).parent.name
-                true_label = parent if parent in class_names else None
-                kept.append(index)
-                truths.append(true_label)
-                scores.append(row)
+                parent = Path(paths[index]).parent.name
+                results.kept.append(int(index))
+                results.scores.append(row)
+                results.truths.append(parent if parent in class_names else None)
                 if writer:
-                    writer.writerow([path, label, *[f"{p:.6f}" for p in row]])
-                if len(tiles) < MONTAGE_TILES:
-                    tiles.append((path, label, float(row.max()), true_label))
-            if progress:
-                progress.add(len(indices))
-
-        import numpy as np
-
-        warn_skipped(paths, np.asarray(kept, dtype="int64"))
-        if not kept:
+                    label = class_names[int(row.argmax())]
+                    writer.writerow([paths[index], label, *[f"{p:.6f}" for p in row]])
+            progress.update(len(indices))
+        progress.close()
+        warn_skipped(paths, results.kept, dict(skipped))
+        if not results.kept:
             raise UserError("none of the images could be read")
-    if args.csv:
-        print(f"[INFO] predictions written to '{args.csv}'")
+    if csv_path:
+        print(f"[INFO] predictions written to '{csv_path}'")
+    return results
 
-    known = [i for i, truth in enumerate(truths) if truth is not None]
-    if known:
-        from pyimagesearch.evaluation import print_report
 
-        labels = np.asarray([class_names.index(truths[i]) for i in known])
-        known_probabilities = np.stack([scores[i] for i in known])
-        print_report(
-            [paths[kept[i]] for i in known], labels, known_probabilities, class_names,
-            positive=positive,
-        )  # fmt: skip
+def warn_skipped(paths: list[str], kept: list[int], reasons: dict[int, str]) -> None:
+    """Name the files that could not be read, and why, with a count, on stderr."""
+    kept_set = set(kept)
+    skipped = [(i, path) for i, path in enumerate(paths) if i not in kept_set]
+    for index, path in skipped[:20]:
+        why = f": {reasons[index]}" if index in reasons else ""
+        print(f"[WARNING] skipping unreadable image '{path}'{why}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"[WARNING] ... and {len(skipped) - 20} more", file=sys.stderr)
+    if skipped:
+        print(f"[WARNING] skipped {len(skipped)} unreadable file(s)", file=sys.stderr)
+
+
+def report(args: argparse.Namespace, engine, paths: list[str], results: Results) -> None:
+    """The report and confusion matrix over the images whose folder names their class."""
+    import numpy as np
+
+    from pyimagesearch.evaluation import choose_positive, print_report
+
+    class_names = engine.metadata["class_names"]
+    known = [i for i, truth in enumerate(results.truths) if truth is not None]
+    if not known:
         if args.confusion:
-            from pyimagesearch.plots import plot_confusion_matrix
+            print("[INFO] no folder names a class, so there is no confusion matrix to draw")
+        return
+    requested = args.positive_class or engine.metadata.get("positive_class")
+    labels = np.asarray([class_names.index(results.truths[i]) for i in known])
+    probabilities = np.stack([results.scores[i] for i in known])
+    shown = [paths[results.kept[i]] for i in known]
+    positive = choose_positive(class_names, requested)
+    print_report(shown, labels, probabilities, class_names, positive=positive)
+    if args.confusion:
+        from pyimagesearch.plots import plot_confusion_matrix
 
-            predicted = known_probabilities.argmax(axis=1)
-            with safety.replacing(args.confusion) as temporary:
-                plot_confusion_matrix(
-                    [class_names[i] for i in labels],
-                    [class_names[i] for i in predicted],
-                    class_names,
-                    str(temporary),
-                )
-            print(f"[INFO] confusion matrix written to '{args.confusion}'")
-    elif args.confusion:
-        print("[INFO] no folder names a class, so there is no confusion matrix to draw")
+        predicted = probabilities.argmax(axis=1)
+        with safety.replacing(args.confusion) as temporary:
+            plot_confusion_matrix(
+                [class_names[i] for i in labels],
+                [class_names[i] for i in predicted],
+                class_names,
+                str(temporary),
+            )
+        print(f"[INFO] confusion matrix written to '{args.confusion}'")
 
-    predicted = [int(row.argmax()) for row in scores]
+
+def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Results):
+    """The first 16 classified images as labelled tiles (with Grad-CAM under --explain)."""
+    import cv2
+
+    from pyimagesearch.montage import build_montage, labelled_tile
+
+    class_names = engine.metadata["class_names"]
+    shown = results.kept[:MONTAGE_TILES]
+    predicted = [int(results.scores[i].argmax()) for i in range(len(shown))]
     heat = {}
     if args.explain:
         from pyimagesearch.gradcam import explain_files
 
-        print(f"[INFO] Grad-CAM of the {len(tiles)} montage tiles...")
-        heat = explain_files(model, [t[0] for t in tiles], recipe, predicted[: len(tiles)])
+        print(f"[INFO] Grad-CAM of the {len(shown)} montage tiles...")
+        recipe = engine.metadata["preprocessing"]
+        heat = explain_files(engine.model, [paths[i] for i in shown], recipe, predicted)
     montage = build_montage(
         [
-            labelled_tile(path, label, confidence, class_names, truth, heat.get(i))
-            for i, (path, label, confidence, truth) in enumerate(tiles)
+            labelled_tile(
+                paths[index],
+                class_names[predicted[n]],
+                float(results.scores[n].max()),
+                class_names,
+                results.truths[n],
+                heat.get(n),
+            )
+            for n, index in enumerate(shown)
         ]
     )
     with safety.replacing(args.output) as temporary:
         if not cv2.imwrite(str(temporary), montage):
             raise OSError("OpenCV could not write the image")
     print(f"[INFO] montage written to '{args.output}'")
+    return montage
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    safety.MAX_PIXELS = args.max_pixels
+    check_outputs(args)
+    paths = choose_samples(gather_images(args.images), args.samples, args.seed)
+
+    print("[INFO] loading pre-trained network...")
+    engine = load_engine(
+        args.model,
+        args.runtime,
+        args.precision,
+        images=len(paths),
+        batch_size=min(args.batch_size, len(paths)),
+        need_keras=args.explain,
+        debug=args.debug,
+    )
+    describe(engine)
+
+    results = classify(engine, paths, args.batch_size, args.csv)
+    report(args, engine, paths, results)
+    montage = draw_montage(args, engine, paths, results)
+
     if args.explain_dir:
-        save_explanations(model, paths, kept, predicted, recipe, args.explain_dir)
+        predicted = [int(row.argmax()) for row in results.scores]
+        recipe = engine.metadata["preprocessing"]
+        save_explanations(engine.model, paths, results.kept, predicted, recipe, args.explain_dir)
     if args.show:
+        from pyimagesearch.montage import show_montage
+
         show_montage(montage, args.output)
     return 0
 

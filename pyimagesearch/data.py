@@ -16,9 +16,8 @@ import tensorflow as tf
 
 from pyimagesearch import safety
 from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import is_image_file, iter_pixel_batches, to_model_input
-from pyimagesearch.safety import usable_images
-from pyimagesearch.splitting import check_dataset, find_layout
+from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
+from pyimagesearch.splitting import check_dataset, find_layout, list_images
 
 SPLITS = ("training", "validation", "testing")
 # An --exclude list of 12,000 names is about 0.5 MB.
@@ -33,19 +32,6 @@ class Split:
     paths: list[str]
     labels: np.ndarray
     class_names: list[str]
-
-
-def list_images(folder: Path) -> list[str]:
-    """Every image file under ``folder`` (recursively), in a stable sorted order.
-
-    Devices, FIFOs, odd names and images too big to decode are skipped with a warning
-    (``safety.usable_images``): the decoder would hang or run out of memory on them.
-    """
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found.extend(os.path.join(root, name) for name in sorted(files) if is_image_file(name))
-    return usable_images(found)
 
 
 def list_split(split_dir: Path) -> Split:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -144,3 +145,63 @@ def iter_predictions(
         return
     for indices, pixels in batches():
         yield indices, predict(pixels)
+
+
+@dataclass
+class Engine:
+    """What classifies: the predictor, the model's checked metadata, how it runs, and the
+    Keras model when it was loaded (Grad-CAM needs it; the fast path does not)."""
+
+    predict: Predictor
+    metadata: dict
+    description: str
+    model: Any = None
+
+
+def load_engine(
+    path: str,
+    runtime: str = "auto",
+    precision: str = "auto",
+    images: int = 0,
+    batch_size: int | None = None,
+    need_keras: bool = False,
+    debug: bool = False,
+) -> Engine:
+    """The fastest valid way to run the model file at PATH.
+
+    Its stored OpenVINO network, without TensorFlow, unless ``runtime`` is ``tensorflow``
+    or the network is missing or does not match the file (then one [INFO] line says why
+    and Keras loads it, safe mode and every check as always). ``batch_size`` fixes the
+    compiled batch (bulk work); None keeps it dynamic (the server).
+    """
+    model = None
+    if runtime != "tensorflow" and openvino_installed():
+        from pyimagesearch import compiled
+
+        try:
+            network, metadata = compiled.load(path, precision, batch_size)
+        except compiled.Stale as why:
+            print(f"[INFO] '{path}': {why}; loading it with Keras (TensorFlow)")
+        else:
+            if need_keras:
+                model = load_keras(path, debug)[0]
+            return Engine(network, metadata, f"OpenVINO, {network.precision}", model)
+    model, metadata = load_keras(path, debug)
+    engine = choose_runtime(runtime, images)
+    from pyimagesearch.calibration import temperature_of
+
+    batches = -(-images // (batch_size or 64)) if images else 2
+    chosen = "float32" if precision == "auto" and engine == "tensorflow" else precision
+    predict = make_predictor(model, chosen, batches, engine, temperature_of(metadata))
+    name = "OpenVINO" if engine == "openvino" else "TensorFlow"
+    return Engine(predict, metadata, f"{name}, {getattr(predict, 'precision', chosen)}", model)
+
+
+def load_keras(path: str, debug: bool = False) -> tuple[Any, dict]:
+    """The Keras model and metadata (``serialization.load_model``), TensorFlow started quietly."""
+    from pyimagesearch.errors import start_tensorflow
+
+    start_tensorflow(debug)
+    from pyimagesearch.serialization import load_model
+
+    return load_model(path)

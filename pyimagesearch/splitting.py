@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pyimagesearch.errors import UserError
+from pyimagesearch.safety import is_image_file, usable_images
 
 # Folder names of each split, in the order they are looked for: the tutorial's, then the
 # ImageFolder / Ultralytics ones.
@@ -36,6 +37,19 @@ LAYOUTS = (
     "training/validation/testing/<class>/, train/val/test/<class>/ (or valid/), or a flat "
     "folder of <class>/ sub-folders (split by --val-split and --test-split)"
 )
+
+
+def list_images(folder: Path) -> list[str]:
+    """Every image file under ``folder`` (recursively), in a stable sorted order.
+
+    Devices, FIFOs, odd names and images too big to decode are skipped with a warning
+    (``safety.usable_images``): the decoder would hang or run out of memory on them.
+    """
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found.extend(os.path.join(root, name) for name in sorted(files) if is_image_file(name))
+    return usable_images(found)
 
 
 @dataclass
