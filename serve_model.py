@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import socket
 import sys
-from pathlib import Path
 
 from pyimagesearch import safety
-from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch.errors import UserError, run_command
 
 MAX_TITLE_LENGTH = 120
 
@@ -79,8 +79,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--runtime",
         choices=("auto", "openvino", "tensorflow"),
         default="auto",
-        help="engine that runs the network: auto (default) is TensorFlow, which served faster "
-        "than OpenVINO one batch at a time (bench/SERVE.md)",
+        help="engine that runs the network: auto (default) is the OpenVINO network stored in "
+        "the model file, without TensorFlow; a file without one is served by TensorFlow, "
+        "which served faster than OpenVINO converted at load time (bench/SERVE.md)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_bfloat16"),
+        default="auto",
+        help="auto (default): bfloat16 where the CPU computes it natively, else float32",
+    )
+    parser.add_argument(
+        "--workers",
+        type=safety.positive_count,
+        default=1,
+        help="server processes, each holding one compiled network (default: 1; memory per "
+        "worker: docs/serve.md)",
     )
     parser.add_argument(
         "--max-batch",
@@ -144,54 +158,54 @@ def listen(host: str, port: int) -> socket.socket:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    start_tensorflow(args.debug)
     import uvicorn
 
-    from pyimagesearch.predict import choose_runtime
-    from pyimagesearch.serialization import load_model
-    from pyimagesearch.serve import Limits, Service, create_app
+    from pyimagesearch.serve import SETTINGS_VARIABLE, Limits, Settings, build_service, create_app
 
     sock = listen(args.host, args.port)  # before the model: a taken port fails at once
     port = sock.getsockname()[1]  # the one the system chose for --port 0
-    print("[INFO] loading pre-trained network...")
-    model, metadata = load_model(args.model)
-    classes = metadata["class_names"]
-    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
-    print(f"[INFO] {len(classes)} classes: {shown}")
-    # `auto` is TensorFlow here: the server runs one batch at a time, which keeps only
-    # one of OpenVINO's throughput streams busy; under load TensorFlow served more
-    # images/s with a lower p99 (bench/SERVE.md).
-    runtime = choose_runtime("tensorflow" if args.runtime == "auto" else args.runtime, 0)
-    limits = Limits(
-        max_request_bytes=int(args.max_request_mb * (1 << 20)),
-        max_images=args.max_images,
-        max_pixels=args.max_pixels,
-    )
-    service = Service(
-        model,
-        metadata,
-        Path(args.model).name,
-        runtime,
+    settings = Settings(
+        args.model,
+        args.runtime,
+        args.precision,
         args.max_batch,
         args.max_wait_ms,
-        limits,
-        title=args.title,
+        Limits(int(args.max_request_mb * (1 << 20)), args.max_images, args.max_pixels),
+        args.title,
+        args.debug,
     )
+    print("[INFO] loading pre-trained network...")
+    service = build_service(settings)  # in this process too: a bad model fails here, once
+    classes = service.class_names
+    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+    print(f"[INFO] {len(classes)} classes: {shown}; running on {service.runtime}")
     if not is_loopback(args.host):
         print(
             f"[WARNING] listening on {args.host}: anyone who can reach this machine can use "
             "the model (there is no authentication)",
             file=sys.stderr,
         )
-    config = uvicorn.Config(
-        create_app(service),
+    options = dict(
         log_level="debug" if args.debug else "warning",
         access_log=args.debug,
         limit_concurrency=args.max_connections,
     )
     print(f"[INFO] page title: {service.title}")
     print(f"[INFO] serving on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    if args.workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(service), **options)).run(sockets=[sock])
+        return 0
+    # Each worker is a fresh process (uvicorn spawns them) holding its own compiled
+    # network; they share the listening socket, and the kernel spreads connections.
+    del service
+    os.environ[SETTINGS_VARIABLE] = settings.to_json()
+    from uvicorn.supervisors import Multiprocess
+
+    print(f"[INFO] starting {args.workers} worker processes", flush=True)
+    config = uvicorn.Config(
+        "pyimagesearch.serve:app_from_environment", factory=True, workers=args.workers, **options
+    )
+    Multiprocess(config, sockets=[sock]).run()
     return 0
 
 

@@ -204,8 +204,8 @@ def check_check_folder(folder: str) -> None:
 def list_check_images(folder: str) -> list[str]:
     """The images --check classifies: every image file under FOLDER, listed as
     load_model.py lists a folder; a FOLDER without any is refused."""
-    from pyimagesearch.splitting import list_images
     from pyimagesearch.preprocessing import IMAGE_EXTENSIONS
+    from pyimagesearch.splitting import list_images
 
     paths = list_images(Path(folder))
     if not paths:

@@ -276,8 +276,12 @@ class Service:
         max_wait_ms: float = 5.0,
         limits: Limits | None = None,
         title: str | None = None,
+        predict: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
+        # PREDICT, when given, is a ready predictor (the model file's compiled network:
+        # ``predict.load_engine``); otherwise one is built from the Keras MODEL.
         self.model, self.metadata, self.model_name = model, metadata, model_name
+        self.predictor = predict
         self.runtime, self.max_batch, self.max_wait_ms = runtime, max_batch, max_wait_ms
         self.limits = limits or Limits()
         self.class_names: list[str] = metadata["class_names"]
@@ -334,9 +338,11 @@ class Service:
         from pyimagesearch.predict import make_predictor
 
         # The stored temperature, if any, is applied inside the predictor's graph.
-        temperature = temperature_of(self.metadata)
-        predict = make_predictor(self.model, "float32", 2, self.runtime, temperature)
-        shape = tuple(self.model.input_shape[1:])
+        predict = self.predictor
+        if predict is None:
+            temperature = temperature_of(self.metadata)
+            predict = make_predictor(self.model, "float32", 2, self.runtime, temperature)
+        shape = (self.recipe["height"], self.recipe["width"], 3)
         for size in sorted({1, self.max_batch}):
             predict(np.zeros((size, *shape), dtype="float32"))
         return predict
@@ -527,3 +533,64 @@ def create_app(service: Service) -> FastAPI:
     ):
         app.add_api_route(path, static_file(name, media_type, page), methods=["GET"])
     return app
+
+
+# The environment variable through which serve_model.py hands its settings to worker
+# processes: uvicorn starts each worker afresh (spawn), so the app is built by import.
+SETTINGS_VARIABLE = "PYIMAGESEARCH_SERVE_SETTINGS"
+
+
+@dataclass
+class Settings:
+    """Everything a worker process needs to build its service (JSON in SETTINGS_VARIABLE)."""
+
+    model: str
+    runtime: str = "auto"
+    precision: str = "auto"
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    limits: Limits = field(default_factory=Limits)
+    title: str | None = None
+    debug: bool = False
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        import json
+
+        values = json.loads(text)
+        values["limits"] = Limits(**values["limits"])
+        return cls(**values)
+
+
+def build_service(settings: Settings) -> Service:
+    """Load the model (its compiled network without TensorFlow where valid) into a Service.
+
+    The server runs one micro-batch at a time, of any size up to --max-batch, so the
+    compiled network keeps a dynamic batch; on the Keras path `auto` is TensorFlow,
+    which served more images/s with a lower p99 than OpenVINO converted at load time
+    (bench/SERVE.md).
+    """
+    from pyimagesearch.predict import load_engine
+
+    engine = load_engine(settings.model, settings.runtime, settings.precision, debug=settings.debug)
+    return Service(
+        engine.model,
+        engine.metadata,
+        Path(settings.model).name,
+        engine.description,
+        settings.max_batch,
+        settings.max_wait_ms,
+        settings.limits,
+        title=settings.title,
+        predict=engine.predict,
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process, from the settings serve_model.py put in the environment."""
+    return create_app(build_service(Settings.from_json(os.environ[SETTINGS_VARIABLE])))
