@@ -26,7 +26,7 @@ from pyimagesearch.calibration import (
 )
 from pyimagesearch.errors import UserError
 from pyimagesearch.export import main as export_main
-from pyimagesearch.preprocessing import decode_rgb, default_recipe, load_image, to_model_input
+from pyimagesearch.preprocessing import decode_rgb, default_recipe, load_image
 from pyimagesearch.serialization import load_model, read_metadata, save_model, validate_metadata
 from pyimagesearch.serve import Service, create_app
 from pyimagesearch.train import build_model
@@ -188,7 +188,7 @@ def test_the_server_gives_calibrated_probabilities(tmp_path: Path):
         )
         assert client.get("/model").json()["calibration"]["temperature"] == 2.5
     assert response.status_code == 200, response.text
-    inputs = np.stack([load_image(str(p), metadata["preprocessing"]).numpy() for p in images])
+    inputs = np.stack([load_image(str(p), metadata["preprocessing"]) for p in images])
     raw = model(inputs, training=False).numpy()
     served = [[p["probabilities"][c] for c in CLASSES] for p in response.json()["predictions"]]
     np.testing.assert_allclose(served, expected_calibrated(raw, 2.5), rtol=0, atol=1e-6)
@@ -316,8 +316,8 @@ def test_every_export_gives_calibrated_probabilities(
     recipe = metadata["preprocessing"]
     for name in CLASSES:
         path = sorted((malaria_source / name).glob("*.png"))[0]
-        pixels = decode_rgb(tf.io.read_file(str(path))).numpy()[None]
-        raw = model(to_model_input(tf.constant(pixels), recipe), training=False).numpy()
+        pixels = decode_rgb(str(path))[None]
+        raw = model(load_image(str(path), recipe)[None], training=False).numpy()
         got = np.asarray(run(pixels))
         np.testing.assert_allclose(got, expected_calibrated(raw, temperature), rtol=0, atol=1e-4)
         assert np.abs(got - raw).max() > 1e-3

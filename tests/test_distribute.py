@@ -44,7 +44,7 @@ def test_mirrored_training_saves_a_model_that_loads_like_any_other(
     model, metadata = load_model(model_path)
     assert model.input_shape == (None, 48, 48, 3)
     assert (metadata["preprocessing"]["height"], metadata["preprocessing"]["width"]) == (48, 48)
-    images = np.stack([load_image(r["path"], metadata["preprocessing"]).numpy() for r in rows])
+    images = np.stack([load_image(r["path"], metadata["preprocessing"]) for r in rows])
     expected = model.predict(images, verbose=0)
     got = np.array([[float(r["p_Parasitized"]), float(r["p_Uninfected"])] for r in rows])
     np.testing.assert_allclose(got, expected, atol=2e-6)

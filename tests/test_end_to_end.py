@@ -89,7 +89,7 @@ def test_load_model_classifies_in_a_fresh_process(
     assert len({row["path"] for row in rows}) == 16
     # The fresh process must agree with the model loaded here on the same files.
     model, metadata = load_model(trained_model)
-    images = np.stack([load_image(row["path"], metadata["preprocessing"]).numpy() for row in rows])
+    images = np.stack([load_image(row["path"], metadata["preprocessing"]) for row in rows])
     # With the stored temperature, as load_model.py applies it (see test_calibration.py).
     expected = forward(model, temperature_of(metadata))(images).numpy()
     got = np.array([[float(row["p_Parasitized"]), float(row["p_Uninfected"])] for row in rows])
@@ -153,7 +153,7 @@ def test_every_engine_gives_keras_probabilities(
         tables[runtime, precision] = list(csv.DictReader(table.open()))
     reference = tables["tensorflow", "float32"]
     model, metadata = load_model(trained_model)
-    images = np.stack([load_image(r["path"], metadata["preprocessing"]).numpy() for r in reference])
+    images = np.stack([load_image(r["path"], metadata["preprocessing"]) for r in reference])
     expected = forward(model, temperature_of(metadata))(images).numpy()[:, 0]
     for engine, tolerance in ENGINES.items():
         rows = tables[engine]

@@ -15,13 +15,12 @@ import tensorflow as tf
 
 from pyimagesearch import export
 from pyimagesearch.errors import UserError
-from pyimagesearch.export import METADATA_NAME, main
+from pyimagesearch.export import METADATA_NAME, graph_model_input, main
 from pyimagesearch.preprocessing import (
     IMAGE_EXTENSIONS,
     decode_rgb,
     default_recipe,
     load_image,
-    to_model_input,
 )
 from pyimagesearch.serialization import public_metadata, read_metadata, save_model
 from pyimagesearch.train import build_model
@@ -75,7 +74,7 @@ def batches(tmp_path_factory, real_images: Path | None) -> list[list[Path]]:
             paths += sorted((real_images / name).glob("*.png"))[:2]
     groups: dict[tuple, list[Path]] = {}
     for path in paths:
-        groups.setdefault(tuple(decode_rgb(tf.io.read_file(str(path))).shape), []).append(path)
+        groups.setdefault(tuple(decode_rgb(str(path)).shape), []).append(path)
     return list(groups.values())
 
 
@@ -111,8 +110,8 @@ def cases(keras_model, batches) -> list[tuple[np.ndarray, np.ndarray]]:
     model, metadata = keras_model
     result = []
     for batch in batches:
-        pixels = np.stack([decode_rgb(tf.io.read_file(str(p))).numpy() for p in batch])
-        inputs = tf.stack([load_image(str(p), metadata["preprocessing"]) for p in batch])
+        pixels = np.stack([decode_rgb(str(p)) for p in batch])
+        inputs = np.stack([load_image(str(p), metadata["preprocessing"]) for p in batch])
         result.append((pixels, model(inputs, training=False).numpy()))
     return result
 
@@ -204,8 +203,8 @@ def test_the_comparison_would_catch_other_preprocessing(keras_model, cases):
     model, metadata = keras_model
     nearest = {**metadata["preprocessing"], "interpolation": "nearest"}
     for wrong in (
-        lambda pixels: to_model_input(pixels, nearest),
-        lambda pixels: to_model_input(pixels, metadata["preprocessing"]) * 1.02,
+        lambda pixels: graph_model_input(pixels, nearest),
+        lambda pixels: graph_model_input(pixels, metadata["preprocessing"]) * 1.02,
     ):
         errors = [
             np.abs(model(wrong(pixels), training=False).numpy() - reference).max()

@@ -1,12 +1,38 @@
-"""Which engine runs the network, and that OpenVINO keeps batches in order."""
+"""Which engine runs the network: the model file's compiled network without TensorFlow
+wherever it is valid, Keras otherwise, and both give the same answers."""
+
+import csv
+import shutil
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from pyimagesearch import predict
+from pyimagesearch import compiled, predict
 from pyimagesearch.errors import UserError
 from pyimagesearch.resnet import ResNet
-from tests.conftest import run_script
+from pyimagesearch.serialization import save_model
+from pyimagesearch.train import build_model
+from tests.conftest import run_script, write_image
+
+RECIPE = {"color": "RGB", "height": 32, "width": 32, "interpolation": "bilinear", "scale": "1/255"}
+# Runs load_model.py in a fresh interpreter where importing TensorFlow, Keras or
+# scikit-learn fails: any import of them on the fast path fails the run.
+BLOCKED_RUN = """
+import runpy, sys
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "sklearn"):
+            raise ImportError(f"{name} is blocked by the test")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+sys.argv = ["load_model.py", *sys.argv[1:]]
+runpy.run_path("load_model.py", run_name="__main__")
+"""
 
 
 def test_auto_leaves_small_jobs_to_tensorflow():
@@ -16,9 +42,9 @@ def test_auto_leaves_small_jobs_to_tensorflow():
 
 def test_auto_uses_openvino_for_large_jobs_on_a_cpu(monkeypatch):
     monkeypatch.setattr(predict, "openvino_installed", lambda: True)
-    monkeypatch.setattr(predict.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
     assert predict.choose_runtime("auto", predict.OPENVINO_MIN_IMAGES) == "openvino"
-    monkeypatch.setattr(predict.tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"])
     assert predict.choose_runtime("auto", 100_000) == "tensorflow"
 
 
@@ -29,22 +55,22 @@ def test_missing_openvino_is_a_clear_error_or_a_fallback(monkeypatch):
         predict.choose_runtime("openvino", 10)
 
 
-@pytest.mark.skipif(not predict.openvino_installed(), reason="openvino is not installed")
 def test_openvino_stream_matches_keras_batch_by_batch():
+    """OpenVINO is a pinned requirement: no skip when it is missing (a broken install
+    must fail here). Batches come back in order, each the Keras model's answer."""
     model = ResNet.build(32, 32, 3, 2, (1, 1), (8, 16, 32))
     rng = np.random.default_rng(0)
-    batches = [(np.arange(i * 5, i * 5 + n), rng.random((n, 32, 32, 3), dtype="float32"))
+    batches = [(np.arange(i * 5, i * 5 + n), 255 * rng.random((n, 32, 32, 3), dtype="float32"))
                for i, n in enumerate((5, 5, 5, 5, 3))]  # fmt: skip
-    engine = predict.make_predictor(model, runtime="openvino")
+    engine = predict.make_predictor(model, "float32", runtime="openvino")
     streamed = list(engine.stream(iter(batches)))
     assert [list(indices) for indices, _ in streamed] == [list(i) for i, _ in batches]
-    for (_, images), (_, probabilities) in zip(batches, streamed, strict=True):
-        expected = model.predict(images, verbose=0)
-        np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-4)
+    for (_, pixels), (_, probabilities) in zip(batches, streamed, strict=True):
+        expected = model.predict(pixels / 255.0, verbose=0)
+        np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(engine(batches[0][1]), streamed[0][1], rtol=0, atol=1e-6)
 
 
-@pytest.mark.skipif(not predict.openvino_installed(), reason="openvino is not installed")
 def test_openvino_sends_no_usage_statistics(tmp_path):
     """OpenVINO's telemetry is opt-out; with it on, it would leave its client id in ~/intel."""
     code = (
@@ -56,3 +82,117 @@ def test_openvino_sends_no_usage_statistics(tmp_path):
     result = run_script("-c", code, env={"HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (tmp_path / "intel").exists()
+
+
+@pytest.fixture(scope="module")
+def fast_model(tmp_path_factory) -> Path:
+    """A small calibrated model saved with its compiled network, as save_model.py saves."""
+    keras_model = build_model(2, image_size=(32, 32))
+    # Non-trivial weights, so that two engines agreeing means something.
+    rng = np.random.default_rng(3)
+    keras_model.set_weights(
+        [w + 0.05 * rng.standard_normal(w.shape).astype(w.dtype) for w in keras_model.get_weights()]
+    )
+    metadata = {
+        "class_names": ["Parasitized", "Uninfected"],
+        "preprocessing": RECIPE,
+        "calibration": {"method": "temperature", "temperature": 1.7, "images": 40},
+    }
+    path = tmp_path_factory.mktemp("fast") / "fast.model"
+    save_model(keras_model, path, metadata, compiled=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, real_images) -> Path:
+    """Class folders of real NIH cells (with MALARIA_SOURCE) or synthetic images of odd sizes."""
+    root = tmp_path_factory.mktemp("images")
+    for number, name in enumerate(("Parasitized", "Uninfected")):
+        (root / name).mkdir()
+        if real_images is not None:
+            for path in sorted((real_images / name).glob("*.png"))[:12]:
+                shutil.copy(path, root / name / path.name)
+        else:
+            for i in range(6):
+                write_image(root / name / f"{i}.png", size=(50 + 7 * i, 61), seed=10 * number + i)
+    return root
+
+
+def read_csv(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return {row[0]: (row[1], np.asarray(row[2:], dtype=float)) for row in rows}
+
+
+def classify(model: Path, images: Path, folder: Path, *options: str, blocked: bool = False):
+    output = folder / f"rows{len(list(folder.glob('*.csv')))}.csv"
+    script = ("-c", BLOCKED_RUN) if blocked else ("load_model.py",)
+    result = run_script(
+        *script, "-i", str(images), "-m", str(model), "-n", "0", "--seed", "1",
+        "--csv", str(output), "-o", str(folder / "montage.png"), *options,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result, read_csv(output)
+
+
+def test_load_model_without_tensorflow_gives_the_keras_answers(fast_model, images, tmp_path):
+    """In a process where importing TensorFlow, Keras or scikit-learn fails, load_model.py
+    classifies on the stored network and writes the CSV the Keras path writes: the same
+    labels, probabilities within 1e-5. (Mutation: an import of keras on the fast path,
+    e.g. in describe(), or of sklearn in evaluation, fails the run.)"""
+    fast, fast_rows = classify(fast_model, images, tmp_path, "--precision", "float32", blocked=True)
+    assert "running on OpenVINO, f32" in fast.stdout
+    slow, keras_rows = classify(fast_model, images, tmp_path, "--runtime", "tensorflow")
+    assert "running on TensorFlow" in slow.stdout
+    assert set(fast_rows) == set(keras_rows) and len(fast_rows) >= 12
+    for path, (label, probabilities) in keras_rows.items():
+        assert fast_rows[path][0] == label
+        np.testing.assert_allclose(fast_rows[path][1], probabilities, rtol=0, atol=1e-5)
+    # The calibrated probabilities, not the raw ones: the temperature is inside the IR.
+    assert max(abs(p[1][0] - 0.5) for p in fast_rows.values()) < 0.5
+
+
+def rewrite_member(source: Path, target: Path, name: str, change) -> None:
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            new.writestr(info, change(data) if info.filename == name else data)
+
+
+@pytest.mark.parametrize(
+    "member, change",
+    [
+        ("model.weights.h5", None),  # weights changed after the IR was built: stale
+        (compiled.IR_BIN, lambda data: data[:-8] + bytes(8)),  # the IR's weights altered
+        (compiled.MANIFEST, lambda data: b"{not json"),
+        ("pyimagesearch.json", None),  # a new temperature: the IR's is stale
+    ],
+)
+def test_a_stale_or_altered_network_is_never_used(fast_model, tmp_path, member, change):
+    """Mutation: skipping the hash check in compiled.read_ir makes every case load the
+    mismatched network."""
+    if member == "model.weights.h5":
+        other = build_model(2, image_size=(32, 32))
+        save_model(other, tmp_path / "other.model", {"class_names": ["a", "b"],
+                                                     "preprocessing": RECIPE})  # fmt: skip
+        with zipfile.ZipFile(tmp_path / "other.model") as archive:
+            replacement = archive.read("model.weights.h5")
+        change = lambda data: replacement  # noqa: E731
+    if member == "pyimagesearch.json":
+        change = lambda data: data.replace(b'"temperature": 1.7', b'"temperature": 2.5')  # noqa: E731
+    altered = tmp_path / "altered.model"
+    rewrite_member(fast_model, altered, member, change)
+    metadata = compiled.modelfile.read_metadata(altered)
+    with pytest.raises(compiled.Stale):
+        compiled.read_ir(altered, metadata)
+    engine = predict.load_engine(str(altered), images=4)
+    assert engine.model is not None and engine.description.startswith("TensorFlow")
+
+
+def test_a_file_without_a_network_falls_back_to_keras_with_one_line(tmp_path, images):
+    path = tmp_path / "plain.model"
+    save_model(build_model(2, image_size=(32, 32)), path,
+               {"class_names": ["Parasitized", "Uninfected"], "preprocessing": RECIPE})  # fmt: skip
+    result, rows = classify(path, images, tmp_path)
+    assert "saved without a compiled network; loading it with Keras" in result.stdout
+    assert "running on TensorFlow" in result.stdout and len(rows) >= 12

@@ -110,7 +110,7 @@ def test_predictions_are_the_models_on_the_same_files(
     assert response.status_code == 200, response.text
     body = response.json()
     model, metadata = load_model(saved_model)
-    inputs = np.stack([load_image(str(p), metadata["preprocessing"]).numpy() for p in paths])
+    inputs = np.stack([load_image(str(p), metadata["preprocessing"]) for p in paths])
     expected = model.predict(inputs, verbose=0)
     assert [p["file"] for p in body["predictions"]] == ["a.png", "b.jpg", "c.png"]
     for prediction, row in zip(body["predictions"], expected, strict=True):
