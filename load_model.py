@@ -33,9 +33,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyimagesearch import safety
+from pyimagesearch import predict, safety
 from pyimagesearch.errors import UserError, run_command
-from pyimagesearch.predict import load_engine
 
 MONTAGE_TILES = 16
 MONTAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -378,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = choose_samples(gather_images(args.images), args.samples, args.seed)
 
     print("[INFO] loading pre-trained network...")
-    engine = load_engine(
+    engine = predict.load_engine(
         args.model,
         args.runtime,
         args.precision,

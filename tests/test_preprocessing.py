@@ -11,7 +11,8 @@ import tensorflow as tf
 from PIL import Image
 
 from pyimagesearch import predict
-from pyimagesearch.preprocessing import default_recipe, load_image
+from pyimagesearch.preprocessing import default_recipe, load_image, to_model_input
+from pyimagesearch.serialization import read_metadata
 from tests.conftest import train_in_process, write_image
 
 RECIPE = default_recipe()
@@ -51,23 +52,26 @@ def test_training_and_load_model_feed_the_network_identical_arrays(
 
     seen = []
 
-    def recording_predictor(model, *args, **kwargs):
-        """Stands in for the network load_model.py loaded and keeps exactly what it was given."""
-        assert model.input_shape == (None, 40, 40, 3)
+    def recording_engine(path, *args, **kwargs):
+        """Stands in for the engine load_model.py loads (the stored OpenVINO network,
+        which scales by 1/255 itself) and keeps exactly the pixels it was given."""
+        metadata = read_metadata(path)
+        assert (metadata["preprocessing"]["height"], metadata["preprocessing"]["width"]) == (40, 40)
 
-        def network(images):
-            seen.append(np.asarray(images))
-            return np.full((len(images), 2), 0.5, dtype="float32")
+        def network(pixels):
+            seen.append(np.asarray(pixels))
+            return np.full((len(pixels), 2), 0.5, dtype="float32")
 
-        return network
+        return predict.Engine(network, metadata, "recording")
 
-    monkeypatch.setattr(predict, "make_predictor", recording_predictor)
+    monkeypatch.setattr(predict, "load_engine", recording_engine)
     load_script = importlib.import_module("load_model")
     folders = [str(dataset / split) for split in ("training", "validation", "testing")]
     argv = ["-i", *folders, "-m", str(model_path), "-n", "0", "-b", "5",
             "-o", str(tmp_path / "montage.png")]  # fmt: skip
     assert load_script.main(argv) == 0
-    loaded_on = np.concatenate(seen)
+    # What the network computes on: the pixels it was handed, scaled by the one definition.
+    loaded_on = to_model_input(np.concatenate(seen))
     assert trained_on.shape == loaded_on.shape == (24, 40, 40, 3)
     assert trained_on.dtype == loaded_on.dtype == np.float32
     assert np.array_equal(trained_on, loaded_on)
