@@ -57,13 +57,25 @@ def epoch_timer(base: type) -> Any:
     return EpochTimer()
 
 
-def install_hooks(record: dict[str, Any]) -> None:
-    import keras
-
+def install_hooks(record: dict[str, Any], training: bool = True) -> None:
     import pyimagesearch.predict as predict
 
-    original_fit = keras.Model.fit
     original_iter: Callable[..., Iterator] = predict.iter_predictions
+
+    def timed_iter(*args: Any, **kwargs: Any) -> Iterator:
+        start, images = time.perf_counter(), 0
+        for indices, probabilities in original_iter(*args, **kwargs):
+            images += len(indices)
+            yield indices, probabilities
+        record["images"] = images
+        record["classify_s"] = time.perf_counter() - start
+
+    predict.iter_predictions = timed_iter
+    if not training:  # load_model.py's fast path imports no Keras: keep it so
+        return
+    import keras
+
+    original_fit = keras.Model.fit
 
     def timed_fit(self: keras.Model, *args: Any, **kwargs: Any) -> Any:
         timer = epoch_timer(keras.callbacks.Callback)
@@ -79,23 +91,14 @@ def install_hooks(record: dict[str, Any]) -> None:
             if args and hasattr(args[0], "element_spec"):  # a tf.data training set
                 record["batch_size"] = args[0].element_spec[0].shape[0]
 
-    def timed_iter(*args: Any, **kwargs: Any) -> Iterator:
-        start, images = time.perf_counter(), 0
-        for indices, probabilities in original_iter(*args, **kwargs):
-            images += len(indices)
-            yield indices, probabilities
-        record["images"] = images
-        record["classify_s"] = time.perf_counter() - start
-
     keras.Model.fit = timed_fit
-    predict.iter_predictions = timed_iter
 
 
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m bench.instrument SCRIPT [ARGS...]")
     record: dict[str, Any] = {}
-    install_hooks(record)
+    install_hooks(record, training=not argv[0].endswith("load_model.py"))
     sys.argv = list(argv)
     try:
         runpy.run_path(argv[0], run_name="__main__")

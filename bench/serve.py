@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         bulk = run_child(
             "bulk",
             ["-m", "bench.instrument", "load_model.py", "--images", str(work / "images"),
-             "--model", str(args.model), "--samples", "0", "--runtime", runtime,
+             "--model", str(args.model), "--samples", "0", "--runtime", args.runtime,
              "--csv", str(work / "bulk.csv"), "--output", str(work / "bulk.png")],
             work,
         )  # fmt: skip

@@ -170,16 +170,18 @@ class CompiledNetwork:
     """
 
     def __init__(
-        self, ir: Any, precision: str = "f32", batch_size: int | None = None, threads: int = 0
+        self, ir: Any, precision: str = "f32", batch_size: int | None = None, hint: str = ""
     ) -> None:
         core = import_openvino().Core()
         if batch_size is not None:
             height, width, channels = (d.get_length() for d in ir.input(0).partial_shape[1:])
             ir.reshape([batch_size, height, width, channels])
         self.batch_size, self.precision = batch_size, precision
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        # Bulk work keeps several batches in flight (THROUGHPUT: one stream per core);
+        # the server runs one micro-batch at a time, which LATENCY spreads over all cores
+        # (under THROUGHPUT one stream sat idle and its p99 was 300-860 ms, docs/serve.md).
+        hint = hint or ("THROUGHPUT" if batch_size else "LATENCY")
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": hint}
         self.compiled = core.compile_model(ir, "CPU", config)
         count = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.requests = [self.compiled.create_infer_request() for _ in range(count)]

@@ -114,7 +114,8 @@ def make_predictor(
     if runtime == "openvino":
         from pyimagesearch.compiled import CompiledNetwork, build_ir, inference_precision
 
-        return CompiledNetwork(build_ir(model, temperature), inference_precision(precision))
+        ir, chosen = build_ir(model, temperature), inference_precision(precision)
+        return CompiledNetwork(ir, chosen, hint="THROUGHPUT")
     return tensorflow_predictor(model, precision, batches, temperature)
 
 
