@@ -97,12 +97,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "float32", "mixed_bfloat16"),
+        choices=("auto", "float32", "mixed_bfloat16", "int8"),
         default="auto",
         help="auto (default): bfloat16 on OpenVINO where the CPU computes it natively (AMX or "
         "AVX512-BF16, about 2.6x float32 on a 2-core AMX CPU; probabilities differ by up to "
         "about 0.02), float32 elsewhere; float32 gives Keras' probabilities (OpenVINO within "
-        "1e-5)",
+        "1e-5); int8 runs the quantized network that python -m pyimagesearch.quantize adds "
+        "to the file (its accuracy: bench/RESULTS.md)",
     )
     parser.add_argument(
         "--runtime",

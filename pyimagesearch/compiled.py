@@ -34,13 +34,17 @@ from pyimagesearch.errors import UserError
 
 IR_XML = "openvino/model.xml"
 IR_BIN = "openvino/model.bin"
+# The int8 network (python -m pyimagesearch.quantize), when the file carries one.
+INT8_XML = "openvino/int8.xml"
+INT8_BIN = "openvino/int8.bin"
 MANIFEST = "openvino/manifest.json"
 MANIFEST_FORMAT = 1
 # The members an IR is built from: a change to any of them makes it stale.
 SOURCES = ("config.json", "model.weights.h5", modelfile.METADATA_NAME)
-MAX_MANIFEST_BYTES = 1 << 16
-# Names of the precisions (--precision), as OpenVINO's inference precision hints.
-PRECISIONS = {"float32": "f32", "mixed_bfloat16": "bf16"}
+MAX_MANIFEST_BYTES = 1 << 20
+# Names of the precisions (--precision), as OpenVINO's inference precision hints (int8
+# runs a quantized network; its remaining float operations compute in float32).
+PRECISIONS = {"float32": "f32", "mixed_bfloat16": "bf16", "int8": "f32"}
 
 
 def import_openvino():
@@ -74,6 +78,10 @@ def inference_precision(requested: str) -> str:
         print("[INFO] this CPU has no native bfloat16; computing in float32", file=sys.stderr)
         return "f32"
     return PRECISIONS[requested]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _sha256(archive: zipfile.ZipFile, name: str) -> str:
@@ -129,8 +137,28 @@ class Stale(Exception):
     """The file carries no usable compiled network; the message says why."""
 
 
-def read_ir(path: str | Path, metadata: dict) -> tuple[str, np.ndarray]:
-    """The IR's XML text and weights from PATH, after checking them against the file.
+def read_manifest(archive: zipfile.ZipFile) -> dict:
+    """The manifest, or Stale when there is none or it is not one."""
+    if MANIFEST not in archive.namelist():
+        raise Stale("it was saved without a compiled network")
+    with archive.open(MANIFEST) as member:
+        document = member.read(MAX_MANIFEST_BYTES + 1)
+    try:
+        manifest = json.loads(document) if len(document) <= MAX_MANIFEST_BYTES else None
+    except ValueError:
+        manifest = None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != MANIFEST_FORMAT
+        or not isinstance(manifest.get("sha256"), dict)
+    ):
+        raise Stale("its compiled network's manifest is unreadable")
+    return manifest
+
+
+def read_ir(path: str | Path, metadata: dict, int8: bool = False) -> tuple[str, np.ndarray]:
+    """The IR's XML text and weights from PATH (the int8 one with INT8), after checking
+    them against the file.
 
     Raises Stale when the IR is missing or does not belong to these weights, config
     and metadata (a model re-saved by Keras, edited, or put together by hand).
@@ -140,23 +168,15 @@ def read_ir(path: str | Path, metadata: dict) -> tuple[str, np.ndarray]:
     with zipfile.ZipFile(path) as archive:
         modelfile.check_archive(archive, path)
         names = set(archive.namelist())
-        if MANIFEST not in names:
-            raise Stale("it was saved without a compiled network")
-        with archive.open(MANIFEST) as member:
-            document = member.read(MAX_MANIFEST_BYTES + 1)
-        try:
-            manifest = json.loads(document) if len(document) <= MAX_MANIFEST_BYTES else None
-        except ValueError:
-            manifest = None
-        hashes = manifest.get("sha256") if isinstance(manifest, dict) else None
-        needed = (*SOURCES, IR_XML, IR_BIN)
-        if not isinstance(hashes, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise Stale("its compiled network's manifest is unreadable")
-        for name in needed:
+        hashes = read_manifest(archive)["sha256"]
+        xml_name, bin_name = (INT8_XML, INT8_BIN) if int8 else (IR_XML, IR_BIN)
+        if int8 and INT8_XML not in hashes:
+            raise Stale("it carries no int8 network (python -m pyimagesearch.quantize adds one)")
+        for name in (*SOURCES, IR_XML, IR_BIN, *((INT8_XML, INT8_BIN) if int8 else ())):
             if name not in names or hashes.get(name) != _sha256(archive, name):
                 raise Stale(f"its compiled network does not match its {name} (stale or altered)")
-        xml = archive.read(IR_XML).decode("utf-8")
-        weights = np.frombuffer(archive.read(IR_BIN), dtype=np.uint8)
+        xml = archive.read(xml_name).decode("utf-8")
+        weights = np.frombuffer(archive.read(bin_name), dtype=np.uint8)
     return xml, weights
 
 
@@ -239,7 +259,7 @@ def load(
             "save it with save_model.py so the loader knows how to use it"
         )
     modelfile.validate_metadata(metadata, path)
-    xml, weights = read_ir(path, metadata)
+    xml, weights = read_ir(path, metadata, int8=precision == "int8")
     ov = import_openvino()
     try:
         ir = ov.Core().read_model(xml, ov.Tensor(weights))
@@ -259,4 +279,7 @@ def load(
         or shape_out[1].get_length() != len(metadata["class_names"])
     ):
         raise Stale("its compiled network's shapes do not match its metadata")
-    return CompiledNetwork(ir, inference_precision(precision), batch_size), metadata
+    network = CompiledNetwork(ir, inference_precision(precision), batch_size)
+    if precision == "int8":
+        network.precision = "int8"
+    return network, metadata

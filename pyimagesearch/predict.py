@@ -180,7 +180,14 @@ def load_engine(
         from pyimagesearch import compiled
 
         try:
-            network, metadata = compiled.load(path, precision, batch_size)
+            try:
+                network, metadata = compiled.load(path, precision, batch_size)
+            except compiled.Stale as why:
+                if precision != "int8":
+                    raise
+                print(f"[INFO] '{path}': {why}; using its float network")
+                precision = "auto"
+                network, metadata = compiled.load(path, precision, batch_size)
         except compiled.Stale as why:
             print(f"[INFO] '{path}': {why}; loading it with Keras (TensorFlow)")
         else:
@@ -189,6 +196,7 @@ def load_engine(
             return Engine(network, metadata, f"OpenVINO, {network.precision}", model)
     model, metadata = load_keras(path, debug)
     engine = choose_runtime(runtime, images)
+    precision = "auto" if precision == "int8" else precision  # int8 exists on the fast path
     from pyimagesearch.calibration import temperature_of
 
     batches = -(-images // (batch_size or 64)) if images else 2
