@@ -15,12 +15,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyimagesearch import safety
 from pyimagesearch.augmentation import AUGMENTATIONS
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
 from pyimagesearch.splitting import check_dataset
+
+if TYPE_CHECKING:
+    from pyimagesearch.train import TrainConfig
+
+NOT_CHIEF = (
+    "[INFO] this worker is not the chief, so it writes nothing: the chief (the "
+    "'chief' task in TF_CONFIG, or worker 0) saves the model, checkpoint and plot"
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -193,52 +202,17 @@ def write_calibration_plot(calibration, path: str) -> None:
     print(f"[INFO] calibration plot written to '{path}'")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    start_tensorflow(args.debug)
-    # Imported after parsing so that --help and bad arguments answer at once.
+def training_config(args: argparse.Namespace) -> TrainConfig:
+    """The options as the training code takes them (``train.TrainConfig``)."""
     from pyimagesearch.distribute import is_chief
-    from pyimagesearch.plots import plot_history
-    from pyimagesearch.serialization import check_is_checkpoint, check_writable, save_model
-    from pyimagesearch.train import TrainConfig, TrainingInterrupted, checkpoint_path_for, train
+    from pyimagesearch.train import TrainConfig, checkpoint_path_for
 
-    checkpoint = args.checkpoint or str(checkpoint_path_for(args.model))
-    safety.MAX_PIXELS = args.max_pixels
-    safety.check_paths(
-        {
-            "--model": args.model,
-            "--plot": args.plot,
-            "--calibration-plot": args.calibration_plot,
-            "--checkpoint": checkpoint,
-        },
-        {"--dataset": args.dataset, "--exclude": args.exclude},
-    )
-    safety.check_output_file(args.plot, "--plot", safety.figure_suffixes())
-    if args.calibration_plot:
-        safety.check_output_file(
-            args.calibration_plot, "--calibration-plot", safety.figure_suffixes()
-        )
-    # In a multi-worker run only the chief writes; the others train and write nothing.
-    chief = args.distribute != "multi-worker" or is_chief()
-    outputs = {"--model": args.model, "--plot": args.plot, "--checkpoint": checkpoint}
-    for flag, path in outputs.items() if chief else ():
-        check_writable(path, flag)
-    # The outputs are judged first (above); then a folder in no layout we know is one
-    # line, before any image is read.
-    check_dataset(args.dataset, args.val_split, args.test_split, args.group_pattern)
-    if chief and Path(checkpoint).exists():
-        check_is_checkpoint(checkpoint)
-    if chief and not args.resume and Path(checkpoint).exists():
-        print(
-            f"[INFO] '{checkpoint}' is left from an interrupted run; starting afresh "
-            "(add --resume to continue it instead)"
-        )
-    config = TrainConfig(
+    return TrainConfig(
         args.dataset,
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
-        checkpoint=checkpoint,
+        checkpoint=args.checkpoint or str(checkpoint_path_for(args.model)),
         resume=args.resume,
         precision=args.precision,
         distribute=args.distribute,
@@ -254,30 +228,86 @@ def main(argv: list[str] | None = None) -> int:
         split_seed=args.split_seed,
         positive_class=args.positive_class,
         image_size=(args.image_size, args.image_size),
-        chief=chief,
+        # In a multi-worker run only the chief writes; the others train and write nothing.
+        chief=args.distribute != "multi-worker" or is_chief(),
     )
-    try:
-        result = train(config)
-    except TrainingInterrupted as stop:
-        print(f"[INFO] training interrupted: {stop}")
-        if Path(checkpoint).exists():
-            print("[INFO] continue with the same command plus --resume")
-        return 130
-    print(result.report)
-    if not chief:
-        print(
-            "[INFO] this worker is not the chief, so it writes nothing: the chief (the "
-            "'chief' task in TF_CONFIG, or worker 0) saves the model, checkpoint and plot"
+
+
+def check_outputs(args: argparse.Namespace, config: TrainConfig) -> None:
+    """Every path judged before any work (docs/reliability.md): outputs first, then the
+    dataset's layout, then an existing --checkpoint, which must be one of ours."""
+    from pyimagesearch.serialization import check_is_checkpoint, check_writable
+
+    checkpoint = config.checkpoint
+    safety.check_paths(
+        {
+            "--model": args.model,
+            "--plot": args.plot,
+            "--calibration-plot": args.calibration_plot,
+            "--checkpoint": checkpoint,
+        },
+        {"--dataset": args.dataset, "--exclude": args.exclude},
+    )
+    safety.check_output_file(args.plot, "--plot", safety.figure_suffixes())
+    if args.calibration_plot:
+        safety.check_output_file(
+            args.calibration_plot, "--calibration-plot", safety.figure_suffixes()
         )
-        return 0
-    print(f"[INFO] serializing network to '{args.model}'...")
-    save_model(result.model, args.model, result.metadata, compiled=True)
-    Path(checkpoint).unlink(missing_ok=True)
+    outputs = {"--model": args.model, "--plot": args.plot, "--checkpoint": checkpoint}
+    for flag, path in outputs.items() if config.chief else ():
+        check_writable(path, flag)
+    check_dataset(args.dataset, args.val_split, args.test_split, args.group_pattern)
+    if config.chief and Path(checkpoint).exists():
+        check_is_checkpoint(checkpoint)
+        if not args.resume:
+            print(
+                f"[INFO] '{checkpoint}' is left from an interrupted run; starting afresh "
+                "(add --resume to continue it instead)"
+            )
+
+
+def save_plots(args: argparse.Namespace, result) -> None:
+    """The training curves (--plot) and, when asked, the reliability diagram."""
+    from pyimagesearch.plots import plot_history
+
     with safety.replacing(args.plot) as temporary:
         plot_history(result.history, str(temporary))
     print(f"[INFO] plot written to '{args.plot}'")
     if args.calibration_plot:
         write_calibration_plot(result.calibration, args.calibration_plot)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start_tensorflow(args.debug)
+    # Imported after parsing so that --help and bad arguments answer at once.
+    from pyimagesearch import train as steps
+    from pyimagesearch.serialization import save_model
+
+    safety.MAX_PIXELS = args.max_pixels
+    config = training_config(args)
+    check_outputs(args, config)
+
+    run = steps.load_splits(config)  # the article's generators: "Found N images ..."
+    steps.build_network(run)  # ResNet.build (or the checkpoint's, with --resume)
+    steps.compile_network(run)  # SGD and the recipe's learning-rate schedule
+    try:
+        steps.fit_network(run)  # model.fit, a checkpoint after every epoch
+    except steps.TrainingInterrupted as stop:
+        print(f"[INFO] training interrupted: {stop}")
+        if Path(config.checkpoint).exists():
+            print("[INFO] continue with the same command plus --resume")
+        return 130
+    result = steps.evaluate_network(run)  # classification_report on the testing split
+    print(result.report)
+    if not config.chief:
+        print(NOT_CHIEF)
+        return 0
+
+    print(f"[INFO] serializing network to '{args.model}'...")
+    save_model(result.model, args.model, result.metadata, compiled=True)
+    Path(config.checkpoint).unlink(missing_ok=True)
+    save_plots(args, result)
     return 0
 
 

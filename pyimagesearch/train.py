@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -38,6 +39,7 @@ from pyimagesearch.data import (
 from pyimagesearch.distribute import make_strategy, split_cpu
 from pyimagesearch.errors import UserError
 from pyimagesearch.evaluation import (
+    Positive,
     choose_positive,
     classification_metrics,
     format_metrics,
@@ -376,50 +378,93 @@ def provenance(config: TrainConfig, arrays: dict, seed: int, history: dict, **ex
     }
 
 
-def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainResult:
-    """Train on the training split, watch validation, report on testing.
+@dataclass
+class Run:
+    """One training run between its steps: what each step made for the next."""
 
-    ``splits`` replaces the folder (cross-validation hands over each fold's files).
-    """
+    config: TrainConfig
+    splits: dict[str, Split]
+    layout: dict
+    excluded: int
+    arrays: dict
+    class_names: list[str]
+    positive: Positive
+    recipe: dict
+    model: keras.Model | None = None
+    seed: int = 0
+    history: dict = field(default_factory=dict)
+    strategy: Any = None
+
+    def metadata(self) -> dict:
+        """What every saved file of this run carries (class names, recipe, positive class)."""
+        metadata = {"class_names": self.class_names, "preprocessing": self.recipe}
+        if self.positive.index is not None:
+            metadata["positive_class"] = self.class_names[self.positive.index]
+        return metadata
+
+
+def load_splits(config: TrainConfig, splits: dict[str, Split] | None = None) -> Run:
+    """Step 1, the article's generators: the three splits, decoded once into memory.
+
+    ``splits`` replaces the folder (cross-validation hands over each fold's files)."""
     splits, layout, excluded = select_splits(config, splits)
     class_names = splits["training"].class_names
-    positive = choose_positive(class_names, config.positive_class)
     recipe = default_recipe(config.image_size)
+    arrays = decode_splits(splits, recipe)
+    positive = choose_positive(class_names, config.positive_class)
+    return Run(config, splits, layout, excluded, arrays, class_names, positive, recipe)
 
+
+def build_network(run: Run) -> None:
+    """Step 2, ``ResNet.build``: on the devices and in the precision asked for (or the
+    checkpoint's network, with --resume)."""
+    config = run.config
     trace_faster()
     if config.cpu_devices > 1:
         split_cpu(config.cpu_devices)
-    strategy = make_strategy(config.distribute)
+    run.strategy = make_strategy(config.distribute)
     if config.distribute:
-        print(f"[INFO] {config.distribute} training on {strategy.num_replicas_in_sync} devices")
+        count = run.strategy.num_replicas_in_sync
+        print(f"[INFO] {config.distribute} training on {count} devices")
     keras.mixed_precision.set_global_policy(config.precision)
     print(f"[INFO] training precision: {config.precision}")
     # Model, optimizer and checkpoint variables must be made under the strategy.
-    model, seed, history = start_model(config, class_names, strategy)
-    arrays = decode_splits(splits, recipe)
-    if not config.resume:
-        # Sized from the images that decoded, not the files found: a skipped file
-        # would otherwise leave the cosine short of zero at the last step.
-        steps = epoch_steps(len(arrays["training"][1]), config.batch_size)
-        with strategy.scope():
-            compile_model(model, config.epochs, config.schedule, steps, config.learning_rate)
+    run.model, run.seed, run.history = start_model(config, run.class_names, run.strategy)
 
-    metadata = {"class_names": class_names, "preprocessing": recipe}
-    if positive.index is not None:
-        metadata["positive_class"] = class_names[positive.index]
+
+def compile_network(run: Run) -> None:
+    """Step 3, ``model.compile``: SGD with the recipe's learning-rate schedule (a resumed
+    network keeps the optimizer state it was saved with)."""
+    config = run.config
+    if config.resume:
+        return
+    # Sized from the images that decoded, not the files found: a skipped file would
+    # otherwise leave the cosine short of zero at the last step.
+    steps = epoch_steps(len(run.arrays["training"][1]), config.batch_size)
+    with run.strategy.scope():
+        compile_model(run.model, config.epochs, config.schedule, steps, config.learning_rate)
+
+
+def fit_network(run: Run) -> None:
+    """Step 4, ``model.fit``: every epoch not yet done, a checkpoint after each."""
+    config = run.config
 
     def save_checkpoint(epoch: int) -> None:
         state = {"epoch": epoch, "epochs": config.epochs, "batch_size": config.batch_size,
                  "precision": config.precision, "learning_rate": config.learning_rate,
                  "schedule": config.schedule, "augmentation": config.augmentation,
-                 "seed": seed, "history": history}  # fmt: skip
-        save_model(model, config.checkpoint, {**metadata, "checkpoint": state})
+                 "seed": run.seed, "history": run.history}  # fmt: skip
+        save_model(run.model, config.checkpoint, {**run.metadata(), "checkpoint": state})
 
-    fit(config, model, arrays, seed, history,
-        save_checkpoint if config.checkpoint and config.chief else None)  # fmt: skip
+    saver = save_checkpoint if config.checkpoint and config.chief else None
+    fit(config, run.model, run.arrays, run.seed, run.history, saver)
 
-    # Evaluate exactly what will be saved.
-    model = portable_copy(model, config.image_size)
+
+def evaluate_network(run: Run) -> TrainResult:
+    """Step 5, the classification report on the testing split, of exactly the network
+    that will be saved; then its temperature, fitted on validation."""
+    config, arrays, class_names, positive = run.config, run.arrays, run.class_names, run.positive
+    model = portable_copy(run.model, config.image_size)
     print("[INFO] evaluating network...")
     test_labels = arrays["testing"][1]
     probabilities = model.predict(make_dataset(*arrays["testing"], config.batch_size), verbose=0)
@@ -430,13 +475,14 @@ def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainR
         report += f"\n[INFO] {positive.reason}"
     if extra:
         report += "\n" + format_metrics(extra, class_names, positive.index) + "\n"
-    listed = {"list": Path(config.exclude).name, "images": excluded} if config.exclude else None
+    metadata = run.metadata()
+    listed = {"list": Path(config.exclude).name, "images": run.excluded} if config.exclude else None
     metadata["provenance"] = provenance(
-        config, arrays, seed, history,
-        layout=layout,
+        config, arrays, run.seed, run.history,
+        layout=run.layout,
         excluded=listed,
         final_metrics={
-            **{k: v[-1] for k, v in history.items()},
+            **{k: v[-1] for k, v in run.history.items()},
             **{f"test_{k}": v for k, v in metrics.items()},
         },
     )  # fmt: skip
@@ -450,4 +496,14 @@ def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainR
     calibration = fit_on_validation(validation, validation_labels, probabilities, test_labels)
     if calibration is not None:
         metadata["calibration"] = calibration.metadata()
-    return TrainResult(model, history, report, metadata, calibration)
+    return TrainResult(model, run.history, report, metadata, calibration)
+
+
+def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainResult:
+    """The steps in the article's order, for callers that need no step of their own
+    (cross-validation hands over each fold's ``splits``)."""
+    run = load_splits(config, splits)
+    build_network(run)
+    compile_network(run)
+    fit_network(run)
+    return evaluate_network(run)

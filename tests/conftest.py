@@ -117,19 +117,19 @@ class TrainedRun:
 
 
 def train_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> TrainedRun:
-    """Run save_model.py's main here, recording what train() decoded, fed and returned."""
+    """Run save_model.py's main here, recording what training decoded, fed and returned."""
     import save_model
     from pyimagesearch import train as training
 
     run = TrainedRun(Path(argv[argv.index("--model") + 1]), None, {})
-    real_train, real_load_split, real_make_dataset = (
-        training.train,
+    real_evaluate, real_load_split, real_make_dataset = (
+        training.evaluate_network,
         training.load_split,
         training.make_dataset,
     )
 
-    def train(config):
-        result = real_train(config)
+    def evaluate_network(state):
+        result = real_evaluate(state)
         run.model, run.metadata = result.model, result.metadata
         return result
 
@@ -143,7 +143,7 @@ def train_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Traine
             run.fed.append((images, dataset))
         return dataset
 
-    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr(training, "evaluate_network", evaluate_network)
     monkeypatch.setattr(training, "load_split", load_split)
     monkeypatch.setattr(training, "make_dataset", make_dataset)
     assert save_model.main(argv) == 0
