@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(
         create_app(service),
         http=guarded_protocol(rules),
+        ws="none",  # no WebSocket routes: an Upgrade request stays a plain HTTP request
         timeout_keep_alive=5,  # uvicorn's default: an idle kept-alive connection closes
         log_level="debug" if args.debug else "warning",
         access_log=args.debug,

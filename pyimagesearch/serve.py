@@ -49,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from pyimagesearch import safety
+from pyimagesearch.connections import Tally
 from pyimagesearch.palette import LABEL_BOX, class_colours
 
 FIELD = "files"
@@ -503,6 +504,9 @@ class RequestGuard:
             self.active -= 1
 
 
+BODY_TIMEOUTS = Tally("answered %d request(s) 408: the body stopped coming (--body-timeout)")
+
+
 class TimedBody:
     """RECEIVE with a bound on each wait for body bytes, counting what arrived."""
 
@@ -516,6 +520,7 @@ class TimedBody:
         try:
             message = await asyncio.wait_for(self.inner(), self.timeout_s)
         except TimeoutError:
+            BODY_TIMEOUTS.add(asyncio.get_running_loop().time())
             raise ClientError(
                 408, f"no part of the request body arrived for {self.timeout_s:g} s"
             ) from None

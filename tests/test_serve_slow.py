@@ -193,13 +193,14 @@ def test_an_idle_connection_is_closed_after_the_header_timeout(strict):
 
 
 def test_a_body_that_stops_gets_a_json_408_after_the_body_timeout(strict):
-    url, _ = strict
+    url, log = strict
     with connect(url, head_with_body()) as sock:
         raw, waited = read_until_closed(sock, BODY_TIMEOUT + 8)
     status, headers, body = json_answer(raw)
     assert status == 408 and headers["connection"] == "close", raw
     assert "no part of the request body" in body["reason"], body
     assert BODY_TIMEOUT - 0.5 < waited < BODY_TIMEOUT + 5, waited
+    assert "answered 1 request(s) 408" in log.read_text()  # the first of a flood is logged
 
 
 def test_past_max_connections_requests_in_progress_a_request_gets_a_json_503(strict):
