@@ -249,3 +249,20 @@ def test_a_client_gone_mid_body_is_one_log_line(strict):
     lines = [line for line in text.splitlines() if f":{port} " in line]
     assert len(lines) == 1, text[-3000:]
     assert lines[0].startswith("[WARNING] 127.0.0.1:") and "200 of 5,000 bytes" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--header-timeout", "0"), ("--body-timeout", "nan"), ("--body-timeout", "1e9")]
+)
+def test_a_timeout_out_of_range_is_one_line(flag: str, value: str):
+    import serve_model
+    from pyimagesearch.errors import UserError
+
+    with pytest.raises(UserError, match=f"{flag} must be above 0 and at most 3600"):
+        serve_model.parse_args(["--model", "m.keras", flag, value])
+    defaults = serve_model.parse_args(["--model", "m.keras"])
+    assert (defaults.header_timeout, defaults.body_timeout, defaults.max_connections) == (
+        10,
+        30,
+        128,
+    )
