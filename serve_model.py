@@ -11,8 +11,10 @@ Endpoints: POST /predict (multipart field 'files', one or more images), GET /mod
 class names, their colours, the recipe and provenance), GET /healthz, GET /readyz, GET /
 (the page, titled from the model's classes unless --title says otherwise). Requests
 arriving together are classified in one batch (--max-batch images, waiting at most
---max-wait-ms for more). There is no authentication: it listens on 127.0.0.1 unless
---host says otherwise.
+--max-wait-ms for more). A connection has --header-timeout seconds to send its request
+head and each part of a body --body-timeout; past --max-connections, connections waiting
+for a request make room, and requests beyond it get a 503. There is no authentication:
+it listens on 127.0.0.1 unless --host says otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pyimagesearch import safety
 from pyimagesearch.errors import UserError, run_command
 
 MAX_TITLE_LENGTH = 120
+MAX_TIMEOUT_S = 3600
 
 
 def port_number(text: str) -> int:
@@ -125,7 +128,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-connections",
         type=safety.positive_count,
         default=128,
-        help="concurrent connections and requests before new ones get a 503 (default: 128)",
+        help="open connections and requests in progress (default: 128). At the limit a new "
+        "connection closes one that is waiting for its request (idle or slow, from the "
+        "client holding most); past it in requests, a JSON 503",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a connection has to send a complete request head, from when it opens "
+        "or was last answered (default: 10)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="the longest wait in seconds for the next part of a request body; then a 408 "
+        "(default: 30)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = parser.parse_args(argv)
@@ -135,6 +156,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(
             f"--max-request-mb must be above 0 and at most 4096, got {args.max_request_mb}"
         )
+    for flag, value in (("--header-timeout", args.header_timeout),
+                        ("--body-timeout", args.body_timeout)):  # fmt: skip
+        if not 0 < value <= MAX_TIMEOUT_S:
+            raise UserError(f"{flag} must be above 0 and at most {MAX_TIMEOUT_S}, got {value}")
     return args
 
 
@@ -160,20 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import uvicorn
 
+    from pyimagesearch.connections import ConnectionRules, GuardedH11Protocol
     from pyimagesearch.serve import SETTINGS_VARIABLE, Limits, Settings, build_service, create_app
 
     sock = listen(args.host, args.port)  # before the model: a taken port fails at once
     port = sock.getsockname()[1]  # the one the system chose for --port 0
-    settings = Settings(
-        args.model,
-        args.runtime,
-        args.precision,
-        args.max_batch,
-        args.max_wait_ms,
-        Limits(int(args.max_request_mb * (1 << 20)), args.max_images, args.max_pixels),
-        args.title,
-        args.debug,
+    limits = Limits(
+        max_request_bytes=int(args.max_request_mb * (1 << 20)),
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+        max_requests=args.max_connections,
+        body_timeout_s=args.body_timeout,
     )
+    settings = Settings(args.model, args.runtime, args.precision, args.max_batch,
+                        args.max_wait_ms, limits, args.title, args.debug,
+                        ConnectionRules(args.max_connections, args.header_timeout))  # fmt: skip
     print("[INFO] loading pre-trained network...")
     service = build_service(settings)  # in this process too: a bad model fails here, once
     classes = service.class_names
@@ -185,18 +211,26 @@ def main(argv: list[str] | None = None) -> int:
             "the model (there is no authentication)",
             file=sys.stderr,
         )
+    # Connection rules uvicorn has no setting for (pyimagesearch/connections.py): a header
+    # timeout, and room made at --max-connections by closing connections that wait for a
+    # request. Its limit_concurrency stays off (a plain-text 503, idle connections
+    # counted): serve.RequestGuard bounds requests in progress and answers in JSON.
     options = dict(
+        http=GuardedH11Protocol,
+        ws="none",  # no WebSocket routes: an Upgrade request stays a plain HTTP request
+        timeout_keep_alive=5,  # uvicorn's default: an idle kept-alive connection closes
         log_level="debug" if args.debug else "warning",
         access_log=args.debug,
-        limit_concurrency=args.max_connections,
     )
     print(f"[INFO] page title: {service.title}")
     print(f"[INFO] serving on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
     if args.workers == 1:
+        GuardedH11Protocol.rules = settings.connections
         uvicorn.Server(uvicorn.Config(create_app(service), **options)).run(sockets=[sock])
         return 0
     # Each worker is a fresh process (uvicorn spawns them) holding its own compiled
     # network; they share the listening socket, and the kernel spreads connections.
+    # Every limit above holds per worker.
     del service
     os.environ[SETTINGS_VARIABLE] = settings.to_json()
     from uvicorn.supervisors import Multiprocess

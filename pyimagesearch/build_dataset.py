@@ -258,17 +258,21 @@ def check_output(output: Path, overwrite: bool) -> None:
             f"--overwrite: '{output}' was not built by this tool (it has no {MARKER}); "
             f"move its {', '.join(s.name for s in existing)} folder(s) away yourself"
         )
-    from pyimagesearch.safety import is_image_file
-
     for split_folder in existing:
         if split_folder.is_symlink() or not split_folder.is_dir():
             raise UserError(f"--overwrite: '{split_folder}' is not a folder this tool wrote")
-        for class_folder in split_folder.iterdir():
-            if class_folder.is_symlink() or not class_folder.is_dir():
-                raise UserError(f"--overwrite: '{class_folder}' is not a folder this tool wrote")
-            for entry in class_folder.iterdir():
-                if entry.is_symlink() or not entry.is_file() or not is_image_file(entry.name):
-                    raise UserError(f"--overwrite: '{entry}' is not a file this tool wrote")
+        entry = safety.foreign_entry(split_folder, split_entry)
+        if entry is not None:
+            raise UserError(f"--overwrite: '{split_folder / entry}' is not one this tool wrote")
+
+
+def split_entry(relative: str) -> bool:
+    """Whether RELATIVE (inside a split folder, as ``safety.foreign_entry`` gives it) is
+    one this tool writes: a class folder, and image files directly in one."""
+    depth = relative.rstrip("/").count("/")
+    if relative.endswith("/"):
+        return depth == 0
+    return depth == 1 and safety.is_image_file(relative)
 
 
 def write_split(

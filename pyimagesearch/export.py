@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -104,10 +105,11 @@ ENDPOINT = "serve"
 # onnxruntime when shrinking; LiteRT has neither as a built-in op; OpenVINO's TensorFlow
 # reader has no ResizeBicubic (its bilinear and nearest match within 2e-7 on NIH cells).
 PORTABLE_RESIZES = ("bilinear", "nearest")
-# Everything an export folder of ours holds at its top level, whatever the format: the
-# SavedModel's files, each format's model file, and METADATA_NAME (always written).
+# The files an export folder of ours holds at its top level, whatever the format: the
+# SavedModel's files, each format's model file, and METADATA_NAME (always written). The
+# SavedModel's variables/ and assets/ folders are checked file by file (``exported``).
 EXPORT_ENTRIES = frozenset(
-    {"saved_model.pb", "fingerprint.pb", "variables", "assets", METADATA_NAME}
+    {"saved_model.pb", "fingerprint.pb", METADATA_NAME}
     | {"model.onnx", "model.tflite", "model.xml", "model.bin"}
 )
 
@@ -218,26 +220,26 @@ def list_check_images(folder: str) -> list[str]:
 def check_output(output: Path, overwrite: bool, model: str) -> None:
     """Refuse an OUTPUT we would have to clobber or could not write, before any work.
 
-    --overwrite replaces only a folder this tool exported (METADATA_NAME beside nothing
-    but format files): anything else in OUTPUT is the user's and is named in the refusal.
+    --overwrite replaces only a folder this tool exported: METADATA_NAME in it and every
+    file, at any depth, one an export writes (``exported``); anything else in OUTPUT, in
+    ``variables/`` or ``assets/`` too, is the user's and is named in the refusal.
     """
     safety.check_paths({"--output": output}, {"--model": model})
     if output.exists() and not output.is_dir():
         raise UserError(f"--output '{output}' is a file; give a folder name")
-    safety.check_output_folder(output, "--output")
-    if not output.is_dir() or not any(output.iterdir()):
-        return
-    if not overwrite:
-        raise UserError(f"--output '{output}' is not empty; pass --overwrite to replace it")
-    for entry in sorted(output.iterdir()):
-        if entry.name not in EXPORT_ENTRIES:
-            raise UserError(
-                f"--overwrite replaces only an earlier export; '{entry}' is not part of one"
-            )
-    if not (output / METADATA_NAME).is_file():
-        raise UserError(
-            f"--overwrite replaces only an earlier export; '{output}' has no {METADATA_NAME}"
-        )
+    safety.check_own_folder(output, "--output", METADATA_NAME, exported, overwrite)
+
+
+def exported(relative: str) -> bool:
+    """Whether RELATIVE (a path inside an export folder, a folder's ending in "/", as
+    ``safety.foreign_entry`` gives it) is one an export writes: the format files at the
+    top, and a SavedModel's variables folder with its index and data shards. ``assets/``
+    may be there, empty: this project's models have no asset files."""
+    if relative in EXPORT_ENTRIES or relative in ("variables/", "assets/"):
+        return True
+    return relative == "variables/variables.index" or bool(
+        re.fullmatch(r"variables/variables\.data-\d{5}-of-\d{5}", relative)
+    )
 
 
 def check_recipe(fmt: str, recipe: dict) -> None:

@@ -269,11 +269,37 @@ def replace_folder(staging: Path, output: Path) -> None:
         shutil.rmtree(trash)
 
 
+def foreign_entry(folder: str | Path, owned: Callable[[str], bool]) -> str | None:
+    """The first entry of FOLDER, at any depth, that OWNED does not accept, or None.
+
+    OWNED gets each entry's path relative to FOLDER in POSIX form, a folder's with a
+    trailing "/" ("variables/", "variables/variables.index"); the entries of a folder are
+    looked at only when the folder itself is accepted. A symbolic link, a device, a FIFO
+    or a socket is never accepted, whatever its name: ``--overwrite`` replaces a folder
+    only when every file in it is one the tool writes.
+    """
+    pending = [(Path(folder), "")]
+    while pending:
+        current, prefix = pending.pop()
+        with os.scandir(current) as entries:
+            found = sorted(entries, key=lambda entry: entry.name)
+        for entry in found:
+            relative = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if not owned(relative + "/"):
+                    return relative + "/"
+                pending.append((Path(entry.path), relative + "/"))
+            elif not entry.is_file(follow_symlinks=False) or not owned(relative):
+                return relative
+    return None
+
+
 def check_own_folder(
     path: str | Path, flag: str, marker: str, owned: Callable[[str], bool], overwrite: bool = True
 ) -> None:
     """Refuse an output folder that exists, is not empty, and is not an earlier output of
-    this tool (MARKER inside and every entry a name OWNED accepts), before any work.
+    this tool (MARKER inside and every entry, at any depth, one OWNED accepts: see
+    :func:`foreign_entry`), before any work.
 
     With ``overwrite`` False even an earlier output is refused (the tool asks for
     --overwrite); a folder of the user's own files is always refused, by name.
@@ -286,16 +312,17 @@ def check_own_folder(
         return
     if not overwrite:
         raise UserError(f"{flag} '{path}' is not empty; pass --overwrite to replace it")
-    if not (path / marker).is_file():
+    if not (path / marker).is_file() or (path / marker).is_symlink():
         raise UserError(
             f"{flag} '{path}' is not empty and was not written by this tool (it has no "
             f"{marker}); give a new or empty folder"
         )
-    for entry in sorted(path.iterdir()):
-        if entry.name != marker and (
-            entry.is_symlink() or not entry.is_file() or not owned(entry.name)
-        ):
-            raise UserError(f"{flag} '{path}' holds '{entry.name}', which this tool did not write")
+    entry = foreign_entry(path, lambda name: name == marker or owned(name))
+    if entry is not None:
+        raise UserError(
+            f"{flag} '{path}' holds '{entry}', which this tool did not write; move it away "
+            "or give another folder"
+        )
 
 
 @contextlib.contextmanager

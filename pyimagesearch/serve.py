@@ -32,6 +32,7 @@ import html
 import math
 import os
 import re
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,10 +43,12 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pyimagesearch import safety
+from pyimagesearch.connections import ConnectionRules, Tally
 from pyimagesearch.palette import LABEL_BOX, class_colours
 
 FIELD = "files"
@@ -119,6 +122,8 @@ class Limits:
     max_request_bytes: int = 32 << 20
     max_images: int = 64
     max_pixels: int = safety.MAX_PIXELS
+    max_requests: int = 128  # in progress at once (serve_model.py's --max-connections)
+    body_timeout_s: float = 30.0  # the longest wait for the next part of a request body
 
 
 class ClientError(Exception):
@@ -131,7 +136,9 @@ class ClientError(Exception):
     def response(self) -> JSONResponse:
         error = f"'{self.file}': {self.reason}" if self.file is not None else self.reason
         body = {"error": error, "file": self.file, "reason": self.reason}
-        return JSONResponse(body, status_code=self.status)
+        # A 408 leaves a body half read: the connection cannot carry another request.
+        headers = {"connection": "close"} if self.status == 408 else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
 
 
 def decode_upload(name: str, data: bytes, recipe: dict, max_pixels: int) -> np.ndarray:
@@ -453,6 +460,77 @@ def bounded_receive(
     return wrapped
 
 
+class RequestGuard:
+    """ASGI middleware, the application's side of the connection rules
+    (``pyimagesearch.connections`` holds the protocol's side):
+
+    - at most ``limits.max_requests`` requests in progress; past it a JSON 503 with
+      Retry-After (uvicorn's ``limit_concurrency`` answers in plain text, and counts
+      idle connections too, so it is left off);
+    - each wait for the next part of a request body lasts at most
+      ``limits.body_timeout_s``, then a JSON 408 and the connection is closed;
+    - a client that goes away before its body is read is one log line, not Starlette's
+      ClientDisconnect traceback.
+    """
+
+    def __init__(self, app: Callable, limits: Limits) -> None:
+        self.app, self.limits, self.active = app, limits, 0
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limits.max_requests:
+            reason = f"the server is busy ({self.active} requests in progress); try again shortly"
+            error = ClientError(503, reason).response()
+            error.headers["retry-after"] = "1"
+            await error(scope, receive, send)
+            return
+        self.active += 1
+        body = TimedBody(receive, self.limits.body_timeout_s)
+        try:
+            await self.app(scope, body.receive, send)
+        except ClientDisconnect:
+            client = scope.get("client") or ("?", 0)
+            declared = Headers(scope=scope).get("content-length")
+            of = f" of {int(declared):,}" if declared and declared.isdigit() else ""
+            print(
+                f"[WARNING] {client[0]}:{client[1]} closed the connection after "
+                f"{body.received:,}{of} bytes of its {scope['method']} {scope['path']} "
+                "request; nothing was answered",
+                file=sys.stderr,
+                flush=True,
+            )
+        finally:
+            self.active -= 1
+
+
+BODY_TIMEOUTS = Tally("answered %d request(s) 408: the body stopped coming (--body-timeout)")
+
+
+class TimedBody:
+    """RECEIVE with a bound on each wait for body bytes, counting what arrived."""
+
+    def __init__(self, receive: Callable[[], Awaitable[dict]], timeout_s: float) -> None:
+        self.inner, self.timeout_s = receive, timeout_s
+        self.received, self.complete = 0, False
+
+    async def receive(self) -> dict:
+        if self.complete:  # later receives wait for a disconnect: no bound on those
+            return await self.inner()
+        try:
+            message = await asyncio.wait_for(self.inner(), self.timeout_s)
+        except TimeoutError:
+            BODY_TIMEOUTS.add(asyncio.get_running_loop().time())
+            raise ClientError(
+                408, f"no part of the request body arrived for {self.timeout_s:g} s"
+            ) from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+        return message
+
+
 def static_file(
     name: str, media_type: str, words: dict[str, str] | None = None
 ) -> Callable[[], Awaitable[Response]]:
@@ -489,6 +567,7 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.add_middleware(RequestGuard, limits=service.limits)
 
     @app.exception_handler(ClientError)
     async def client_error(request: Request, error: ClientError) -> JSONResponse:
@@ -552,6 +631,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     title: str | None = None
     debug: bool = False
+    connections: ConnectionRules = field(default_factory=ConnectionRules)
 
     def to_json(self) -> str:
         import json
@@ -564,6 +644,7 @@ class Settings:
 
         values = json.loads(text)
         values["limits"] = Limits(**values["limits"])
+        values["connections"] = ConnectionRules(**values["connections"])
         return cls(**values)
 
 
@@ -592,5 +673,12 @@ def build_service(settings: Settings) -> Service:
 
 
 def app_from_environment() -> FastAPI:
-    """The app of one worker process, from the settings serve_model.py put in the environment."""
-    return create_app(build_service(Settings.from_json(os.environ[SETTINGS_VARIABLE])))
+    """The app of one worker process, from the settings serve_model.py put in the environment.
+
+    The connection rules go onto the protocol class that uvicorn's config names (a class
+    made per process could not cross to a spawned worker): one process, one server."""
+    from pyimagesearch.connections import GuardedH11Protocol
+
+    settings = Settings.from_json(os.environ[SETTINGS_VARIABLE])
+    GuardedH11Protocol.rules = settings.connections
+    return create_app(build_service(settings))

@@ -87,10 +87,62 @@ def test_export_overwrite_never_deletes_the_model_or_other_files(tmp_path: Path)
     refused(run_capped(*args, "--model", str(model), "--output", str(home)), "holds --model")
     elsewhere = tmp_path / "m.keras"
     elsewhere.write_bytes(b"x")
-    refused(run_capped(*args, "--model", str(elsewhere), "--output", str(home)), "not part of")
-    refused(run_capped(*args, "--model", str(elsewhere), "--output", ".", cwd=home), "export")
+    refused(run_capped(*args, "--model", str(elsewhere), "--output", str(home)), "not written")
+    refused(
+        run_capped(*args, "--model", str(elsewhere), "--output", ".", cwd=home),
+        "pyimagesearch.json",
+    )
     assert model.read_bytes() == b"the user's model"
     assert (home / "notes.txt").read_text() == "mine"
+
+
+def earlier_export(folder: Path) -> Path:
+    """What a tf_saved_model export leaves (the files by name; their bytes do not matter)."""
+    (folder / "variables").mkdir(parents=True)
+    (folder / "assets").mkdir()
+    shard = "variables/variables.data-00000-of-00001"
+    for name in ("pyimagesearch.json", "saved_model.pb", "fingerprint.pb",
+                 "variables/variables.index", shard):  # fmt: skip
+        (folder / name).write_bytes(b"{}")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "mine", ["assets/my_labels.txt", "variables/mine/notes.txt", "variables/notes.txt"]
+)
+def test_export_overwrite_refuses_a_user_file_below_the_top_and_keeps_it(
+    model_file: Path, tmp_path: Path, mine: str
+):
+    """Issue 21: --overwrite looked at top-level names only and deleted these files."""
+    output = earlier_export(tmp_path / "OUT")
+    (output / mine).parent.mkdir(parents=True, exist_ok=True)
+    (output / mine).write_text("the user's")
+    result = run_capped(
+        "-m", "pyimagesearch.export", "-m", str(model_file), "-f", "tf_saved_model",
+        "-o", str(output), "--overwrite",
+    )  # fmt: skip
+    first = mine.split("/")[0] + "/" + mine.split("/")[1]
+    refused(result, f"holds '{first}")
+    assert (output / mine).read_text() == "the user's"
+    assert (output / "saved_model.pb").read_bytes() == b"{}"  # nothing else touched either
+
+
+def test_own_folder_check_looks_at_every_depth_and_refuses_links(tmp_path: Path):
+    from pyimagesearch.safety import foreign_entry
+
+    def owned(name: str) -> bool:
+        return name in ("a/", "a/b/", "a/b/c.txt", "top.txt")
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "c.txt").write_text("x")
+    (tmp_path / "top.txt").write_text("x")
+    assert foreign_entry(tmp_path, owned) is None
+    (tmp_path / "a" / "b" / "d.txt").write_text("theirs")
+    assert foreign_entry(tmp_path, owned) == "a/b/d.txt"
+    (tmp_path / "a" / "b" / "d.txt").unlink()
+    (tmp_path / "a" / "b" / "c.txt").unlink()
+    (tmp_path / "a" / "b" / "c.txt").symlink_to(tmp_path / "top.txt")  # an owned name
+    assert foreign_entry(tmp_path, owned) == "a/b/c.txt"
 
 
 def write_source(root: Path, count: int = 3) -> Path:
@@ -357,6 +409,7 @@ def test_export_overwrite_accepts_an_earlier_export(tmp_path: Path):
     (earlier / "pyimagesearch.json").write_text("{}")
     (earlier / "model.onnx").write_bytes(b"onnx")
     check_output(earlier, overwrite=True, model=str(tmp_path / "m.keras"))
+    check_output(earlier_export(tmp_path / "saved"), overwrite=True, model="m.keras")
     (earlier / "pyimagesearch.json").unlink()
     with pytest.raises(UserError, match="has no pyimagesearch.json"):
         check_output(earlier, overwrite=True, model=str(tmp_path / "m.keras"))
