@@ -1,0 +1,42 @@
+"""serve_model.py on the fast path (the model file's compiled network, no TensorFlow),
+and --workers N processes sharing one port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serving import good_request
+from tests.test_serve_slow import capped_server
+
+
+@pytest.fixture(scope="module")
+def fast_model(tmp_path_factory) -> Path:
+    from pyimagesearch.preprocessing import default_recipe
+    from pyimagesearch.serialization import save_model
+    from pyimagesearch.train import build_model
+
+    path = tmp_path_factory.mktemp("model") / "fast.keras"
+    metadata = {"class_names": ["cat", "dog"], "preprocessing": default_recipe((32, 32))}
+    save_model(build_model(2, (32, 32)), path, metadata, compiled=True)
+    return path
+
+
+def test_two_workers_answer_on_one_port_without_tensorflow(fast_model: Path, tmp_path: Path):
+    """Mutation: building the service before the fork in every worker (or with --runtime
+    forced to tensorflow) shows in the log and the runtime checked here."""
+    log = tmp_path / "server.log"
+    with capped_server(fast_model, log, "--runtime", "auto", "--workers", "2") as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            # Both workers must come up: each answers /readyz only once it is warm.
+            ready = [client.get("/readyz").json() for _ in range(20)]
+            assert all(body["runtime"] == "OpenVINO, f32" for body in ready if body["ready"])
+            answers = [client.request(**good_request()) for _ in range(8)]
+    assert all(answer.status_code == 200 for answer in answers), answers[0].text
+    assert {a.json()["predictions"][0]["label"] for a in answers} <= {"cat", "dog"}
+    text = log.read_text()
+    assert "starting 2 worker processes" in text
+    assert text.count("warming up the network (OpenVINO, f32)") == 2, text
+    assert "Traceback" not in text and "TensorFlow" not in text
