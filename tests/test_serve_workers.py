@@ -25,8 +25,8 @@ def fast_model(tmp_path_factory) -> Path:
 
 
 def test_two_workers_answer_on_one_port_without_tensorflow(fast_model: Path, tmp_path: Path):
-    """Mutation: building the service before the fork in every worker (or with --runtime
-    forced to tensorflow) shows in the log and the runtime checked here."""
+    """Mutation: serve.build_service loading with runtime "tensorflow" whatever the
+    option says fails the runtime and log checks."""
     log = tmp_path / "server.log"
     with capped_server(fast_model, log, "--runtime", "auto", "--workers", "2") as url:
         with httpx.Client(base_url=url, timeout=30) as client:
