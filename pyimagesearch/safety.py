@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -228,6 +230,40 @@ def check_output_folder(path: str | Path, flag: str) -> None:
         raise UserError(f"cannot write {flag} '{path}': folder '{parent}' is not writable")
 
 
+# This host's name as it appears in temporary names (no path separators, no oddities).
+HOST = re.sub(r"[^\w.-]", "_", socket.gethostname()) or "localhost"
+
+
+def temporary_prefix(path: Path, kind: str = "writing") -> str:
+    """Start of the temporary name a write uses beside PATH; the writer's pid follows.
+
+    It carries the host's name: on shared storage (multi-worker training) other hosts
+    write beside us, and their process ids mean nothing here."""
+    return f".{path.name}.{kind}.{HOST}."
+
+
+def remove_stale_temporaries(path: Path, kind: str = "writing") -> None:
+    """Delete half-written files left beside PATH by a process that was killed (SIGKILL,
+    power loss). Their name carries the writer's host and process id; only this host's,
+    whose writer is gone, are garbage. Another host's file is never touched: it may be
+    a write in progress."""
+    prefix = temporary_prefix(path, kind)
+    for leftover in path.parent.glob(f"{prefix}*"):
+        pid = leftover.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside PATH (same suffix, so writers pick the same format);
@@ -236,7 +272,8 @@ def replacing(path: str | Path) -> Iterator[Path]:
     A failed write (full disk, permissions) becomes a UserError, never a false "written".
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    remove_stale_temporaries(path)  # a run killed by SIGKILL left its temporary behind
+    fd, name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=path.suffix, dir=path.parent)
     os.close(fd)
     temporary = Path(name)
     try:

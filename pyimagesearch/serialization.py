@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import zipfile
@@ -44,6 +43,16 @@ from pyimagesearch.modelfile import (  # noqa: F401 (the TF-free half, re-export
 # Keras 3 releases before 3.11.3 silently ignore safe_mode for HDF5 files (CVE-2025-9905):
 # a Lambda layer in a .h5 model, or in a .model file holding HDF5, runs its code on load.
 SAFE_KERAS = (3, 11, 3)
+# The word in a model save's temporary name (``safety.temporary_prefix``).
+SAVING = "saving"
+
+
+HOST = safety.HOST
+
+
+def temporary_prefix(path: Path) -> str:
+    """Start of a model save's temporary name beside PATH (``safety.temporary_prefix``)."""
+    return safety.temporary_prefix(path, SAVING)
 
 
 def check_keras_version(version: str | None = None) -> None:
@@ -64,42 +73,6 @@ def check_writable(path: str | Path, flag: str = "--model") -> None:
     safety.check_output_file(path, flag)
 
 
-# This host's name as it appears in temporary names (no path separators, no oddities).
-HOST = re.sub(r"[^\w.-]", "_", socket.gethostname()) or "localhost"
-
-
-def temporary_prefix(path: Path) -> str:
-    """Start of the temporary name a save uses beside PATH; the writer's pid follows.
-
-    It carries the host's name: on shared storage (multi-worker training) other hosts
-    save beside us, and their process ids mean nothing here."""
-    return f".{path.name}.saving.{HOST}."
-
-
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete half-written saves left by a process that was killed (SIGKILL, power loss).
-
-    Their name carries the writer's host and process id; only this host's, whose writer
-    is gone, are garbage. Another host's file is never touched: it may be a save in
-    progress.
-    """
-    prefix = temporary_prefix(path)
-    for leftover in path.parent.glob(f"{prefix}*"):
-        pid = leftover.name[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 def save_model(
     model: keras.Model, path: str | Path, metadata: dict, compiled: bool = False
 ) -> None:
@@ -111,7 +84,7 @@ def save_model(
     path = Path(path)
     legacy = path.suffix.lower() in LEGACY_SUFFIXES
     document = json.dumps({"format": METADATA_FORMAT, **metadata}, indent=2)
-    remove_stale_temporaries(path)
+    safety.remove_stale_temporaries(path, SAVING)
     # Same folder as PATH, so the final rename never crosses file systems.
     fd, tmp_name = tempfile.mkstemp(
         prefix=f"{temporary_prefix(path)}{os.getpid()}.",

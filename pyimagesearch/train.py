@@ -29,6 +29,7 @@ from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.calibration import Calibration, fit_on_validation
 from pyimagesearch.data import (
     Split,
+    check_memory,
     load_split,
     make_dataset,
     make_epochs,
@@ -278,6 +279,7 @@ def decode_splits(
     """Every split decoded once, through the one preprocessing; a split left with no
     image, or a class left with no training image, is refused in one line."""
     class_names = splits["training"].class_names
+    check_memory(splits, recipe)
     arrays = {}
     for name, split in splits.items():
         print(f"Found {len(split.paths)} images belonging to {len(class_names)} classes.")

@@ -112,3 +112,24 @@ def test_montage_and_audit_tiles_pass_the_same_gate(tmp_path: Path):
     with pytest.raises(UnreadableImage):
         cell_tile(str(huge_png(tmp_path / "huge.png")))
     assert cell_tile(str(write_image(tmp_path / "ok.png"))).shape == (128, 128, 3)
+
+
+def test_a_csv_left_half_written_by_a_killed_run_is_swept_by_the_next(tmp_path: Path):
+    """load_model.py --csv writes a temporary beside the CSV; SIGKILL leaves it. The next
+    write to that path removes this host's leftovers whose writer is dead, and nothing
+    else. (Mutation: dropping remove_stale_temporaries from safety.replacing fails this.)"""
+    import subprocess
+    import sys
+
+    from pyimagesearch import safety
+
+    output = tmp_path / "out.csv"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = tmp_path / f"{safety.temporary_prefix(output)}{dead.pid}.abc.csv"
+    leftover.write_text("path,label\n")
+    other_host = tmp_path / f".out.csv.writing.other-host.{dead.pid}.abc.csv"
+    other_host.write_text("path,label\n")
+    with safety.replacing(output) as temporary:
+        temporary.write_text("path,label\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, other_host.name])

@@ -26,3 +26,24 @@ def test_the_schedule_is_sized_from_the_images_that_decoded(tmp_path: Path, monk
     steps.compile_network(run)
     (epochs, schedule, steps_per_epoch, learning_rate) = seen[0]
     assert steps_per_epoch == 16 // 4
+
+
+def test_splits_too_big_for_memory_are_refused_before_decoding(tmp_path: Path, monkeypatch):
+    """At --image-size 1024 the tutorial's 500 images need about 8 GiB as float32; with
+    less available the run stops in one line naming the size, before any decode.
+    (Mutation: removing check_memory from decode_splits lets it decode.)"""
+    import pytest
+
+    from pyimagesearch import data
+    from pyimagesearch.errors import UserError
+
+    dataset = write_dataset(tmp_path / "data", {"training": 4, "validation": 1, "testing": 1})
+    monkeypatch.setattr(data, "available_memory", lambda: 200 << 20)  # 200 MiB
+    decoded = []
+    monkeypatch.setattr(steps, "load_split", lambda *args: decoded.append(args))
+    config = TrainConfig(str(dataset), epochs=1, batch_size=4, seed=1, image_size=(1024, 1024))
+    with pytest.raises(
+        UserError, match=r"at 1024x1024 needs about 0\.2 GiB .* smaller --image-size"
+    ):
+        steps.load_splits(config)
+    assert decoded == []
