@@ -204,3 +204,30 @@ def write_dataset(root: Path, counts: dict[str, int], size=(90, 70)) -> Path:
 def synthetic_dataset(tmp_path: Path) -> Path:
     """training/validation/testing with two classes of a few random images each."""
     return write_dataset(tmp_path / "synthetic", {"training": 8, "validation": 4, "testing": 4})
+
+
+# ------------------------------------------- a 10-class set that is not malaria
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """scikit-learn's digits as a flat folder of 10 classes of 48x48 grey PNGs."""
+    from pyimagesearch.example_sets import write_set
+
+    root = tmp_path_factory.mktemp("digits") / "digits"
+    counts = write_set("digits", root)
+    assert len(counts) == 10 and sum(counts.values()) == 1797
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_run(digits: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """save_model.py on the flat digits folder, as the README's example runs it: the one
+    10-class model that test_own_images and test_export share (training it is minutes)."""
+    folder = tmp_path_factory.mktemp("digits_model")
+    model = folder / "digits.keras"
+    result = run_script("save_model.py", "--dataset", str(digits), "--model", str(model),
+                        "--plot", str(folder / "plot.png"), "--image-size", "32",
+                        "--augmentation", "none", "--epochs", "4", "--seed", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model, result

@@ -23,6 +23,7 @@ from pyimagesearch.calibration import (
     expected_calibration_error,
     fit_on_validation,
     fit_temperature,
+    temperature_of,
 )
 from pyimagesearch.errors import UserError
 from pyimagesearch.export import main as export_main
@@ -99,14 +100,24 @@ def test_temperature_one_is_the_identity():
     )  # fmt: skip
 
 
-def test_without_a_temperature_forward_is_the_model_itself():
-    """A model with no stored temperature gives exactly what it gave before."""
-    model = build_model(2)
+def test_a_model_file_without_a_temperature_gives_its_plain_probabilities(tmp_path: Path):
+    """A model saved without a temperature (as before calibration existed) gives exactly
+    the probabilities Keras' own predict gives for it; one saved with T gives
+    softmax(log(p) / T) of them."""
     images = np.random.default_rng(2).random((3, 64, 64, 3), dtype="float32")
-    raw = model(images, training=False).numpy()
-    assert np.array_equal(calibration.forward(model)(images).numpy(), raw)
-    scaled = calibration.forward(model, 2.0)(images).numpy()
-    np.testing.assert_allclose(scaled, expected_calibrated(raw, 2.0), rtol=0, atol=1e-6)
+    recipe = default_recipe()
+    save_model(build_model(2), tmp_path / "old.model", {"class_names": CLASSES,
+               "preprocessing": recipe})  # fmt: skip
+    model, metadata = load_model(tmp_path / "old.model")
+    plain = model.predict(images, verbose=0)
+    assert np.array_equal(calibration.forward(model, temperature_of(metadata))(images), plain)
+    save_model(
+        model, tmp_path / "new.model", metadata_with({"method": "temperature", "temperature": 2.0})
+    )
+    model, metadata = load_model(tmp_path / "new.model")
+    scaled = np.asarray(calibration.forward(model, temperature_of(metadata))(images))
+    np.testing.assert_allclose(scaled, expected_calibrated(plain, 2.0), rtol=0, atol=1e-6)
+    assert np.abs(scaled - plain).max() > 1e-4
 
 
 def test_a_validation_split_without_errors_stores_no_temperature(capsys):

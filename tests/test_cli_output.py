@@ -1,5 +1,6 @@
 """A first run prints our lines only: TensorFlow's C++ start-up log stays out unless --debug."""
 
+import re
 from pathlib import Path
 
 from pyimagesearch.preprocessing import default_recipe
@@ -20,4 +21,8 @@ def test_load_model_prints_only_its_own_lines(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr == ""
     assert all(line.startswith("[INFO] ") for line in result.stdout.splitlines())
-    assert run_script(*args, "--debug").returncode == 0  # --debug lets the log through
+    # --debug lets TensorFlow's own log through (absl's lines: I0000/W0000/E0000 ...).
+    debug = run_script(*args, "--debug", env={"TF_CPP_MIN_LOG_LEVEL": ""})
+    assert debug.returncode == 0, debug.stderr[-2000:]
+    assert re.search(r"^[IWEF]\d{4} ", debug.stderr, re.MULTILINE), debug.stderr[-2000:]
+    assert debug.stdout == result.stdout  # the same run, only louder on stderr

@@ -138,7 +138,7 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_path: Path):
+def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_path: Path, capsys):
     """The real command: every image judged once by a model that never saw its patient,
     the fold's saved model gives the oof probabilities, a stopped run resumes by fold,
     and --exclude drops images from training only."""
@@ -214,22 +214,30 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     diagnosis = read_rows(output / "patients.csv")
     assert len(diagnosis) == 10 and {d["infected"] for d in diagnosis} == {"True", "False"}
 
-    # Other settings in the same folder are refused, before any training.
-    other = run_script(*command[:-2], "--validation", "0.2")
-    assert other.returncode == 2
-    assert "other settings" in other.stderr
+    # The refusals below come before any training; they run in this process (the same
+    # main, without a TensorFlow start-up each).
+    from pyimagesearch import crossval
+    from pyimagesearch.errors import run_command
 
+    argv = list(command[2:])
+    capsys.readouterr()
+
+    def refused(args: list[str], fragment: str) -> None:
+        assert run_command(crossval.main, args) == 2
+        printed = capsys.readouterr()
+        assert len(printed.err.splitlines()) == 1 and fragment in printed.err, printed.err
+        assert "training on" not in printed.out
+
+    # Other settings in the same folder are refused.
+    refused([*argv[:-2], "--validation", "0.2"], "other settings")
     # The same command on a folder that lost an image is refused: the folds would differ.
     next(data.glob("Uninfected/*.png")).unlink()
-    changed = run_script(*command)
-    assert changed.returncode == 2 and "other settings" in changed.stderr
-
+    refused(argv, "other settings")
     # A folder of the user's own is never written into.
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "summary.md").write_text("my notes")
-    refused = run_script(*command[:5], str(mine), *command[6:])
-    assert refused.returncode == 2 and "holds no cross-validation run" in refused.stderr
+    refused([*argv[:3], str(mine), *argv[4:]], "holds no cross-validation run")
     assert (mine / "summary.md").read_text() == "my notes" and len(list(mine.iterdir())) == 1
 
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from pyimagesearch import export
-from pyimagesearch.errors import UserError
+from pyimagesearch.errors import UserError, run_command
 from pyimagesearch.export import METADATA_NAME, graph_model_input, main
 from pyimagesearch.preprocessing import (
     IMAGE_EXTENSIONS,
@@ -24,7 +24,7 @@ from pyimagesearch.preprocessing import (
 )
 from pyimagesearch.serialization import public_metadata, read_metadata, save_model
 from pyimagesearch.train import build_model
-from tests.conftest import ROOT, run_script, write_image
+from tests.conftest import run_script, write_image
 
 CLASS_NAMES = ["Parasitized", "Uninfected"]
 TOLERANCE = 1e-4
@@ -238,21 +238,14 @@ def test_refuses_to_overwrite_without_flag(saved: Path, tmp_path: Path):
     assert (output / "keep.txt").read_text() == "mine"
 
 
-def test_missing_model_is_one_line_exit_2(tmp_path: Path):
-    result = run_script(
-        "-m",
-        "pyimagesearch.export",
-        "--model",
-        str(tmp_path / "missing.model"),
-        "--format",
-        "onnx",
-        "--output",
-        str(tmp_path / "out"),
-    )
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("[ERROR]")]
-    assert errors == [f"[ERROR] model file '{tmp_path / 'missing.model'}' does not exist"]
+def test_missing_model_is_one_line_exit_2(tmp_path: Path, capsys):
+    argv = ["--model", str(tmp_path / "missing.model"), "--format", "onnx",
+            "--output", str(tmp_path / "out")]  # fmt: skip
+    assert run_command(main, argv) == 2
+    printed = capsys.readouterr()
+    assert printed.err.splitlines() == [
+        f"[ERROR] model file '{tmp_path / 'missing.model'}' does not exist"
+    ]
     assert not (tmp_path / "out").exists()
 
 
@@ -295,23 +288,24 @@ def test_check_reports_changed_labels_and_leaves_output_alone(
 
 
 @pytest.mark.parametrize("contents", ["missing", "empty"])
-def test_check_folder_without_images_is_one_line_exit_2(saved: Path, tmp_path: Path, contents):
+def test_check_folder_without_images_is_one_line_exit_2(
+    saved: Path, tmp_path: Path, capsys, contents
+):
     folder = tmp_path / "cells"
     if contents == "empty":
         folder.mkdir()
         (folder / "notes.txt").write_text("not an image")
-    result = run_script("-m", "pyimagesearch.export", "--model", str(saved), "--format", "onnx",
-                        "--output", str(tmp_path / "out"), "--check", str(folder))  # fmt: skip
-    assert result.returncode == 2, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("[ERROR]")]
+    argv = ["--model", str(saved), "--format", "onnx", "--output", str(tmp_path / "out"),
+            "--check", str(folder)]  # fmt: skip
+    assert run_command(main, argv) == 2
+    printed = capsys.readouterr()
     expected = {
         "missing": f"[ERROR] --check folder '{folder}' does not exist",
         "empty": f"[ERROR] --check folder '{folder}' holds no image files "
         f"({', '.join(IMAGE_EXTENSIONS)})",
     }
-    assert errors == [expected[contents]]
-    assert "Traceback" not in result.stderr
-    assert "loading" not in result.stdout  # refused before the model was even read
+    assert printed.err.splitlines() == [expected[contents]]
+    assert "loading" not in printed.out  # refused before the model was even read
     assert not (tmp_path / "out").exists()
 
 
@@ -360,35 +354,25 @@ def test_runtimes_that_fail_to_import_name_their_pip_package(tmp_path: Path, mon
             export.open_export(fmt, tmp_path)
 
 
-def test_check_on_a_model_of_other_classes(tmp_path: Path):
-    """Ten digit classes from scikit-learn, not malaria: trained by save_model.py,
-    exported to ONNX and checked on its testing split, each step a user's command."""
-    digits = tmp_path / "digits"
-    result = run_script("-m", "pyimagesearch.example_sets", "digits", "--output", str(digits))
-    assert result.returncode == 0, result.stderr
-    dataset = tmp_path / "dataset"
+def test_check_on_a_model_of_other_classes(digits_run, digits: Path, tmp_path: Path, capsys):
+    """Ten digit classes from scikit-learn, not malaria: the model save_model.py trained
+    on them (shared with test_own_images), exported to ONNX and checked on six images of
+    each class."""
+    model, _ = digits_run
+    check = tmp_path / "check"
     for source in sorted(digits.iterdir()):
-        files = sorted(source.glob("*.png"))
-        # A few per class: enough to train one epoch and check on, quickly.
-        for split, chosen in (("validation", files[:6]), ("testing", files[6:12]),
-                              ("training", files[12:42])):  # fmt: skip
-            (dataset / split / source.name).mkdir(parents=True)
-            for path in chosen:
-                shutil.move(path, dataset / split / source.name / path.name)
-    model = tmp_path / "m.keras"
-    result = run_script(str(ROOT / "save_model.py"), "--dataset", str(dataset),
-                        "--model", str(model), "--epochs", "1", "--image-size", "32",
-                        "--plot", str(tmp_path / "p.png"), "--seed", "3", cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+        (check / source.name).mkdir(parents=True)
+        for path in sorted(source.glob("*.png"))[:6]:
+            shutil.copy(path, check / source.name / path.name)
     output = tmp_path / "onnx"
-    result = run_script("-m", "pyimagesearch.export", "--model", str(model), "--format", "onnx",
-                        "--output", str(output), "--check", str(dataset / "testing"))  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    ((images, difference, changed),) = CHECK_LINE.findall(result.stdout)
-    assert (int(images), int(changed)) == (60, 0), result.stdout
-    assert float(difference) < TOLERANCE, result.stdout
+    argv = ["--model", str(model), "--format", "onnx", "--output", str(output)]
+    assert main([*argv, "--check", str(check)]) == 0
+    printed = capsys.readouterr().out
+    ((images, difference, changed),) = CHECK_LINE.findall(printed)
+    assert (int(images), int(changed)) == (60, 0), printed
+    assert float(difference) < TOLERANCE, printed
     print(f"--check digits onnx: {images} images, largest difference {difference}")
     metadata = json.loads((output / METADATA_NAME).read_text())
     assert metadata["class_names"] == [f"digit_{d}" for d in range(10)]
     assert metadata["preprocessing"]["height"] == 32
-    assert metadata["provenance"]["dataset"] == "dataset"  # its name, not where it lay
+    assert metadata["provenance"]["dataset"] == "digits"  # its name, not where it lay

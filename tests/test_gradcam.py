@@ -51,10 +51,27 @@ def test_each_image_is_explained_alone_and_for_the_class_asked(small_model: kera
     np.testing.assert_allclose(together, alone, atol=1e-5)
     other = gradcam.heatmaps(small_model, images, [1, 1, 0, 0])
     assert not np.allclose(together, other, atol=1e-3)
-    predicted = small_model.predict(images, verbose=0).argmax(axis=1)
-    np.testing.assert_allclose(
-        gradcam.heatmaps(small_model, images), gradcam.heatmaps(small_model, images, predicted)
-    )
+
+
+def test_by_default_each_image_is_explained_for_its_own_predicted_class(small_model):
+    """Without class indices, each map is that of the class predicted for its image: with
+    predictions of both classes in one batch, neither fixed class gives the default."""
+    images = np.random.default_rng(2).normal(0, 3, (8, *SIZE, 3)).astype("float32")
+    model = keras.models.clone_model(small_model)
+    model.set_weights(small_model.get_weights())
+    # The untrained model says class 0 for every image: move the last Dense layer's
+    # bias to the median image's logit gap, so that half the batch is predicted class 1.
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+    kernel, bias = dense.get_weights()
+    before = model.predict(images, verbose=0)
+    bias[0] -= np.median(np.log(before[:, 0] / before[:, 1]))
+    dense.set_weights([kernel, bias])
+    predicted = model.predict(images, verbose=0).argmax(axis=1)
+    assert sorted(np.bincount(predicted, minlength=2)) == [4, 4]
+    default = gradcam.heatmaps(model, images)
+    np.testing.assert_allclose(default, gradcam.heatmaps(model, images, predicted), atol=1e-5)
+    for fixed in (0, 1):
+        assert not np.allclose(default, gradcam.heatmaps(model, images, [fixed] * 8), atol=1e-3)
 
 
 def test_explain_files_reads_through_the_one_preprocessing_and_skips_broken_files(

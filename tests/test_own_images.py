@@ -212,26 +212,6 @@ def test_build_dataset_takes_a_zip_of_class_folders(tmp_path: Path):
 # ------------------------------------------------- the whole pair on a 10-class set
 
 
-@pytest.fixture(scope="session")
-def digits(tmp_path_factory) -> Path:
-    """scikit-learn's digits as a flat folder of 10 classes of 48x48 grey PNGs."""
-    root = tmp_path_factory.mktemp("digits") / "digits"
-    counts = write_set("digits", root)
-    assert len(counts) == 10 and sum(counts.values()) == 1797
-    return root
-
-
-@pytest.fixture(scope="session")
-def digits_run(digits: Path, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("digits_model")
-    model = folder / "digits.keras"
-    result = run_script("save_model.py", "--dataset", str(digits), "--model", str(model),
-                        "--plot", str(folder / "plot.png"), "--image-size", "32",
-                        "--augmentation", "none", "--epochs", "4", "--seed", "1")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return model, result
-
-
 def read_metadata(model: Path) -> dict:
     from pyimagesearch.serialization import read_metadata
 
@@ -274,15 +254,20 @@ def test_load_model_reports_every_class_with_headers_and_no_malaria_words(
 
 def test_crossval_and_audit_on_a_10_class_set_speak_of_groups(digits: Path, tmp_path: Path):
     cv = tmp_path / "cv"
+    # 800 of the 1,797 images, 2 folds, 3 epochs: a fifth of the training of the README's
+    # example, enough to learn well above chance (measured: accuracy 0.46, AUC 0.92).
     result = run_script("-m", "pyimagesearch.crossval", "--dataset", str(digits), "--output",
-                        str(cv), "--folds", "3", "--epochs", "2", "--image-size", "32",
-                        "--augmentation", "none", "--seed", "1")  # fmt: skip
+                        str(cv), "--folds", "2", "--limit", "800", "--epochs", "3",
+                        "--batch-size", "16", "--image-size", "32", "--augmentation", "none",
+                        "--seed", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = (cv / "summary.md").read_text()
     assert not MALARIA_WORDS.search(summary + result.stdout + result.stderr)
     assert "diagnosed" not in summary and "auc_macro_ovr" in summary
-    mean = re.search(r"\| mean \+/- std \| \| \| (0\.\d+) \+/-", summary)
-    assert mean and float(mean.group(1)) > 0.5, summary  # two epochs train (chance: 0.1)
+    mean = re.search(r"\| mean \+/- std \| \| \| (0\.\d+) \+/- \S+ \| (0\.\d+) \+/-", summary)
+    assert mean, summary  # accuracy and macro AUC well above chance (0.1 and 0.5)
+    assert float(mean.group(1)) > 0.3 and float(mean.group(2)) > 0.8, summary
+    assert len((cv / "oof.csv").read_text().splitlines()) == 1 + 800  # each judged once
     assert (cv / "oof.csv").read_text().splitlines()[0].split(",")[2] == "group"
     audit = tmp_path / "audit"
     result = run_script("-m", "pyimagesearch.audit", "--oof", str(cv / "oof.csv"),
@@ -313,7 +298,7 @@ def zero_one(tmp_path_factory) -> Path:
 
 
 def test_positive_class_gives_sensitivity_specificity_and_auc_everywhere(
-    zero_one: Path, tmp_path: Path
+    zero_one: Path, tmp_path: Path, capsys
 ):
     model = tmp_path / "zero-one.keras"
     result = run_script("save_model.py", "--dataset", str(zero_one), "--model", str(model),
@@ -328,17 +313,18 @@ def test_positive_class_gives_sensitivity_specificity_and_auc_everywhere(
     assert {"test_sensitivity", "test_specificity", "test_auc"} <= set(
         metadata["provenance"]["final_metrics"]
     )
-    # load_model.py follows the model's positive class, or --positive-class.
-    shown = run_script("load_model.py", "-i", str(zero_one / "test"), "-m", str(model),
-                       "-n", "0", "-o", str(tmp_path / "m.png"))  # fmt: skip
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    assert re.search(line, shown.stdout)
-    other = run_script("load_model.py", "-i", str(zero_one / "test"), "-m", str(model), "-n",
-                       "0", "-o", str(tmp_path / "m.png"), "--positive-class", "zero")  # fmt: skip
-    assert re.search(line.replace("one", "zero"), other.stdout)
-    bad = run_script("load_model.py", "-i", str(zero_one / "test"), "-m", str(model),
-                     "-o", str(tmp_path / "m.png"), "--positive-class", "two")  # fmt: skip
-    assert bad.returncode == 2 and "'two' is not one of the classes" in bad.stderr
+    # load_model.py follows the model's positive class, or --positive-class (run here, in
+    # this process: the fresh-process load is checked elsewhere).
+    import load_model as load_script
+
+    argv = ["-i", str(zero_one / "test"), "-m", str(model), "-n", "0",
+            "-o", str(tmp_path / "m.png")]  # fmt: skip
+    assert run_command(load_script.main, argv) == 0
+    assert re.search(line, capsys.readouterr().out)
+    assert run_command(load_script.main, [*argv, "--positive-class", "zero"]) == 0
+    assert re.search(line.replace("one", "zero"), capsys.readouterr().out)
+    assert run_command(load_script.main, [*argv, "--positive-class", "two"]) == 2
+    assert "'two' is not one of the classes" in capsys.readouterr().err
     # crossval reports them per fold, for the class asked for.
     cv = tmp_path / "cv"
     folds = run_script("-m", "pyimagesearch.crossval", "-d", str(zero_one), "-o", str(cv),

@@ -1,8 +1,10 @@
 """What the project says it needs is what it needs: one Python floor, one list of runtime pins."""
 
 import re
-import sys
 import tomllib
+from importlib.metadata import PackageNotFoundError, metadata
+
+from packaging.specifiers import SpecifierSet
 
 from tests.conftest import ROOT
 
@@ -30,4 +32,22 @@ def test_python_floor_is_3_11_everywhere():
     """numpy 2.4 and datetime.UTC (train.py) need 3.11; the README and pyproject say so."""
     assert PYPROJECT["project"]["requires-python"] == ">=3.11"
     assert "Python 3.11+" in (ROOT / "README.md").read_text()
-    assert sys.version_info >= (3, 11)
+
+
+def test_every_pinned_package_installs_on_the_python_floor():
+    """The floor is not stale: each runtime pin (as installed here) accepts the lowest
+    Python the project claims. A pin that needs a newer Python fails here, naming it."""
+    floor = PYPROJECT["project"]["requires-python"].removeprefix(">=")
+    needs = {}
+    for line in requirement_lines("requirements.txt"):
+        name, pinned = line.split("==")
+        try:
+            installed = metadata(name)
+        except PackageNotFoundError:
+            continue
+        if installed["Version"] != pinned:  # another version's floor would prove nothing
+            continue
+        needs[name] = installed.get("Requires-Python") or ""
+    assert needs["numpy"], "numpy's own floor is what the project's follows"
+    too_new = {name: spec for name, spec in needs.items() if floor not in SpecifierSet(spec)}
+    assert not too_new, f"requires-python >={floor}, but these pins need more: {too_new}"

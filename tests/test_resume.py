@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyimagesearch.serialization import load_model, save_model, temporary_prefix
+from pyimagesearch.serialization import load_model
 from tests.conftest import ROOT, run_script, write_dataset
 
 # bfloat16 here keeps the opt-in mixed-precision path (checkpoint, resume, float32
@@ -148,22 +148,3 @@ def test_sigkill_never_damages_the_previous_model(dataset: Path, tmp_path: Path)
         if marker == b"Epoch 2/3":  # mid-training: nothing was saved over it yet
             assert model.read_bytes() == before
     assert model.read_bytes() == before or load_model(model)[1]["provenance"]["epochs"] == 3
-
-    # A kill during the save can leave a half-written temporary beside --model; the next
-    # save removes this host's whose writer is dead and leaves a live writer's alone, and
-    # another host's (shared storage: its pid means nothing here) whatever the pid.
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    prefix = temporary_prefix(model)
-    assert prefix.startswith(".m.model.saving.") and len(prefix) > len(".m.model.saving.")
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
-        stale = tmp_path / f"{prefix}{dead.pid}.x1.keras"
-        busy = tmp_path / f"{prefix}{alive.pid}.x2.keras"
-        elsewhere = tmp_path / f".m.model.saving.other-host.{dead.pid}.x3.keras"
-        for path in (stale, busy, elsewhere):
-            path.write_bytes(b"half")
-        save_model(loaded, model, metadata)
-        alive.kill()
-    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.model"))
-    assert leftovers == sorted([busy.name, elsewhere.name])
-    assert load_model(model)[1]["class_names"] == ["Parasitized", "Uninfected"]
