@@ -41,7 +41,7 @@ from bench.measure import (
     run_child,
     warm_cache,
 )
-from bench.serve import drive, get_json, multipart_one, wait_until_ready
+from bench.serve import drive, get_json, multipart_one, stop, wait_until_ready
 
 SAMPLE = 16
 PEER_BATCH = 256
@@ -108,11 +108,7 @@ def server_row(model: str, workers: int, work: Path, requests: int) -> dict:
         drive(url, bodies, 16, 32, 60)  # warm-up
         load = drive(url, bodies, 16, requests, 120)
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
     done = len(load.latencies_s)
     return {
         "workers": workers,

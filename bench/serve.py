@@ -58,12 +58,17 @@ def running_server(
     try:
         yield wait_until_ready(process, log, timeout)
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (the server's graceful stop), then SIGKILL if it is not gone in 15 s."""
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(15)
 
 
 def wait_until_ready(process: subprocess.Popen, log: Path, timeout: float) -> str:

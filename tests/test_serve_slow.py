@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.serve import wait_until_ready
+from bench.serve import stop, wait_until_ready
 from tests.conftest import ROOT
 from tests.serving import BOUNDARY, MULTIPART, good_request
 from tests.test_safety import MEMORY_CAP
@@ -71,12 +71,7 @@ def capped_server(model: Path, log: Path, *flags: str) -> Iterator[str]:
     try:
         yield wait_until_ready(process, log, 180)
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
+        stop(process)
 
 
 def address(url: str) -> tuple[str, int]:
