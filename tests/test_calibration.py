@@ -246,20 +246,6 @@ def classify(model_path: Path, images: Path, folder: Path) -> tuple[list[dict], 
     return list(csv.DictReader(table.open())), result.stdout
 
 
-def test_load_model_writes_calibrated_probabilities(
-    trained_run: TrainedRun, tutorial_dataset: Path, tmp_path: Path
-):
-    temperature = stored_temperature(trained_run)
-    rows, stdout = classify(trained_run.model_path, tutorial_dataset / "testing", tmp_path)
-    assert f"[INFO] probabilities calibrated with temperature {temperature}" in stdout
-    raw = trained_run.model.predict(trained_run.fed_to_model("testing"), verbose=0)
-    expected = expected_calibrated(raw, temperature)
-    got = np.array([[float(r[f"p_{name}"]) for name in CLASSES] for r in rows])
-    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
-    assert np.abs(got - raw).max() > 1e-3  # the temperature did change them
-    assert [r["label"] for r in rows] == [CLASSES[i] for i in raw.argmax(axis=1)]
-
-
 def test_a_model_without_a_temperature_loads_as_before(
     trained_run: TrainedRun, tutorial_dataset: Path, tmp_path: Path
 ):

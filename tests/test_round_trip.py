@@ -2,8 +2,9 @@
 
 A model trained on real images (its BatchNormalization statistics are no longer the
 initial ones) is saved in every format; ``load_model.py`` in a fresh process must give
-the probabilities the trained model gives on the arrays training evaluated, and report
-the test accuracy stored in the file.
+the probabilities the trained model gives on the arrays training evaluated (calibrated
+with the stored temperature), and report the test accuracy stored in the file. This is
+the suite's one check of load_model.py's --csv probabilities on the trained model.
 """
 
 import csv
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy.special import softmax
 
 from pyimagesearch.calibration import apply_temperature, temperature_of
 from pyimagesearch.serialization import read_metadata, save_model
@@ -71,13 +73,19 @@ def test_fresh_process_gives_the_trained_models_probabilities(
     # traced too (eager rounds differently in the last digit), for six-decimal equality.
     raw = trained_run.model.predict(images, batch_size=32, verbose=0)
     temperature = temperature_of(trained_run.metadata)
+    assert f"[INFO] probabilities calibrated with temperature {temperature}" in result.stdout
     expected = tf.function(lambda p: apply_temperature(p, temperature))(raw).numpy()
+    # softmax(log(p) / T), written here apart from the project's code; and T did move them.
+    independent = softmax(np.log(raw.astype("float64")) / temperature, axis=1)
+    np.testing.assert_allclose(expected, independent, rtol=0, atol=1e-6)
+    assert np.abs(expected - raw).max() > 1e-3
     assert len(rows) == len(images) == 100
     class_names = trained_run.metadata["class_names"]
     assert [Path(r["path"]).parent.name for r in rows] == [class_names[i] for i in labels]
     # Exact, to the six decimals the CSV keeps.
     got = [[r[f"p_{name}"] for name in class_names] for r in rows]
     assert got == [[f"{p:.6f}" for p in row] for row in expected]
+    assert [r["label"] for r in rows] == [class_names[i] for i in raw.argmax(axis=1)]
 
     stored = read_metadata(path)["provenance"]["final_metrics"]["test_accuracy"]
     assert stored == trained_run.metadata["provenance"]["final_metrics"]["test_accuracy"]
