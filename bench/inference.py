@@ -196,7 +196,9 @@ def run(args: argparse.Namespace, work: Path) -> str:
     for row in servers:
         lines.append(f"| --workers {row['workers']} | {row['ready_s']:.2f} | {row['rss']:.0f} | "
                      f"{row['rate']:.1f} | {row['p99']:.0f} | {row['errors']} |")  # fmt: skip
-    command = "python -m bench.inference " + " ".join(sys.argv[1:])
+    # Folder and file names only: the report is meant to be shared, local paths are not.
+    shown = [Path(arg).name if "/" in arg else arg for arg in sys.argv[1:]]
+    command = "python -m bench.inference " + " ".join(shown)
     return "\n".join([f"# Inference{' (smoke)' * args.smoke}", "", f"Machine: {machine}.", "",
                       f"Command: `{command}`; medians of {args.repeats} run(s) by wall time.",
                       "", *lines, ""])  # fmt: skip
