@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyimagesearch import predict, safety
+from pyimagesearch import options, predict, safety
 from pyimagesearch.errors import UserError, run_command
 
 MONTAGE_TILES = 16
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-n",
         "--samples",
-        type=int,
+        type=options.count,
         default=16,
         help="how many images to classify, drawn at random (default: 16; 0 = every image)",
     )
@@ -87,39 +87,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also save one Grad-CAM overlay PNG per classified image in DIR (implies "
         "--explain; DIR must be new, empty, or an earlier --explain-dir, which is replaced)",
     )
-    parser.add_argument(
-        "-s", "--seed", type=safety.seed, default=None, help="seed of the random sample"
+    options.add_seed(parser, None, "seed of the random sample")
+    options.add_positive_class(parser)
+    options.add_max_pixels(parser)
+    options.add_batch_size(parser, 64, "images per batch")
+    options.add_inference_precision(parser)
+    options.add_runtime(
+        parser,
+        "a file without one is loaded by Keras (then OpenVINO for 1,000 images or more on a "
+        "machine without a GPU)",
     )
-    safety.add_positive_class_argument(parser)
-    safety.add_max_pixels_argument(parser)
-    parser.add_argument(
-        "-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=("auto", "float32", "mixed_bfloat16", "int8"),
-        default="auto",
-        help="auto (default): bfloat16 on OpenVINO where the CPU computes it natively (AMX or "
-        "AVX512-BF16, about 2.6x float32 on a 2-core AMX CPU; probabilities differ by up to "
-        "about 0.02), float32 elsewhere; float32 gives Keras' probabilities (OpenVINO within "
-        "1e-5); int8 runs the quantized network that python -m pyimagesearch.quantize adds "
-        "to the file (its accuracy: bench/RESULTS.md)",
-    )
-    parser.add_argument(
-        "--runtime",
-        choices=("auto", "openvino", "tensorflow"),
-        default="auto",
-        help="engine that runs the network: auto (default) uses the OpenVINO network stored in "
-        "the model file, without TensorFlow, and falls back to Keras when the file has none "
-        "(then OpenVINO for 1,000 images or more on a machine without a GPU); tensorflow "
-        "forces the Keras model",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_debug(parser)
     args = parser.parse_args(argv)
-    if args.samples < 0:
-        raise UserError(f"--samples must be 0 (all) or a positive number, got {args.samples}")
-    if args.batch_size <= 0:
-        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     args.explain = args.explain or args.explain_dir is not None
     return args
 

@@ -17,10 +17,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimagesearch import safety
-from pyimagesearch.augmentation import AUGMENTATIONS
+from pyimagesearch import options, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
-from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
 from pyimagesearch.splitting import check_dataset
 
 if TYPE_CHECKING:
@@ -46,12 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--val-split",
-        type=safety.fraction,
+        type=options.fraction,
         help="a flat folder: share of images held out for validation (default 0.1)",
     )
     parser.add_argument(
         "--test-split",
-        type=safety.fraction,
+        type=options.fraction,
         help="a flat folder: share of images held out for testing (default 0.1)",
     )
     parser.add_argument(
@@ -63,12 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--split-seed",
-        type=safety.seed,
+        type=options.seed,
         default=42,
         help="seed of a flat folder's split, apart from --seed so that every training run "
         "on a folder is judged on the same test images (default 42)",
     )
-    safety.add_positive_class_argument(parser)
+    options.add_positive_class(parser)
     parser.add_argument(
         "-m",
         "--model",
@@ -91,51 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(the temperature is fitted on the validation split and stored in the model, so "
         "load_model.py and every export give calibrated probabilities)",
     )
-    parser.add_argument(
-        "--recipe",
-        choices=tuple(RECIPES),
-        default=DEFAULT_RECIPE,
-        help="stable (default): the tutorial's network and augmentation, 12 epochs, SGD "
-        "warmed up for one epoch to 0.03 then cosine to zero; a good model for any seed. "
-        "tutorial: the original article's exact hyperparameters (25 epochs, SGD 0.1 with "
-        "time decay), whose result depends on the seed. full: 12 epochs, batch 64, cosine, "
-        "images rotated to any angle and flipped both ways (made for the whole NIH malaria "
-        "set split by patient)",
-    )
-    parser.add_argument("-e", "--epochs", type=safety.epoch_count, help="default: from --recipe")
-    parser.add_argument(
-        "--learning-rate",
-        type=safety.positive_number,
-        help="peak learning rate of SGD (momentum 0.9) (default: from --recipe)",
-    )
-    parser.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        help="learning rate: time-decay is the original lr / (1 + decay * iterations); cosine "
-        "warms up for one epoch, then falls to zero (default: from --recipe)",
-    )
-    parser.add_argument(
-        "--augmentation",
-        choices=AUGMENTATIONS,
-        help="none: no augmentation; flip: horizontal flips only; tutorial: the original's "
-        "(rotation 20 degrees, zoom, shifts, shear, horizontal flips); any-orientation: any "
-        "rotation and both flips. Flips are wrong where left and right differ (text, digits) "
-        "(default: from --recipe, tutorial)",
-    )
-    parser.add_argument(
-        "-b", "--batch-size", type=safety.positive_count, help="default: from --recipe"
-    )
-    parser.add_argument(
-        "--image-size",
-        type=safety.image_side,
-        help="side in pixels of the square the images are resized to; it is stored in the "
-        "model, so load_model.py follows it (default: from --recipe, 64). About the "
-        "images' own size or less: 32 for 48-pixel images is as good and 3-4x faster",
-    )
-    parser.add_argument(
-        "-s", "--seed", type=safety.seed, default=None, help="random seed for a repeatable run"
-    )
-    safety.add_max_pixels_argument(parser)
+    options.add_recipe(parser)
+    options.add_seed(parser, None, "random seed for a repeatable run")
+    options.add_max_pixels(parser)
     parser.add_argument(
         "--checkpoint",
         help="where each finished epoch is checkpointed (default: MODEL.checkpoint); "
@@ -146,14 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="continue an interrupted run from its checkpoint (same dataset, epochs, batch size)",
     )
-    parser.add_argument(
-        "--precision",
-        choices=("float32", "mixed_bfloat16", "mixed_float16"),
-        default="float32",
-        help="training arithmetic (default float32). mixed_bfloat16 trains about 1.3x faster "
-        "on CPUs with AMX, mixed_float16 is for GPUs; both cost this recipe accuracy in our "
-        "runs. The saved model is float32 either way",
-    )
+    options.add_training_precision(parser)
     parser.add_argument(
         "--distribute",
         choices=("mirrored", "multi-worker"),
@@ -163,22 +112,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--cpu-devices",
-        type=safety.positive_count,
+        type=options.positive_count,
         default=1,
         help="split the CPU into N logical devices (tries --distribute without GPUs)",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_debug(parser)
     args = parser.parse_args(argv)
     if args.distribute == "multi-worker" and args.seed is None:
         # Each worker would otherwise draw its own seed, shuffling and augmenting apart.
         raise UserError("--distribute multi-worker needs --seed, the same on every worker")
-    recipe = RECIPES[args.recipe]
-    args.epochs = args.epochs or recipe["epochs"]
-    args.batch_size = args.batch_size or recipe["batch_size"]
-    args.learning_rate = args.learning_rate or recipe["learning_rate"]
-    args.schedule = args.schedule or recipe["schedule"]
-    args.augmentation = args.augmentation or recipe["augmentation"]
-    args.image_size = args.image_size or recipe["image_size"]
+    options.apply_recipe(args)
     return args
 
 

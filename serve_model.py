@@ -25,7 +25,7 @@ import os
 import socket
 import sys
 
-from pyimagesearch import safety
+from pyimagesearch import options
 from pyimagesearch.errors import UserError, run_command
 
 MAX_TITLE_LENGTH = 120
@@ -78,30 +78,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="address to listen on (default: 127.0.0.1, this machine only)",
     )
     parser.add_argument("--port", type=port_number, default=8000, help="TCP port (default: 8000)")
-    parser.add_argument(
-        "--runtime",
-        choices=("auto", "openvino", "tensorflow"),
-        default="auto",
-        help="engine that runs the network: auto (default) is the OpenVINO network stored in "
-        "the model file, without TensorFlow; a file without one is served by TensorFlow, "
-        "which served faster than OpenVINO converted at load time (bench/SERVE.md)",
+    options.add_runtime(
+        parser,
+        "a file without one is served by TensorFlow, which served faster than OpenVINO "
+        "converted at load time (bench/SERVE.md)",
     )
-    parser.add_argument(
-        "--precision",
-        choices=("auto", "float32", "mixed_bfloat16"),
-        default="auto",
-        help="auto (default): bfloat16 where the CPU computes it natively, else float32",
-    )
+    options.add_inference_precision(parser)
     parser.add_argument(
         "--workers",
-        type=safety.positive_count,
+        type=options.positive_count,
         default=1,
         help="server processes, each holding one compiled network (default: 1; memory per "
         "worker: docs/serve.md)",
     )
     parser.add_argument(
         "--max-batch",
-        type=safety.positive_count,
+        type=options.positive_count,
         default=64,
         help="most images the network classifies at once (default: 64)",
     )
@@ -113,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-images",
-        type=safety.positive_count,
+        type=options.positive_count,
         default=64,
         help="most images in one request (default: 64)",
     )
@@ -123,10 +115,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=32.0,
         help="largest request body in MiB (default: 32)",
     )
-    safety.add_max_pixels_argument(parser, "refuse")
+    options.add_max_pixels(parser, "refuse")
     parser.add_argument(
         "--max-connections",
-        type=safety.positive_count,
+        type=options.positive_count,
         default=128,
         help="open connections and requests in progress (default: 128). At the limit a new "
         "connection closes one that is waiting for its request (idle or slow, from the "
@@ -148,7 +140,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the longest wait in seconds for the next part of a request body; then a 408 "
         "(default: 30)",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_debug(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.max_wait_ms <= 1000:
         raise UserError(f"--max-wait-ms must be between 0 and 1000, got {args.max_wait_ms}")

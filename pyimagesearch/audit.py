@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import safety
+from pyimagesearch import options, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
 REQUIRED = ("path", "file", "fold", "label", "predicted")
@@ -319,7 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--top",
-        type=int,
+        type=options.count,
         default=32,
         help="suspects drawn in the montages, 16 per page (default: 32; 0: no montage). "
         "Grad-CAM uses fold-K/model.keras beside oof.csv",
@@ -329,16 +329,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder holding the class folders, for when oof.csv's paths do not resolve "
         "from the current folder (e.g. it was made on another machine)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace OUTPUT if it is an earlier audit (nothing else is ever replaced)",
-    )
-    safety.add_max_pixels_argument(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_overwrite(parser, "OUTPUT if it is an earlier audit")
+    options.add_max_pixels(parser)
+    options.add_debug(parser)
     args = parser.parse_args(argv)
-    if args.top < 0:
-        raise UserError(f"--top must be 0 or a positive number, got {args.top}")
     return args
 
 

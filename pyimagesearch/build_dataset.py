@@ -32,7 +32,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pyimagesearch import safety
+from pyimagesearch import options, safety
 from pyimagesearch.errors import UserError, run_command
 from pyimagesearch.splitting import NIH_GROUP_PATTERN, SPLIT_FOLDERS, allocate, group_of
 
@@ -348,21 +348,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="--split fractions: keep every group in one split, the group being the first "
         "capture group of REGEX in the file name (default: none, each file alone)",
     )
-    parser.add_argument(
-        "--seed", type=safety.seed, default=42, help="seed of the random draw (default: 42)"
-    )
+    options.add_seed(parser, 42, "seed of the random draw")
     parser.add_argument(
         "--link",
         action="store_true",
         help="hard-link the images instead of copying them (no extra space; an image "
         "edited in place then changes the original too)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace split folders this tool built earlier (never anything else)",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_overwrite(parser, "split folders this tool built earlier")
+    options.add_debug(parser)
     return parser.parse_args(argv)
 
 

@@ -39,10 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import safety
-from pyimagesearch.augmentation import AUGMENTATIONS
+from pyimagesearch import options, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
-from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES
 
 POSITIVE = "Parasitized"
 
@@ -176,19 +174,18 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         "validation": split("validation", fold.validation),
         "testing": split("testing", fold.testing),
     }
-    recipe = RECIPES[args.recipe]
     config = TrainConfig(
         args.dataset,
-        epochs=args.epochs or recipe["epochs"],
-        batch_size=args.batch_size or recipe["batch_size"],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
         seed=args.seed + fold.number,
-        image_size=(args.image_size or recipe["image_size"],) * 2,
+        image_size=(args.image_size,) * 2,
         checkpoint=str(checkpoint),
         resume=checkpoint.exists(),
         precision=args.precision,
-        learning_rate=args.learning_rate or recipe["learning_rate"],
-        schedule=recipe["schedule"],
-        augmentation=args.augmentation or recipe["augmentation"],
+        learning_rate=args.learning_rate,
+        schedule=args.schedule,
+        augmentation=args.augmentation,
         recipe=args.recipe,
         exclude=args.exclude,
         positive_class=args.positive_class,
@@ -378,47 +375,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(training/validation/testing or train/val/test), whose images are pooled",
     )
     parser.add_argument("-o", "--output", required=True, help="folder for the folds' results")
-    parser.add_argument("-k", "--folds", type=safety.positive_count, default=5)
-    parser.add_argument(
-        "--recipe",
-        choices=tuple(RECIPES),
-        default=DEFAULT_RECIPE,
-        help="training recipe, as in save_model.py (full: the one for the whole NIH set)",
-    )
-    parser.add_argument("-e", "--epochs", type=safety.epoch_count, help="default: from --recipe")
-    parser.add_argument(
-        "-b", "--batch-size", type=safety.positive_count, help="default: from --recipe"
-    )
-    parser.add_argument(
-        "--learning-rate", type=safety.positive_number, help="default: from --recipe"
-    )
-    parser.add_argument(
-        "--image-size", type=safety.image_side, help="as in save_model.py (default: from --recipe)"
-    )
-    parser.add_argument(
-        "--augmentation",
-        choices=AUGMENTATIONS,
-        help="as in save_model.py: none, flip, tutorial or any-orientation "
-        "(default: from --recipe)",
-    )
+    parser.add_argument("-k", "--folds", type=options.positive_count, default=5)
+    options.add_recipe(parser)
     parser.add_argument(
         "--group-pattern",
         metavar="REGEX",
         help="keep every group in one fold: the first capture group of REGEX in the file name "
         "(default: the patient rule for the NIH malaria classes, else none: each file alone)",
     )
-    safety.add_positive_class_argument(parser)
-    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
-    parser.add_argument(
-        "-s",
-        "--seed",
-        type=safety.seed,
-        default=1,
-        help="seeds the folds and, as seed + fold, each fold's training (default 1)",
-    )
+    options.add_positive_class(parser)
+    options.add_training_precision(parser)
+    options.add_seed(parser, 1, "seeds the folds and, as seed + fold, each fold's training")
     parser.add_argument(
         "--validation",
-        type=float,
+        type=options.fraction,
         default=0.1,
         help="share of all images held out, by group, from each fold's training to "
         "validate (and, for malaria, to choose the diagnosis threshold) (default 0.1)",
@@ -431,7 +401,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--limit",
-        type=safety.positive_count,
+        type=options.positive_count,
         help="use only this many images, drawn by group (a quick trial)",
     )
     parser.add_argument(
@@ -441,13 +411,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="train only these folds now (e.g. 1,2 on one machine and 3,4,5 on another, "
         "into copies of the same --output); the others are left for a later run",
     )
-    safety.add_max_pixels_argument(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_max_pixels(parser)
+    options.add_debug(parser)
     args = parser.parse_args(argv)
     if args.folds < 2:
         raise UserError("--folds must be at least 2")
-    if not 0 < args.validation < 0.5:
-        raise UserError("--validation must be between 0 and 0.5")
     if args.only and max(args.only) > args.folds:
         raise UserError(f"--only names fold {max(args.only)}, but there are {args.folds} folds")
     return args
@@ -516,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in vars(args).items()
         if k not in ("debug", "output", "only") and v is not None
     }
+    options.apply_recipe(args)  # after: settings hold what the command line said
     pattern = args.group_pattern or default_group_pattern(class_names)
     args.group_pattern = pattern
     args.word = "patient" if is_nih(class_names) and pattern else "group"

@@ -276,20 +276,10 @@ def load_split(split: Split, recipe: dict, batch_size: int = 256) -> tuple[np.nd
     return np.concatenate(chunks), split.labels[kept_indices]
 
 
-def make_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    augment=None,
-    shuffle_seed: int | None = None,
-) -> tf.data.Dataset:
-    """Batches of (image, label); shuffled and augmented for training only."""
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Batches of (image, label) in order, every image kept: validation and testing."""
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return _batches(
-        dataset, len(images), batch_size, None, augment, training=shuffle_seed is not None
-    )
+    return _batches(dataset, len(images), batch_size, None, None, training=False)
 
 
 def make_epochs(

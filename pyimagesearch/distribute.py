@@ -20,8 +20,6 @@ import tensorflow as tf
 
 from pyimagesearch.errors import UserError
 
-STRATEGIES = ("mirrored", "multi-worker")
-
 
 def is_chief() -> bool:
     """Whether this process is the one that saves, by TensorFlow's rule: the 'chief' task

@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pyimagesearch import options
 from pyimagesearch.errors import UserError, run_command
 
 SETS = ("digits", "zero-one")
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("name", choices=SETS, help="which set to write")
     parser.add_argument("-o", "--output", required=True, help="folder to write (must be new)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_debug(parser)
     args = parser.parse_args(argv)
     output = Path(args.output)
     if output.exists():

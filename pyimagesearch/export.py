@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimagesearch import safety
+from pyimagesearch import options, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
 if TYPE_CHECKING:  # imported lazily below: --help and early errors need no TensorFlow
@@ -127,11 +127,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-o", "--output", required=True, help="folder to write (must not exist, or be empty)"
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace OUTPUT if it is an earlier export (nothing else is ever replaced)",
-    )
+    options.add_overwrite(parser, "OUTPUT if it is an earlier export")
     parser.add_argument(
         "--check",
         metavar="DIR",
@@ -142,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "status 1 and leaves OUTPUT as it was, so a CI step can trust the exit status "
         "alone (rerun without --check to write the export anyway)",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_debug(parser)
     return parser.parse_args(argv)
 
 

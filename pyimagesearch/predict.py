@@ -23,7 +23,6 @@ from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
 
 Predictor = Callable[[np.ndarray], np.ndarray]
-RUNTIMES = ("auto", "openvino", "tensorflow")
 # Converting a Keras network to OpenVINO at load time costs about 1.5-2 s (trace,
 # convert, compile) on a 2-core CPU, and OpenVINO then classifies about 1.6x faster in
 # float32 (bench/RESULTS-xeon-2026-11-26.md): it pays back from roughly a thousand

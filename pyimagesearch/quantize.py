@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pyimagesearch import compiled, modelfile, safety
+from pyimagesearch import compiled, modelfile, options, safety
 from pyimagesearch.errors import UserError, run_command
 
 MAX_CALIBRATION_IMAGES = 300
@@ -39,12 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "recursively): the training split")  # fmt: skip
     parser.add_argument(
         "--limit",
-        type=safety.positive_count,
+        type=options.positive_count,
         default=MAX_CALIBRATION_IMAGES,
         help=f"most calibration images (default and maximum: {MAX_CALIBRATION_IMAGES})",
     )
-    parser.add_argument("-s", "--seed", type=safety.seed, default=42, help="seed of the draw")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    options.add_seed(parser, 42, "seed of the draw")
+    options.add_debug(parser)
     args = parser.parse_args(argv)
     if args.limit > MAX_CALIBRATION_IMAGES:
         raise UserError(f"--limit is at most {MAX_CALIBRATION_IMAGES}, got {args.limit}")

@@ -15,7 +15,6 @@ bigger than memory:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
@@ -49,7 +48,6 @@ MAX_INPUT_SIDE = _env_int("PYIMAGESEARCH_MAX_INPUT_SIDE", 1024)
 MAX_METADATA_BYTES = 1 << 20
 # Keras' own config.json of this ResNet is about 100 KB.
 MAX_CONFIG_BYTES = 16 << 20
-SEED_MAX = 2**31 - 1
 # The image formats every command reads (by name; the decoder checks the content).
 IMAGE_EXTENSIONS = (
     ".png",
@@ -57,101 +55,11 @@ IMAGE_EXTENSIONS = (
     ".jpeg",
     ".bmp",
     ".gif",
-)  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
+)
 
 
 def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _parsed(text: str, kind: type[int] | type[float]) -> int | float:
-    """TEXT as an int or float, or the argparse error every validator here gives."""
-    try:
-        return kind(text)
-    except ValueError:
-        wanted = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-
-
-def seed(text: str) -> int:
-    """argparse type: a seed in 0..2**31-1."""
-    value = _parsed(text, int)
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {text}")
-    return value
-
-
-def positive_count(text: str) -> int:
-    """argparse type: a positive integer (e.g. --max-pixels)."""
-    value = _parsed(text, int)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def positive_number(text: str) -> float:
-    """argparse type: a finite number above zero (--learning-rate)."""
-    value = _parsed(text, float)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def image_side(text: str) -> int:
-    """argparse type: --image-size, from 32 (two stride-2 stages and the final 8x8
-    average pooling need it) to MAX_INPUT_SIDE."""
-    value = positive_count(text)
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"must be at least 32 pixels, got {text}")
-    if value > MAX_INPUT_SIDE:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_INPUT_SIDE} pixels (raise the bound with "
-            f"$PYIMAGESEARCH_MAX_INPUT_SIDE), got {text}"
-        )
-    return value
-
-
-# Each epoch gets its own seeded pipeline, built before fit(): a bound keeps a typo
-# (--epochs 100000) from building for minutes before the first step.
-MAX_EPOCHS = 1000
-
-
-def epoch_count(text: str) -> int:
-    """argparse type: --epochs, from 1 to MAX_EPOCHS."""
-    value = positive_count(text)
-    if value > MAX_EPOCHS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_EPOCHS}, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a share strictly between 0 and 0.5 (--val-split, --test-split)."""
-    value = _parsed(text, float)
-    if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {text}")
-    return value
-
-
-def add_positive_class_argument(parser: argparse.ArgumentParser) -> None:
-    """--positive-class, the same for every command that reports metrics."""
-    parser.add_argument(
-        "--positive-class",
-        metavar="NAME",
-        help="the class that sensitivity, specificity and ROC AUC are about (default: "
-        "Parasitized when present; for two other classes the second in sorted order, said "
-        "so; more classes report the macro one-vs-rest AUC)",
-    )
-
-
-def add_max_pixels_argument(parser: argparse.ArgumentParser, action: str = "skip") -> None:
-    """--max-pixels, the same bound for every command that decodes images."""
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_count,
-        default=MAX_PIXELS,
-        help=f"{action} images whose header declares more pixels than this, before decoding "
-        f"(default: {MAX_PIXELS:,}; also $PYIMAGESEARCH_MAX_PIXELS)",
-    )
 
 
 def figure_suffixes() -> tuple[str, ...]:

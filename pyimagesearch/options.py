@@ -1,0 +1,241 @@
+"""The options several commands share, declared once each with one validator each.
+
+A command's own options stay in its ``parse_args``; an option two commands take lives
+here, so that ``--seed``, ``--image-size`` or ``--precision`` accept the same values,
+with the same error, everywhere. Validators are argparse ``type=`` functions: a bad
+value is one usage line and exit status 2, before any work.
+
+The limits themselves (``safety.MAX_PIXELS``, ``safety.MAX_INPUT_SIDE``) are the
+defaults; a command passes the value it parsed to the code that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pyimagesearch import safety
+from pyimagesearch.augmentation import AUGMENTATIONS
+from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
+
+SEED_MAX = 2**31 - 1  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
+# Each epoch gets its own seeded pipeline, built before fit(): a bound keeps a typo
+# (--epochs 100000) from building for minutes before the first step.
+MAX_EPOCHS = 1000
+# Training arithmetic (Keras mixed-precision policies); the saved model is float32.
+TRAINING_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Inference arithmetic of the stored OpenVINO network (auto: bfloat16 where native).
+INFERENCE_PRECISIONS = ("auto", "float32", "mixed_bfloat16", "int8")
+RUNTIMES = ("auto", "openvino", "tensorflow")
+
+
+# --- validators (argparse types) ---------------------------------------------------
+
+
+def _parsed(text: str, kind: type[int] | type[float]) -> int | float:
+    """TEXT as an int or float, or the argparse error every validator here gives."""
+    try:
+        return kind(text)
+    except ValueError:
+        wanted = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+
+
+def seed(text: str) -> int:
+    """A seed in 0..2**31-1."""
+    value = _parsed(text, int)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {text}")
+    return value
+
+
+def positive_count(text: str) -> int:
+    """A positive integer (--batch-size, --max-pixels, --workers, ...)."""
+    value = _parsed(text, int)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    """Zero or a positive integer (--samples 0: every image; --top 0: no montage)."""
+    value = _parsed(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or positive, got {text}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number above zero (--learning-rate)."""
+    value = _parsed(text, float)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def image_side(text: str) -> int:
+    """--image-size, from 32 (two stride-2 stages and the final 8x8 average pooling need
+    it) to safety.MAX_INPUT_SIDE."""
+    value = positive_count(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"must be at least 32 pixels, got {text}")
+    if value > safety.MAX_INPUT_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {safety.MAX_INPUT_SIDE} pixels (raise the bound with "
+            f"$PYIMAGESEARCH_MAX_INPUT_SIDE), got {text}"
+        )
+    return value
+
+
+def epoch_count(text: str) -> int:
+    """--epochs, from 1 to MAX_EPOCHS."""
+    value = positive_count(text)
+    if value > MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_EPOCHS}, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share strictly between 0 and 0.5 (--val-split, --test-split, --validation)."""
+    value = _parsed(text, float)
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {text}")
+    return value
+
+
+# --- the shared options -----------------------------------------------------------
+
+
+def add_debug(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int | None, purpose: str) -> None:
+    """-s/--seed; PURPOSE says what it seeds in this command."""
+    shown = "" if default is None else f" (default: {default})"
+    parser.add_argument("-s", "--seed", type=seed, default=default, help=purpose + shown)
+
+
+def add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
+    """--overwrite; WHAT is the earlier output it may replace (docs/reliability.md)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} (never anything else: a file the tool did not write is named "
+        "and refused)",
+    )
+
+
+def add_positive_class(parser: argparse.ArgumentParser) -> None:
+    """--positive-class, for every command that reports metrics."""
+    parser.add_argument(
+        "--positive-class",
+        metavar="NAME",
+        help="the class that sensitivity, specificity and ROC AUC are about (default: "
+        "Parasitized when present; for two other classes the second in sorted order, said "
+        "so; more classes report the macro one-vs-rest AUC)",
+    )
+
+
+def add_max_pixels(parser: argparse.ArgumentParser, action: str = "skip") -> None:
+    """--max-pixels, the same bound for every command that decodes images."""
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_count,
+        default=safety.MAX_PIXELS,
+        help=f"{action} images whose header declares more pixels than this, before decoding "
+        f"(default: {safety.MAX_PIXELS:,}; also $PYIMAGESEARCH_MAX_PIXELS)",
+    )
+
+
+def add_batch_size(parser: argparse.ArgumentParser, default: int | None, purpose: str) -> None:
+    shown = "from --recipe" if default is None else default
+    help_text = f"{purpose} (default: {shown})"
+    parser.add_argument("-b", "--batch-size", type=positive_count, default=default, help=help_text)
+
+
+def add_runtime(parser: argparse.ArgumentParser, fallback: str) -> None:
+    """--runtime; FALLBACK says what runs a model file without a stored network."""
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="engine that runs the network: auto (default) uses the OpenVINO network stored in "
+        f"the model file, without TensorFlow; {fallback}; tensorflow forces the Keras model",
+    )
+
+
+def add_inference_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=INFERENCE_PRECISIONS,
+        default="auto",
+        help="auto (default): bfloat16 on OpenVINO where the CPU computes it natively (AMX or "
+        "AVX512-BF16, about 2.6x float32 on a 2-core AMX CPU; probabilities differ by up to "
+        "about 0.02), float32 elsewhere; float32 gives Keras' probabilities (OpenVINO within "
+        "1e-5); int8 runs the quantized network that python -m pyimagesearch.quantize adds "
+        "to the file (its accuracy: bench/RESULTS.md)",
+    )
+
+
+def add_training_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=TRAINING_PRECISIONS,
+        default="float32",
+        help="training arithmetic (default float32). mixed_bfloat16 trains about 1.3x faster "
+        "on CPUs with AMX and, with the stable recipe, as accurately (docs/accuracy.md); "
+        "mixed_float16 is for GPUs. The saved model is float32 either way",
+    )
+
+
+def add_recipe(parser: argparse.ArgumentParser) -> None:
+    """--recipe and the fields a command line may override (save_model, crossval)."""
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default=DEFAULT_RECIPE,
+        help="stable (default): the tutorial's network and augmentation, 12 epochs, SGD "
+        "warmed up for one epoch to 0.03 then cosine to zero; a good model for any seed. "
+        "tutorial: the original article's exact hyperparameters (25 epochs, SGD 0.1 with "
+        "time decay), whose result depends on the seed. full: 12 epochs, batch 64, cosine, "
+        "images rotated to any angle and flipped both ways (made for the whole NIH malaria "
+        "set split by patient)",
+    )
+    parser.add_argument("-e", "--epochs", type=epoch_count, help="default: from --recipe")
+    parser.add_argument(
+        "--learning-rate",
+        type=positive_number,
+        help="peak learning rate of SGD (momentum 0.9) (default: from --recipe)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning rate: time-decay is the original lr / (1 + decay * iterations); cosine "
+        "warms up for one epoch, then falls to zero (default: from --recipe)",
+    )
+    parser.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        help="none: no augmentation; flip: horizontal flips only; tutorial: the original's "
+        "(rotation 20 degrees, zoom, shifts, shear, horizontal flips); any-orientation: any "
+        "rotation and both flips. Flips are wrong where left and right differ (text, digits) "
+        "(default: from --recipe)",
+    )
+    add_batch_size(parser, None, "images per training step")
+    parser.add_argument(
+        "--image-size",
+        type=image_side,
+        help="side in pixels of the square the images are resized to; it is stored in the "
+        "model, so load_model.py follows it (default: from --recipe, 64). About the "
+        "images' own size or less: 32 for 48-pixel images is as good and 3-4x faster",
+    )
+
+
+def apply_recipe(args: argparse.Namespace) -> None:
+    """Fill every field the command line left unset from --recipe."""
+    recipe = RECIPES[args.recipe]
+    for field in ("epochs", "batch_size", "learning_rate", "schedule", "augmentation"):
+        if getattr(args, field) is None:
+            setattr(args, field, recipe[field])
+    if args.image_size is None:
+        args.image_size = recipe["image_size"]
