@@ -115,7 +115,12 @@ def check_explain_dir(args: argparse.Namespace) -> None:
 
 
 def save_explanations(
-    model, paths: list[str], kept: list[int], predicted: list[int], recipe: dict, folder: str
+    model,
+    paths: list[str],
+    kept: list[int],
+    predicted: list[int],
+    recipe: dict,
+    args: argparse.Namespace,
 ) -> None:
     """One Grad-CAM overlay PNG per classified image (of its predicted class) in FOLDER."""
     import cv2
@@ -124,17 +129,18 @@ def save_explanations(
     from pyimagesearch.montage import cell_tile
 
     chosen = [paths[i] for i in kept]
+    folder, bound = args.explain_dir, args.max_pixels
     names: set[str] = set()
     print(f"[INFO] saving Grad-CAM overlays of {len(chosen)} images to '{folder}'...")
     with safety.staged_folder(folder) as staging:
-        for index, heatmap in iter_heatmaps(model, chosen, recipe, predicted):
+        for index, heatmap in iter_heatmaps(model, chosen, recipe, predicted, max_pixels=bound):
             stem, number = Path(chosen[index]).stem, 1
             name = f"{stem}.png"
             while name in names:  # same file name in two folders
                 number += 1
                 name = f"{stem}-{number}.png"
             names.add(name)
-            if not cv2.imwrite(str(staging / name), cell_tile(chosen[index], heatmap)):
+            if not cv2.imwrite(str(staging / name), cell_tile(chosen[index], heatmap, bound)):
                 raise OSError("OpenCV could not write an overlay")
         (staging / EXPLAIN_MARKER).write_text(
             "Grad-CAM overlays written by load_model.py --explain-dir (of the predicted "
@@ -143,16 +149,16 @@ def save_explanations(
     print(f"[INFO] {len(names)} Grad-CAM overlays written to '{folder}'")
 
 
-def gather_images(sources: list[str]) -> list[str]:
+def gather_images(sources: list[str], max_pixels: int) -> list[str]:
     from pyimagesearch.splitting import list_images
 
     paths: list[str] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            paths.extend(list_images(path))
+            paths.extend(list_images(path, max_pixels))
         elif path.exists():  # a FIFO or device given by name is skipped with a warning
-            paths.extend(safety.usable_images([str(path)]))
+            paths.extend(safety.usable_images([str(path)], max_pixels=max_pixels))
         else:
             raise UserError(f"'{source}' does not exist")
     if not paths:
@@ -231,7 +237,9 @@ class Results:
     truths: list[str | None] = field(default_factory=list)
 
 
-def classify(engine, paths: list[str], batch_size: int, csv_path: str | None) -> Results:
+def classify(
+    engine, paths: list[str], batch_size: int, csv_path: str | None, max_pixels: int
+) -> Results:
     """Every image through the engine, the CSV written as rows arrive (renamed over
     --csv only when the run succeeds), unreadable files named."""
     from tqdm import tqdm
@@ -249,7 +257,9 @@ def classify(engine, paths: list[str], batch_size: int, csv_path: str | None) ->
             temporary = outputs.enter_context(safety.replacing(csv_path))
             writer = csv.writer(outputs.enter_context(open(temporary, "w", newline="")))
             writer.writerow(["path", "label", *[f"p_{name}" for name in class_names]])
-        predictions = iter_predictions(engine.predict, paths, recipe, batch_size, skipped)
+        predictions = iter_predictions(
+            engine.predict, paths, recipe, batch_size, skipped, max_pixels
+        )
         for indices, probabilities in predictions:
             for index, row in zip(indices, probabilities, strict=True):
                 parent = Path(paths[index]).parent.name
@@ -329,7 +339,10 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
 
         print(f"[INFO] Grad-CAM of the {len(shown)} montage tiles...")
         recipe = engine.metadata["preprocessing"]
-        heat = explain_files(engine.model, [paths[i] for i in shown], recipe, predicted)
+        shown_paths = [paths[i] for i in shown]
+        heat = explain_files(
+            engine.model, shown_paths, recipe, predicted, max_pixels=args.max_pixels
+        )
     montage = build_montage(
         [
             labelled_tile(
@@ -339,6 +352,7 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
                 class_names,
                 results.truths[n],
                 heat.get(n),
+                args.max_pixels,
             )
             for n, index in enumerate(shown)
         ]
@@ -352,9 +366,8 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    safety.MAX_PIXELS = args.max_pixels
     check_outputs(args)
-    paths = choose_samples(gather_images(args.images), args.samples, args.seed)
+    paths = choose_samples(gather_images(args.images, args.max_pixels), args.samples, args.seed)
 
     print("[INFO] loading pre-trained network...")
     engine = predict.load_engine(
@@ -368,14 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     describe(engine)
 
-    results = classify(engine, paths, args.batch_size, args.csv)
+    results = classify(engine, paths, args.batch_size, args.csv, args.max_pixels)
     report(args, engine, paths, results)
     montage = draw_montage(args, engine, paths, results)
 
     if args.explain_dir:
         predicted = [int(row.argmax()) for row in results.scores]
         recipe = engine.metadata["preprocessing"]
-        save_explanations(engine.model, paths, results.kept, predicted, recipe, args.explain_dir)
+        save_explanations(engine.model, paths, results.kept, predicted, recipe, args)
     if args.show:
         from pyimagesearch.montage import show_montage
 

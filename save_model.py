@@ -227,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     from pyimagesearch import train as steps
     from pyimagesearch.serialization import save_model
 
-    safety.MAX_PIXELS = args.max_pixels
     config = training_config(args)
     check_outputs(args, config)
 

@@ -190,7 +190,11 @@ def resolve_image(path: str, images: Path | None) -> Path | None:
 
 
 def fold_heatmaps(
-    folder: Path, suspects: list[dict], files: dict[int, Path], class_names: list[str]
+    folder: Path,
+    suspects: list[dict],
+    files: dict[int, Path],
+    class_names: list[str],
+    max_pixels: int,
 ) -> dict[int, np.ndarray]:
     """Grad-CAM of each suspect (keyed by rank) from the model of the fold that held it out,
     explaining the suggested label. Folds whose model is missing or unusable are named."""
@@ -226,7 +230,7 @@ def fold_heatmaps(
         paths = [str(files[r["rank"]]) for r in members]
         chosen = [class_names.index(r["suggested_label"]) for r in members]
         for index, heatmap in explain_files(
-            model, paths, metadata["preprocessing"], chosen
+            model, paths, metadata["preprocessing"], chosen, max_pixels=max_pixels
         ).items():
             found[members[index]["rank"]] = heatmap
     return found
@@ -239,6 +243,7 @@ def suspect_tile(
     confidence: float,
     paired: bool,
     class_names: list[str],
+    max_pixels: int,
 ):
     """One montage tile: the cell, rank and given label above, the model's label and
     confidence below it (in the class's palette colour; CLASS_NAMES is the model's class
@@ -250,7 +255,7 @@ def suspect_tile(
     from pyimagesearch.montage import cell_tile, draw_labels
     from pyimagesearch.palette import WRONG, bgr, colour_for
 
-    tile = cell_tile(str(path))
+    tile = cell_tile(str(path), None, max_pixels)
     suggested = row["suggested_label"]
     given = f"{row['rank']}. is {row['given_label']}"
     model = f"{suggested} {confidence:.0%}"
@@ -262,7 +267,7 @@ def suspect_tile(
         return tile
     if heatmap is None:
         return np.hstack([tile, np.zeros_like(tile)])
-    return np.hstack([tile, cell_tile(str(path), heatmap)])
+    return np.hstack([tile, cell_tile(str(path), heatmap, max_pixels)])
 
 
 def draw_suspects(
@@ -287,7 +292,7 @@ def draw_suspects(
     files = {rank: path for rank, path in files.items() if path is not None}
     if not files:
         return 0, 0
-    heat = fold_heatmaps(Path(args.oof).parent, suspects, files, oof.class_names)
+    heat = fold_heatmaps(Path(args.oof).parent, suspects, files, oof.class_names, args.max_pixels)
     tiles = []
     for row, index in zip(suspects, ranked[: len(suspects)], strict=True):
         if row["rank"] in files:
@@ -295,7 +300,7 @@ def draw_suspects(
             tiles.append(
                 suspect_tile(
                     {**row, "patient": row[oof.word]}, files[row["rank"]], heat.get(row["rank"]),
-                    confidence, bool(heat), oof.class_names,
+                    confidence, bool(heat), oof.class_names, args.max_pixels,
                 )
             )  # fmt: skip
     pages = build_pages(tiles)
@@ -344,7 +349,6 @@ def owned(name: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output = Path(args.output)
-    safety.MAX_PIXELS = args.max_pixels
     safety.check_paths({"--output": output}, {"--oof": args.oof, "--images": args.images})
     if output.exists() and not output.is_dir():
         raise UserError(f"--output '{output}' is a file; give a folder name")

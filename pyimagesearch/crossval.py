@@ -141,7 +141,9 @@ def fold_metrics(
     return classification_metrics(labels, probabilities, class_names, index)
 
 
-def predict_files(model, metadata: dict, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def predict_files(
+    model, metadata: dict, paths: list[str], max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(indices of the files that decoded, probabilities) as load_model.py gives them:
     the model's own preprocessing, and its temperature when it stores one."""
     from pyimagesearch.calibration import temperature_of
@@ -149,7 +151,8 @@ def predict_files(model, metadata: dict, paths: list[str]) -> tuple[np.ndarray, 
 
     predictor = make_predictor(model, temperature=temperature_of(metadata))
     kept, probabilities = [], []
-    for indices, batch in iter_predictions(predictor, paths, metadata["preprocessing"], 256):
+    recipe = metadata["preprocessing"]
+    for indices, batch in iter_predictions(predictor, paths, recipe, 256, None, max_pixels):
         kept.append(indices)
         probabilities.append(batch)
     return np.concatenate(kept), np.concatenate(probabilities)
@@ -190,6 +193,7 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         exclude=args.exclude,
         positive_class=args.positive_class,
         verbose=2,
+        max_pixels=args.max_pixels,
     )
     started = time.monotonic()
     result = train(config, splits)
@@ -200,8 +204,10 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
     checkpoint.unlink(missing_ok=True)
 
     test_paths = splits["testing"].paths
-    kept, probabilities = predict_files(result.model, metadata, test_paths)
-    val_kept, val_probabilities = predict_files(result.model, metadata, splits["validation"].paths)
+    kept, probabilities = predict_files(result.model, metadata, test_paths, args.max_pixels)
+    val_kept, val_probabilities = predict_files(
+        result.model, metadata, splits["validation"].paths, args.max_pixels
+    )
     threshold = None
     if args.diagnose:
         positive = class_names.index(POSITIVE)
@@ -465,7 +471,6 @@ def main(argv: list[str] | None = None) -> int:
     from pyimagesearch.splitting import compile_pattern, default_group_pattern, is_nih
     from pyimagesearch.train import TrainingInterrupted
 
-    safety.MAX_PIXELS = args.max_pixels
     safety.check_paths(
         {"--output": args.output}, {"--dataset": args.dataset, "--exclude": args.exclude}
     )
@@ -473,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         read_file_list(args.exclude)  # a bad list fails here, before any state is written
     if args.group_pattern:
         compile_pattern(args.group_pattern)
-    found = pool_dataset(args.dataset)
+    found = pool_dataset(args.dataset, args.max_pixels)
     paths, labels, class_names = found.paths, found.labels, found.class_names
     if args.positive_class and args.positive_class not in class_names:
         raise UserError(f"--positive-class '{args.positive_class}' is not one of {class_names}")

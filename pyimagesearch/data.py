@@ -17,6 +17,7 @@ import tensorflow as tf
 from pyimagesearch import safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
+from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.splitting import check_dataset, find_layout, list_images
 
 SPLITS = ("training", "validation", "testing")
@@ -34,7 +35,7 @@ class Split:
     class_names: list[str]
 
 
-def list_split(split_dir: Path) -> Split:
+def list_split(split_dir: Path, max_pixels: int = MAX_PIXELS) -> Split:
     """Read ``split_dir/<class>/*`` the way Keras' ``flow_from_directory`` did."""
     class_names = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
     if not class_names:
@@ -42,7 +43,7 @@ def list_split(split_dir: Path) -> Split:
     paths: list[str] = []
     labels: list[int] = []
     for index, name in enumerate(class_names):
-        files = list_images(split_dir / name)
+        files = list_images(split_dir / name, max_pixels)
         if not files:
             raise UserError(f"class folder '{split_dir / name}' holds no image files")
         paths.extend(files)
@@ -105,6 +106,7 @@ def scan_dataset(
     test_split: float | None = None,
     group_pattern: str | None = None,
     split_seed: int = 42,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[dict[str, Split], dict]:
     """The training/validation/testing splits of any accepted layout, and how they were
     found (recorded in the model's provenance).
@@ -116,7 +118,7 @@ def scan_dataset(
     root = Path(dataset_dir)
     layout = check_dataset(root, val_split, test_split, group_pattern)
     if layout.kind == "split":
-        splits = {name: list_split(folder) for name, folder in layout.folders.items()}
+        splits = {name: list_split(folder, max_pixels) for name, folder in layout.folders.items()}
         for name, split in splits.items():
             split.name = name
         reference = splits["training"].class_names
@@ -130,7 +132,7 @@ def scan_dataset(
         names = {name: folder.name for name, folder in layout.folders.items()}
         return splits, {"layout": "split", "folders": names}
 
-    everything = list_split(root)
+    everything = list_split(root, max_pixels)
     check_classes(everything)
     val_split = 0.1 if val_split is None else val_split
     test_split = 0.1 if test_split is None else test_split
@@ -167,15 +169,15 @@ def scan_dataset(
     return splits, description
 
 
-def pool_dataset(dataset_dir: str | Path) -> Split:
+def pool_dataset(dataset_dir: str | Path, max_pixels: int = MAX_PIXELS) -> Split:
     """Every image of a dataset folder as one pool (cross-validation makes its own folds):
     the images of a split folder's training/validation/testing are pooled, saying so."""
     root = Path(dataset_dir)
     layout = find_layout(root)
     if layout.kind == "flat":
-        pooled = list_split(root)
+        pooled = list_split(root, max_pixels)
     else:
-        parts = [list_split(folder) for folder in layout.folders.values()]
+        parts = [list_split(folder, max_pixels) for folder in layout.folders.values()]
         names = parts[0].class_names
         for part in parts[1:]:
             if part.class_names != names:
@@ -198,13 +200,19 @@ def pool_dataset(dataset_dir: str | Path) -> Split:
     return pooled
 
 
-def iter_decoded_batches(paths: list[str], recipe: dict, batch_size: int, skipped=None):
+def iter_decoded_batches(
+    paths: list[str],
+    recipe: dict,
+    batch_size: int,
+    skipped=None,
+    max_pixels: int | None = MAX_PIXELS,
+):
     """Stream (indices, model inputs) batches, decoding in threads a batch ahead.
 
     Unreadable files drop out (their indices never appear); each is appended to
     SKIPPED as (index, reason) when a list is given.
     """
-    for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size):
+    for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size, max_pixels):
         if skipped is not None:
             skipped.extend(failed)
         if len(indices):
@@ -257,7 +265,9 @@ def check_memory(splits: dict[str, Split], recipe: dict) -> None:
         )
 
 
-def load_split(split: Split, recipe: dict, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    split: Split, recipe: dict, batch_size: int = 256, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode a whole split once into memory (the tutorial's splits are small).
 
     Decoding once and augmenting the cached arrays each epoch is what makes an
@@ -265,7 +275,9 @@ def load_split(split: Split, recipe: dict, batch_size: int = 256) -> tuple[np.nd
     """
     progress = keras.utils.Progbar(len(split.paths), unit_name="image", verbose=1)
     chunks, kept, failed = [], [], []
-    for indices, images in iter_decoded_batches(split.paths, recipe, batch_size, failed):
+    for indices, images in iter_decoded_batches(
+        split.paths, recipe, batch_size, failed, max_pixels
+    ):
         chunks.append(images)
         kept.append(indices)
         progress.add(len(indices))

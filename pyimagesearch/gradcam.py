@@ -89,6 +89,7 @@ def iter_heatmaps(
     recipe: dict,
     class_indices: Sequence[int] | None = None,
     batch_size: int = 32,
+    max_pixels: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (index into PATHS, heatmap) batch by batch, so memory stays one batch deep.
 
@@ -99,7 +100,7 @@ def iter_heatmaps(
     from pyimagesearch.data import iter_decoded_batches
 
     explainer = gradcam_model(model)
-    for indices, images in iter_decoded_batches(paths, recipe, batch_size):
+    for indices, images in iter_decoded_batches(paths, recipe, batch_size, None, max_pixels):
         chosen = None if class_indices is None else [class_indices[i] for i in indices]
         for index, heatmap in zip(indices, heatmaps(model, images, chosen, explainer), strict=True):
             yield int(index), heatmap
@@ -111,6 +112,7 @@ def explain_files(
     recipe: dict,
     class_indices: Sequence[int] | None = None,
     batch_size: int = 32,
+    max_pixels: int | None = None,
 ) -> dict[int, np.ndarray]:
     """Heatmaps of a few image files, keyed by index into PATHS (see :func:`iter_heatmaps`)."""
-    return dict(iter_heatmaps(model, paths, recipe, class_indices, batch_size))
+    return dict(iter_heatmaps(model, paths, recipe, class_indices, batch_size, max_pixels))

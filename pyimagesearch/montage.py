@@ -89,10 +89,12 @@ def draw_labels(tile: np.ndarray, lines: list[Line], bottom: bool = False, margi
         top += height
 
 
-def cell_tile(path: str, heatmap: np.ndarray | None = None) -> np.ndarray:
+def cell_tile(
+    path: str, heatmap: np.ndarray | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """The image as decoded for the model, as a 128x128 BGR display tile, with HEATMAP
     (a Grad-CAM map in [0, 1], see pyimagesearch.gradcam) blended on when given."""
-    rgb = decode_rgb(path)
+    rgb = decode_rgb(path, max_pixels)
     # Display only: the model's input was made by pyimagesearch.preprocessing.
     tile = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (TILE, TILE))
     if heatmap is not None:
@@ -109,12 +111,13 @@ def labelled_tile(
     class_names: list[str],
     true_label: str | None,
     heatmap: np.ndarray | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """One 128x128 display tile: the image as decoded for the model (with its Grad-CAM
     HEATMAP when given), with its label and confidence in the class's palette colour and,
     when TRUE_LABEL differs, an amber frame, WRONG and the true class; every line on a
     dark box, inside the frame."""
-    tile = cell_tile(path, heatmap)
+    tile = cell_tile(path, heatmap, max_pixels)
     colour = colour_for(label, class_names)
     draw_labels(tile, [(label, colour, 0.5, 2), (f"{confidence:.1%}", colour, 0.45, 1)])
     if true_label is not None and true_label != label:

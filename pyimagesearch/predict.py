@@ -124,6 +124,7 @@ def iter_predictions(
     recipe: dict,
     batch_size: int = 64,
     skipped: list[tuple[int, str]] | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (indices into ``paths``, class probabilities) batch by batch.
 
@@ -133,7 +134,7 @@ def iter_predictions(
     """
 
     def batches():
-        for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size):
+        for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size, max_pixels):
             if skipped is not None:
                 skipped.extend(failed)
             if len(indices):

@@ -317,12 +317,14 @@ def image_pixels(path: str | BinaryIO) -> int | None:
     return width * height
 
 
-def usable_images(paths: Iterable[str], check_headers: bool = True) -> list[str]:
+def usable_images(
+    paths: Iterable[str], check_headers: bool = True, max_pixels: int = MAX_PIXELS
+) -> list[str]:
     """The paths that are safe to decode; the others are named in a warning and skipped.
 
     Skipped: anything that is not a regular file (a FIFO would hang, /dev/zero would
     fill memory), names TensorFlow cannot take (not UTF-8), and images whose header
-    declares more than MAX_PIXELS pixels (unless ``check_headers`` is False: copying
+    declares more than MAX_PIXELS pixels (``max_pixels``; unless ``check_headers`` is False: copying
     files needs no decoding).
     """
     kept, skipped = [], []
@@ -338,9 +340,9 @@ def usable_images(paths: Iterable[str], check_headers: bool = True) -> list[str]
             # A header Pillow cannot read is left to the decoder, which skips and names
             # the file with the other unreadable ones.
             pixels = image_pixels(path)
-            if pixels is not None and pixels > MAX_PIXELS:
+            if pixels is not None and pixels > max_pixels:
                 reason = (
-                    f"{pixels:,} pixels, more than the bound of {MAX_PIXELS:,} "
+                    f"{pixels:,} pixels, more than the bound of {max_pixels:,} "
                     "(raise it with --max-pixels)"
                 )
         if reason is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pyimagesearch.errors import UserError
-from pyimagesearch.safety import is_image_file, usable_images
+from pyimagesearch.safety import MAX_PIXELS, is_image_file, usable_images
 
 # Folder names of each split, in the order they are looked for: the tutorial's, then the
 # ImageFolder / Ultralytics ones.
@@ -39,7 +39,7 @@ LAYOUTS = (
 )
 
 
-def list_images(folder: Path) -> list[str]:
+def list_images(folder: Path, max_pixels: int = MAX_PIXELS) -> list[str]:
     """Every image file under ``folder`` (recursively), in a stable sorted order.
 
     Devices, FIFOs, odd names and images too big to decode are skipped with a warning
@@ -49,7 +49,7 @@ def list_images(folder: Path) -> list[str]:
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         found.extend(os.path.join(root, name) for name in sorted(files) if is_image_file(name))
-    return usable_images(found)
+    return usable_images(found, max_pixels=max_pixels)
 
 
 @dataclass

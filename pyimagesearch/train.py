@@ -48,6 +48,7 @@ from pyimagesearch.evaluation import (
 )
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.resnet import ResNet
+from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.serialization import load_model, save_model
 
 
@@ -74,6 +75,7 @@ class TrainConfig:
     split_seed: int = 42  # the flat folder's split, apart from --seed: one test split per folder
     positive_class: str | None = None  # sensitivity/specificity/AUC are about this class
     verbose: int = 1
+    max_pixels: int = MAX_PIXELS  # images declaring more are skipped before decoding
     chief: bool = True  # False: a multi-worker worker other than the chief writes no checkpoint
 
 
@@ -259,6 +261,7 @@ def select_splits(
             config.test_split,
             config.group_pattern,
             config.split_seed,
+            config.max_pixels,
         )
     excluded = 0
     if config.exclude:
@@ -274,7 +277,7 @@ def select_splits(
 
 
 def decode_splits(
-    splits: dict[str, Split], recipe: dict
+    splits: dict[str, Split], recipe: dict, max_pixels: int = MAX_PIXELS
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every split decoded once, through the one preprocessing; a split left with no
     image, or a class left with no training image, is refused in one line."""
@@ -283,7 +286,7 @@ def decode_splits(
     arrays = {}
     for name, split in splits.items():
         print(f"Found {len(split.paths)} images belonging to {len(class_names)} classes.")
-        arrays[name] = load_split(split, recipe)
+        arrays[name] = load_split(split, recipe, max_pixels=max_pixels)
     missing = sorted(set(range(len(class_names))) - set(arrays["training"][1].tolist()))
     if missing:
         names = ", ".join(class_names[i] for i in missing)
@@ -412,7 +415,7 @@ def load_splits(config: TrainConfig, splits: dict[str, Split] | None = None) -> 
     splits, layout, excluded = select_splits(config, splits)
     class_names = splits["training"].class_names
     recipe = default_recipe(config.image_size)
-    arrays = decode_splits(splits, recipe)
+    arrays = decode_splits(splits, recipe, config.max_pixels)
     positive = choose_positive(class_names, config.positive_class)
     return Run(config, splits, layout, excluded, arrays, class_names, positive, recipe)
 

@@ -133,3 +133,21 @@ def test_a_csv_left_half_written_by_a_killed_run_is_swept_by_the_next(tmp_path: 
     with safety.replacing(output) as temporary:
         temporary.write_text("path,label\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, other_host.name])
+
+
+def test_max_pixels_is_passed_to_the_listing_and_not_kept(tmp_path: Path):
+    """Issue 20: four commands set a global bound, so in one process (a test, a notebook)
+    one call's --max-pixels stayed for the next. The bound is now an argument: the
+    training listing honours it, and the next call without it uses the default.
+    Mutation: list_images ignoring its max_pixels (usable_images(found)) fails this."""
+    from pyimagesearch.data import pool_dataset, scan_dataset
+    from tests.conftest import write_dataset
+
+    root = write_dataset(tmp_path / "d", {"training": 2, "validation": 1, "testing": 1})
+    write_image(root / "training" / "Parasitized" / "wide.png", size=(400, 300))
+    bound = 90 * 70  # the other images' size: wide.png declares more
+    splits, _ = scan_dataset(root, max_pixels=bound)
+    assert len(splits["training"].paths) == 4
+    assert len(pool_dataset(root, bound).paths) == 8
+    again, _ = scan_dataset(root)
+    assert len(again["training"].paths) == 5
