@@ -241,31 +241,6 @@ def copy_files(pairs: list[tuple[Path, Path]], link: bool) -> None:
         shutil.copy2(source, target)
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse, before any work, split folders that are in the way and not ours to replace.
-
-    Ours: the folder carries MARKER, and each split holds only class folders of image
-    files. Anything else (a folder of the user's own files, say) is named and refused.
-    """
-    safety.check_output_folder(output, "--output")
-    existing = [output / s for s in SPLITS if (output / s).exists() or (output / s).is_symlink()]
-    if not existing:
-        return
-    if not overwrite:
-        raise UserError(f"'{existing[0]}' already exists; pass --overwrite to rebuild the splits")
-    if not (output / MARKER).is_file():
-        raise UserError(
-            f"--overwrite: '{output}' was not built by this tool (it has no {MARKER}); "
-            f"move its {', '.join(s.name for s in existing)} folder(s) away yourself"
-        )
-    for split_folder in existing:
-        if split_folder.is_symlink() or not split_folder.is_dir():
-            raise UserError(f"--overwrite: '{split_folder}' is not a folder this tool wrote")
-        entry = safety.foreign_entry(split_folder, split_entry)
-        if entry is not None:
-            raise UserError(f"--overwrite: '{split_folder / entry}' is not one this tool wrote")
-
-
 def split_entry(relative: str) -> bool:
     """Whether RELATIVE (inside a split folder, as ``safety.foreign_entry`` gives it) is
     one this tool writes: a class folder, and image files directly in one."""
@@ -367,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     local_source = None if args.source.startswith(("http://", "https://")) else args.source
     safety.check_paths({"--output": output}, {"--source": local_source})
-    check_output(output, args.overwrite)
+    safety.check_own_folder(output, "--output", MARKER, split_entry, args.overwrite, SPLITS)
     root = resolve_source(args.source)
     safety.check_paths({"--output": output}, {"--source": root})
     files = list_class_files(root)

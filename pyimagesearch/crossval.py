@@ -506,13 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         "names_sha256": names_digest(paths, labels, class_names),
     }
     settings_file = output / "settings.json"
-    safety.check_output_folder(output, "--output")
-    if output.is_dir() and any(output.iterdir()) and not settings_file.is_file():
-        # Its oof.csv or summary.md would be replaced: only an earlier run's folder is reused.
-        raise UserError(
-            f"--output '{output}' is not empty and holds no cross-validation run; "
-            "give a new or empty folder"
-        )
+    # Only an earlier run's folder is reused (its folds resume): anything in it is kept.
+    safety.check_own_folder(output, "--output", settings_file.name, lambda _: True)
     if settings_file.exists():
         try:
             previous = json.loads(settings_file.read_text())

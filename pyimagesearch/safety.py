@@ -240,34 +240,51 @@ def foreign_entry(folder: str | Path, owned: Callable[[str], bool]) -> str | Non
 
 
 def check_own_folder(
-    path: str | Path, flag: str, marker: str, owned: Callable[[str], bool], overwrite: bool = True
+    path: str | Path,
+    flag: str,
+    marker: str,
+    owned: Callable[[str], bool],
+    overwrite: bool = True,
+    replaced: Sequence[str] | None = None,
 ) -> None:
-    """Refuse an output folder that exists, is not empty, and is not an earlier output of
-    this tool (MARKER inside and every entry, at any depth, one OWNED accepts: see
-    :func:`foreign_entry`), before any work.
+    """May this command write into PATH? The one rule for output folders (see
+    docs/reliability.md), judged before any work.
 
-    With ``overwrite`` False even an earlier output is refused (the tool asks for
-    --overwrite); a folder of the user's own files is always refused, by name.
+    A new or empty folder is always fine. Otherwise what the command replaces (the whole
+    folder, or its REPLACED entries, e.g. the dataset's split folders) must be an earlier
+    output of this tool: MARKER inside PATH, and every entry, at any depth, one OWNED
+    accepts (see :func:`foreign_entry`). Without ``overwrite`` even an earlier output is
+    refused (the tool asks for --overwrite); a file of the user's is always refused, by
+    name.
     """
     path = Path(path)
     if path.is_symlink():
         raise UserError(f"{flag} '{path}' is a symbolic link; give a real folder")
     check_output_folder(path, flag)
-    if not path.is_dir() or not any(path.iterdir()):
+    if not path.is_dir():
+        return
+    if replaced is None:
+        targets = [path] if any(path.iterdir()) else []
+    else:
+        targets = [path / name for name in replaced if os.path.lexists(path / name)]
+    if not targets:
         return
     if not overwrite:
-        raise UserError(f"{flag} '{path}' is not empty; pass --overwrite to replace it")
+        raise UserError(f"{flag} '{targets[0]}' already exists; pass --overwrite to replace it")
     if not (path / marker).is_file() or (path / marker).is_symlink():
         raise UserError(
             f"{flag} '{path}' is not empty and was not written by this tool (it has no "
             f"{marker}); give a new or empty folder"
         )
-    entry = foreign_entry(path, lambda name: name == marker or owned(name))
-    if entry is not None:
-        raise UserError(
-            f"{flag} '{path}' holds '{entry}', which this tool did not write; move it away "
-            "or give another folder"
-        )
+    for target in targets:
+        if target.is_symlink() or not target.is_dir():
+            raise UserError(f"{flag} '{target}' is not a folder this tool wrote")
+        entry = foreign_entry(target, lambda name: name == marker or owned(name))
+        if entry is not None:
+            raise UserError(
+                f"{flag} '{target}' holds '{entry}', which this tool did not write; move it "
+                "away or give another folder"
+            )
 
 
 @contextlib.contextmanager

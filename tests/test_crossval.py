@@ -237,7 +237,9 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "summary.md").write_text("my notes")
-    refused([*argv[:3], str(mine), *argv[4:]], "holds no cross-validation run")
+    refused(
+        [*argv[:3], str(mine), *argv[4:]], "was not written by this tool (it has no settings.json)"
+    )
     assert (mine / "summary.md").read_text() == "my notes" and len(list(mine.iterdir())) == 1
 
 

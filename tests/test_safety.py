@@ -182,7 +182,7 @@ def test_build_dataset_overwrite_replaces_only_its_own_splits(tmp_path: Path):
     foreign = tmp_path / "foreign"
     (foreign / "training" / "Parasitized").mkdir(parents=True)
     write_image(foreign / "training" / "Parasitized" / "only_copy.png")
-    refused(build(source, foreign, "--overwrite"), "was not built by this tool")
+    refused(build(source, foreign, "--overwrite"), "was not written by this tool")
     assert (foreign / "training" / "Parasitized" / "only_copy.png").exists()
 
 
