@@ -3,8 +3,9 @@
 Measured on a 2-core CPU (see bench/RESULTS-xeon-2026-11-26.md): Keras 3's BatchNormalization on
 the TensorFlow backend is computed from unfused moments and dominates the step;
 TensorFlow's fused kernel trains the same network about 1.4x faster. bfloat16 on
-AMX matrix units is another 1.3x, but costs accuracy with this recipe (one of five
-seeds never learned), so training stays float32 unless asked otherwise. The model
+AMX matrix units is another 1.3x. It cost accuracy with the article's recipe (one of
+five seeds never learned) but not with ``stable`` (docs/accuracy.md); training stays
+float32 unless asked until those five seeds are repeated on an AMX machine. The model
 saved for users is rebuilt with the stock layer in float32 and the trained
 weights, so it loads anywhere.
 """
