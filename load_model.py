@@ -42,9 +42,7 @@ EXPLAIN_MARKER = "GRADCAM.txt"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options.command_parser(__doc__)
     parser.add_argument(
         "-i",
         "--images",
@@ -91,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.add_positive_class(parser)
     options.add_max_pixels(parser)
     options.add_batch_size(parser, 64, "images per batch")
-    options.add_inference_precision(parser)
+    options.add_precision(parser, "inference")
     options.add_runtime(
         parser,
         "a file without one is loaded by Keras (then OpenVINO for 1,000 images or more on a "
@@ -335,13 +333,13 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
     predicted = [int(results.scores[i].argmax()) for i in range(len(shown))]
     heat = {}
     if args.explain:
-        from pyimagesearch.gradcam import explain_files
+        from pyimagesearch.gradcam import iter_heatmaps
 
         print(f"[INFO] Grad-CAM of the {len(shown)} montage tiles...")
         recipe = engine.metadata["preprocessing"]
         shown_paths = [paths[i] for i in shown]
-        heat = explain_files(
-            engine.model, shown_paths, recipe, predicted, max_pixels=args.max_pixels
+        heat = dict(
+            iter_heatmaps(engine.model, shown_paths, recipe, predicted, max_pixels=args.max_pixels)
         )
     montage = build_montage(
         [

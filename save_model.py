@@ -31,9 +31,7 @@ NOT_CHIEF = (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options.command_parser(__doc__)
     parser.add_argument(
         "-d",
         "--dataset",
@@ -102,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="continue an interrupted run from its checkpoint (same dataset, epochs, batch size)",
     )
-    options.add_training_precision(parser)
+    options.add_precision(parser, "training")
     parser.add_argument(
         "--distribute",
         choices=("mirrored", "multi-worker"),

@@ -58,9 +58,7 @@ def page_title_text(text: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options.command_parser(__doc__)
     parser.add_argument(
         "-m", "--model", required=True, help="image classifier written by save_model.py"
     )
@@ -83,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "a file without one is served by TensorFlow, which served faster than OpenVINO "
         "converted at load time (bench/SERVE.md)",
     )
-    options.add_inference_precision(parser)
+    options.add_precision(parser, "inference")
     parser.add_argument(
         "--workers",
         type=options.positive_count,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from bench.measure import (
     link_images,
     list_images,
     markdown_table,
+    run_and_report,
     run_child,
     warm_cache,
 )
@@ -320,20 +320,7 @@ def run(args: argparse.Namespace, work: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bench_"))
-    try:
-        report = run(args, work)
-    except BaseException:
-        print(f"[bench] failed; work folder and logs kept in '{work}'")
-        raise
-    if args.keep:
-        print(f"[bench] work folder and logs kept in '{work}'")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    print(report)
-    Path(args.output).write_text(report)
-    print(f"[bench] written to '{args.output}'")
-    return 0
+    return run_and_report(run, args, "bench_", args.keep)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,21 +36,19 @@ from bench.measure import (
     describe_machine,
     link_images,
     list_images,
+    run_and_report,
     run_child,
     warm_cache,
 )
 from bench.serve import drive, get_json, multipart_one, stop, wait_until_ready
+from pyimagesearch import options
 
 SAMPLE = 16
 PEER_BATCH = 256
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.inference",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = options.command_parser(__doc__, "bench.inference")
     parser.add_argument("--dataset", required=True, help="DIR/training, validation, testing")
     parser.add_argument("--images", help="bulk images (default: --dataset)")
     parser.add_argument("--limit", type=int, default=5000, help="bulk images (default: 5000)")
@@ -205,19 +201,7 @@ def run(args: argparse.Namespace, work: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
-    try:
-        report = run(args, work)
-    except BaseException:
-        print(f"[bench] failed; work folder and logs kept in '{work}'")
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    print(report)
-    if args.output:
-        Path(args.output).write_text(report)
-        print(f"[bench] written to '{args.output}'")
-    return 0
+    return run_and_report(run, parse_args(argv), "bench_inference_")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -125,3 +127,23 @@ def markdown_table(rows: list[tuple[str, float | None, float | None, str]]) -> s
         ratio = f"{project / legacy:.2f}" if project is not None and legacy else "n/a"
         lines.append(f"| {name} | {cell(project, spec)} | {cell(legacy, spec)} | {ratio} |")
     return "\n".join(lines)
+
+
+def run_and_report(run, args, prefix: str, keep: bool = False) -> int:
+    """RUN(args, work) in a fresh work folder, kept with its logs when it fails (or with
+    KEEP); the report it returns is printed and, with args.output, written there."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        report = run(args, work)
+    except BaseException:
+        print(f"[bench] failed; work folder and logs kept in '{work}'")
+        raise
+    if keep:
+        print(f"[bench] work folder and logs kept in '{work}'")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    print(report)
+    if args.output:
+        Path(args.output).write_text(report)
+        print(f"[bench] written to '{args.output}'")
+    return 0

@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyimagesearch import options
+
 ROOT = Path(__file__).resolve().parent.parent
 BOUNDARY = "bench-serve-boundary"
 START_TIMEOUT_S = 180
@@ -151,11 +153,7 @@ def drive(url: str, bodies: list[bytes], clients: int, requests: int, time_limit
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.serve",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = options.command_parser(__doc__, "bench.serve")
     parser.add_argument("--model", required=True, help="model file written by save_model.py")
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")

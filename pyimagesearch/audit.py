@@ -198,7 +198,7 @@ def fold_heatmaps(
 ) -> dict[int, np.ndarray]:
     """Grad-CAM of each suspect (keyed by rank) from the model of the fold that held it out,
     explaining the suggested label. Folds whose model is missing or unusable are named."""
-    from pyimagesearch.gradcam import explain_files
+    from pyimagesearch.gradcam import iter_heatmaps
     from pyimagesearch.serialization import load_model
 
     found: dict[int, np.ndarray] = {}
@@ -229,9 +229,8 @@ def fold_heatmaps(
         print(f"[INFO] Grad-CAM of {len(members)} suspect(s) with fold {fold}'s model...")
         paths = [str(files[r["rank"]]) for r in members]
         chosen = [class_names.index(r["suggested_label"]) for r in members]
-        for index, heatmap in explain_files(
-            model, paths, metadata["preprocessing"], chosen, max_pixels=max_pixels
-        ).items():
+        recipe = metadata["preprocessing"]
+        for index, heatmap in iter_heatmaps(model, paths, recipe, chosen, max_pixels=max_pixels):
             found[members[index]["rank"]] = heatmap
     return found
 
@@ -311,11 +310,7 @@ def draw_suspects(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pyimagesearch.audit",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = options.command_parser(__doc__, "pyimagesearch.audit")
     parser.add_argument(
         "--oof", required=True, help="oof.csv written by python -m pyimagesearch.crossval"
     )

@@ -288,11 +288,7 @@ def write_split(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pyimagesearch.build_dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = options.command_parser(__doc__, "pyimagesearch.build_dataset")
     parser.add_argument(
         "--source",
         default=os.environ.get("MALARIA_SOURCE") or NIH_URL,

@@ -370,9 +370,7 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options.command_parser(__doc__, "pyimagesearch.crossval")
     parser.add_argument(
         "-d",
         "--dataset",
@@ -390,7 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: the patient rule for the NIH malaria classes, else none: each file alone)",
     )
     options.add_positive_class(parser)
-    options.add_training_precision(parser)
+    options.add_precision(parser, "training")
     options.add_seed(parser, 1, "seeds the folds and, as seed + fold, each fold's training")
     parser.add_argument(
         "--validation",

@@ -14,7 +14,6 @@ File names carry the writer's group of 100 images in order (``w07_0713.png``), s
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -54,11 +53,7 @@ def write_set(name: str, output: str | Path, side: int = SIDE) -> dict[str, int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pyimagesearch.example_sets",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = options.command_parser(__doc__, "pyimagesearch.example_sets")
     parser.add_argument("name", choices=SETS, help="which set to write")
     parser.add_argument("-o", "--output", required=True, help="folder to write (must be new)")
     options.add_debug(parser)

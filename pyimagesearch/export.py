@@ -115,11 +115,7 @@ EXPORT_ENTRIES = frozenset(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pyimagesearch.export",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = options.command_parser(__doc__, "pyimagesearch.export")
     parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
     parser.add_argument(
         "-f", "--format", required=True, choices=tuple(FORMATS), help="what to export to"

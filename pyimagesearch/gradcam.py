@@ -104,15 +104,3 @@ def iter_heatmaps(
         chosen = None if class_indices is None else [class_indices[i] for i in indices]
         for index, heatmap in zip(indices, heatmaps(model, images, chosen, explainer), strict=True):
             yield int(index), heatmap
-
-
-def explain_files(
-    model: keras.Model,
-    paths: list[str],
-    recipe: dict,
-    class_indices: Sequence[int] | None = None,
-    batch_size: int = 32,
-    max_pixels: int | None = None,
-) -> dict[int, np.ndarray]:
-    """Heatmaps of a few image files, keyed by index into PATHS (see :func:`iter_heatmaps`)."""
-    return dict(iter_heatmaps(model, paths, recipe, class_indices, batch_size, max_pixels))

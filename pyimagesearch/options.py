@@ -105,6 +105,16 @@ def fraction(text: str) -> float:
 # --- the shared options -----------------------------------------------------------
 
 
+def command_parser(description: str, module: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a command whose --help begins with its module docstring, laid out
+    as written; MODULE names a ``python -m`` command in the usage line."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}" if module else None,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def add_debug(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
@@ -164,27 +174,23 @@ def add_runtime(parser: argparse.ArgumentParser, fallback: str) -> None:
     )
 
 
-def add_inference_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--precision",
-        choices=INFERENCE_PRECISIONS,
-        default="auto",
-        help="auto (default): bfloat16 on OpenVINO where the CPU computes it natively (AMX or "
-        "AVX512-BF16, about 2.6x float32 on a 2-core AMX CPU; probabilities differ by up to "
-        "about 0.02), float32 elsewhere; float32 gives Keras' probabilities (OpenVINO within "
-        "1e-5); int8 runs the quantized network that python -m pyimagesearch.quantize adds "
-        "to the file (its accuracy: bench/RESULTS.md)",
-    )
+PRECISION_HELP = {
+    "training": "training arithmetic (default float32). mixed_bfloat16 trains about 1.3x "
+    "faster on CPUs with AMX and, with the stable recipe, as accurately (docs/accuracy.md); "
+    "mixed_float16 is for GPUs. The saved model is float32 either way",
+    "inference": "auto (default): bfloat16 on OpenVINO where the CPU computes it natively "
+    "(AMX or AVX512-BF16, about 2.6x float32 on a 2-core AMX CPU; probabilities differ by up "
+    "to about 0.02), float32 elsewhere; float32 gives Keras' probabilities (OpenVINO within "
+    "1e-5); int8 runs the quantized network that python -m pyimagesearch.quantize adds to "
+    "the file (its accuracy: bench/RESULTS.md)",
+}
 
 
-def add_training_precision(parser: argparse.ArgumentParser) -> None:
+def add_precision(parser: argparse.ArgumentParser, kind: str) -> None:
+    """--precision of training (Keras policies) or of inference (the stored network)."""
+    choices = TRAINING_PRECISIONS if kind == "training" else INFERENCE_PRECISIONS
     parser.add_argument(
-        "--precision",
-        choices=TRAINING_PRECISIONS,
-        default="float32",
-        help="training arithmetic (default float32). mixed_bfloat16 trains about 1.3x faster "
-        "on CPUs with AMX and, with the stable recipe, as accurately (docs/accuracy.md); "
-        "mixed_float16 is for GPUs. The saved model is float32 either way",
+        "--precision", choices=choices, default=choices[0], help=PRECISION_HELP[kind]
     )
 
 

@@ -29,11 +29,7 @@ MAX_CALIBRATION_IMAGES = 300
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pyimagesearch.quantize",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = options.command_parser(__doc__, "pyimagesearch.quantize")
     parser.add_argument("-m", "--model", required=True, help="model file saved by save_model.py")
     parser.add_argument("-i", "--images", required=True, help="calibration images (searched "
                         "recursively): the training split")  # fmt: skip

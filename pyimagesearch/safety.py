@@ -119,11 +119,7 @@ def check_output_file(path: str | Path, flag: str, suffixes: Sequence[str] | Non
             raise UserError(f"{flag} '{path}' is a folder; give a file name")
         if not is_regular_file(path):
             raise UserError(f"{flag} '{path}' exists and is not a regular file; refusing it")
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise UserError(f"cannot write {flag} '{path}': folder '{folder}' does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write {flag} '{path}': folder '{folder}' is not writable")
+    _check_parent(path, flag)
 
 
 def check_output_folder(path: str | Path, flag: str) -> None:
@@ -131,11 +127,16 @@ def check_output_folder(path: str | Path, flag: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} '{path}' exists and is not a folder")
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise UserError(f"cannot write {flag} '{path}': folder '{parent}' does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {flag} '{path}': folder '{parent}' is not writable")
+    _check_parent(path, flag)
+
+
+def _check_parent(path: Path, flag: str) -> None:
+    """The folder PATH is written into (under a temporary name first) must be writable."""
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write {flag} '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write {flag} '{path}': folder '{folder}' is not writable")
 
 
 # This host's name as it appears in temporary names (no path separators, no oddities).

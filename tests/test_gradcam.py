@@ -82,7 +82,7 @@ def test_explain_files_reads_through_the_one_preprocessing_and_skips_broken_file
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     paths = [good[0], str(broken), good[1], good[2]]
-    found = gradcam.explain_files(small_model, paths, recipe)
+    found = dict(gradcam.iter_heatmaps(small_model, paths, recipe))
     assert sorted(found) == [0, 2, 3]
     direct = np.stack([load_image(p, recipe) for p in good])
     np.testing.assert_allclose(
