@@ -208,25 +208,6 @@ def test_exclude_lists_go_through_the_file_and_size_rules(
     assert_clean_refusal(result, fragment)
 
 
-@pytest.mark.parametrize(
-    "option, value, fragment",
-    [
-        ("--image-size", "5000", "must be at most 1024"),
-        ("--image-size", "8", "must be at least 32"),
-        ("--image-size", "-4", "must be positive"),
-        ("--learning-rate", "nan", "must be a positive number"),
-        ("--learning-rate", "-5", "must be a positive number"),
-        ("--learning-rate", "0", "must be a positive number"),
-        ("--epochs", "100000", "must be at most 1000"),
-    ],
-)
-def test_crossval_checks_its_options_as_save_model_does(tmp_path: Path, option, value, fragment):
-    result = run_script("-m", "pyimagesearch.crossval", "-d", str(tmp_path), "-o",
-                        str(tmp_path / "cv"), option, value, timeout=120)  # fmt: skip
-    assert_clean_refusal(result, fragment)
-    assert not (tmp_path / "cv").exists()
-
-
 def test_crossval_refuses_an_unreadable_settings_file_and_leaves_no_state(tmp_path: Path):
     data = tmp_path / "flat"
     for name in ("cat", "dog"):
