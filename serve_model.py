@@ -171,15 +171,12 @@ def listen(host: str, port: int) -> socket.socket:
         raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    import uvicorn
+def settings_from(args: argparse.Namespace):
+    """The options as the service takes them (``serve.Settings``, also what each worker
+    process of --workers reads back)."""
+    from pyimagesearch.connections import ConnectionRules
+    from pyimagesearch.serve import Limits, Settings
 
-    from pyimagesearch.connections import ConnectionRules, GuardedH11Protocol
-    from pyimagesearch.serve import SETTINGS_VARIABLE, Limits, Settings, build_service, create_app
-
-    sock = listen(args.host, args.port)  # before the model: a taken port fails at once
-    port = sock.getsockname()[1]  # the one the system chose for --port 0
     limits = Limits(
         max_request_bytes=int(args.max_request_mb * (1 << 20)),
         max_images=args.max_images,
@@ -187,9 +184,57 @@ def main(argv: list[str] | None = None) -> int:
         max_requests=args.max_connections,
         body_timeout_s=args.body_timeout,
     )
-    settings = Settings(args.model, args.runtime, args.precision, args.max_batch,
-                        args.max_wait_ms, limits, args.title, args.debug,
-                        ConnectionRules(args.max_connections, args.header_timeout))  # fmt: skip
+    return Settings(args.model, args.runtime, args.precision, args.max_batch,
+                    args.max_wait_ms, limits, args.title, args.debug,
+                    ConnectionRules(args.max_connections, args.header_timeout))  # fmt: skip
+
+
+def run_server(service, settings, sock: socket.socket, args: argparse.Namespace) -> None:
+    """uvicorn on SOCK: this process with --workers 1, else that many fresh processes."""
+    import uvicorn
+
+    from pyimagesearch.connections import GuardedH11Protocol
+    from pyimagesearch.serve import SETTINGS_VARIABLE, create_app
+
+    # Connection rules uvicorn has no setting for (pyimagesearch/connections.py): a header
+    # timeout, and room made at --max-connections by closing connections that wait for a
+    # request. Its limit_concurrency stays off (a plain-text 503, idle connections
+    # counted): serve.RequestGuard bounds requests in progress and answers in JSON.
+    server_options = dict(
+        http=GuardedH11Protocol,
+        ws="none",  # no WebSocket routes: an Upgrade request stays a plain HTTP request
+        timeout_keep_alive=5,  # uvicorn's default: an idle kept-alive connection closes
+        log_level="debug" if args.debug else "warning",
+        access_log=args.debug,
+    )
+    if args.workers == 1:
+        GuardedH11Protocol.rules = settings.connections
+        app = create_app(service)
+        uvicorn.Server(uvicorn.Config(app, **server_options)).run(sockets=[sock])
+        return
+    # Each worker is a fresh process (uvicorn spawns them) holding its own compiled
+    # network; they share the listening socket, and the kernel spreads connections.
+    # Every limit above holds per worker.
+    os.environ[SETTINGS_VARIABLE] = settings.to_json()
+    from uvicorn.supervisors import Multiprocess
+
+    print(f"[INFO] starting {args.workers} worker processes", flush=True)
+    config = uvicorn.Config(
+        "pyimagesearch.serve:app_from_environment",
+        factory=True,
+        workers=args.workers,
+        **server_options,
+    )
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from pyimagesearch.serve import build_service
+
+    sock = listen(args.host, args.port)  # before the model: a taken port fails at once
+    port = sock.getsockname()[1]  # the one the system chose for --port 0
+    settings = settings_from(args)
     print("[INFO] loading pre-trained network...")
     service = build_service(settings)  # in this process too: a bad model fails here, once
     classes = service.class_names
@@ -201,35 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             "the model (there is no authentication)",
             file=sys.stderr,
         )
-    # Connection rules uvicorn has no setting for (pyimagesearch/connections.py): a header
-    # timeout, and room made at --max-connections by closing connections that wait for a
-    # request. Its limit_concurrency stays off (a plain-text 503, idle connections
-    # counted): serve.RequestGuard bounds requests in progress and answers in JSON.
-    options = dict(
-        http=GuardedH11Protocol,
-        ws="none",  # no WebSocket routes: an Upgrade request stays a plain HTTP request
-        timeout_keep_alive=5,  # uvicorn's default: an idle kept-alive connection closes
-        log_level="debug" if args.debug else "warning",
-        access_log=args.debug,
-    )
     print(f"[INFO] page title: {service.title}")
     print(f"[INFO] serving on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
-    if args.workers == 1:
-        GuardedH11Protocol.rules = settings.connections
-        uvicorn.Server(uvicorn.Config(create_app(service), **options)).run(sockets=[sock])
-        return 0
-    # Each worker is a fresh process (uvicorn spawns them) holding its own compiled
-    # network; they share the listening socket, and the kernel spreads connections.
-    # Every limit above holds per worker.
-    del service
-    os.environ[SETTINGS_VARIABLE] = settings.to_json()
-    from uvicorn.supervisors import Multiprocess
-
-    print(f"[INFO] starting {args.workers} worker processes", flush=True)
-    config = uvicorn.Config(
-        "pyimagesearch.serve:app_from_environment", factory=True, workers=args.workers, **options
-    )
-    Multiprocess(config, sockets=[sock]).run()
+    if args.workers > 1:
+        service = None  # each worker loads its own; this process only supervises
+    run_server(service, settings, sock, args)
     return 0
 
 
