@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyimagesearch import options, safety
+from pyimagesearch.distribute import is_chief
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch.modelfile import check_is_checkpoint, checkpoint_path_for
 from pyimagesearch.splitting import check_dataset
 
 if TYPE_CHECKING:
@@ -120,6 +122,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         # Each worker would otherwise draw its own seed, shuffling and augmenting apart.
         raise UserError("--distribute multi-worker needs --seed, the same on every worker")
     options.apply_recipe(args)
+    args.checkpoint = args.checkpoint or str(checkpoint_path_for(args.model))
+    # In a multi-worker run only the chief writes; the others train and write nothing.
+    args.chief = args.distribute != "multi-worker" or is_chief()
     return args
 
 
@@ -145,15 +150,14 @@ def write_calibration_plot(calibration, path: str) -> None:
 
 def training_config(args: argparse.Namespace) -> TrainConfig:
     """The options as the training code takes them (``train.TrainConfig``)."""
-    from pyimagesearch.distribute import is_chief
-    from pyimagesearch.train import TrainConfig, checkpoint_path_for
+    from pyimagesearch.train import TrainConfig
 
     return TrainConfig(
         args.dataset,
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
-        checkpoint=args.checkpoint or str(checkpoint_path_for(args.model)),
+        checkpoint=args.checkpoint,
         resume=args.resume,
         precision=args.precision,
         distribute=args.distribute,
@@ -169,17 +173,15 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         split_seed=args.split_seed,
         positive_class=args.positive_class,
         image_size=(args.image_size, args.image_size),
-        # In a multi-worker run only the chief writes; the others train and write nothing.
-        chief=args.distribute != "multi-worker" or is_chief(),
+        chief=args.chief,
     )
 
 
-def check_outputs(args: argparse.Namespace, config: TrainConfig) -> None:
-    """Every path judged before any work (docs/reliability.md): outputs first, then the
-    dataset's layout, then an existing --checkpoint, which must be one of ours."""
-    from pyimagesearch.serialization import check_is_checkpoint, check_writable
-
-    checkpoint = config.checkpoint
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every path judged before any work, before TensorFlow even starts
+    (docs/reliability.md): outputs first, then the dataset's layout, then an existing
+    --checkpoint, which must be one of ours."""
+    checkpoint = args.checkpoint
     safety.check_paths(
         {
             "--model": args.model,
@@ -195,10 +197,10 @@ def check_outputs(args: argparse.Namespace, config: TrainConfig) -> None:
             args.calibration_plot, "--calibration-plot", safety.figure_suffixes()
         )
     outputs = {"--model": args.model, "--plot": args.plot, "--checkpoint": checkpoint}
-    for flag, path in outputs.items() if config.chief else ():
-        check_writable(path, flag)
+    for flag, path in outputs.items() if args.chief else ():
+        safety.check_output_file(path, flag)
     check_dataset(args.dataset, args.val_split, args.test_split, args.group_pattern)
-    if config.chief and Path(checkpoint).exists():
+    if args.chief and Path(checkpoint).exists():
         check_is_checkpoint(checkpoint)
         if not args.resume:
             print(
@@ -220,13 +222,12 @@ def save_plots(args: argparse.Namespace, result) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_outputs(args)  # a bad path is refused at once, before TensorFlow starts
     start_tensorflow(args.debug)
-    # Imported after parsing so that --help and bad arguments answer at once.
     from pyimagesearch import train as steps
     from pyimagesearch.serialization import save_model
 
     config = training_config(args)
-    check_outputs(args, config)
 
     run = steps.load_splits(config)  # the article's generators: "Found N images ..."
     steps.build_network(run)  # ResNet.build (or the checkpoint's, with --resume)

@@ -161,8 +161,9 @@ def predict_files(
 def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict:
     """Train on the fold's training patients, then classify its held-out patients."""
     from pyimagesearch.data import Split
+    from pyimagesearch.modelfile import checkpoint_path_for
     from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import TrainConfig, checkpoint_path_for, train
+    from pyimagesearch.train import TrainConfig, train
 
     paths, labels, class_names, patients = images
     folder.mkdir(parents=True, exist_ok=True)

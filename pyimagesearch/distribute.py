@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from pyimagesearch.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: is_chief is asked before TensorFlow starts
+    import tensorflow as tf
 
 
 def is_chief() -> bool:
@@ -44,34 +46,42 @@ def split_cpu(devices: int) -> None:
     """Show the CPU as several logical devices: the mirrored path, testable without GPUs.
 
     Must run before TensorFlow initialises its devices (before any tensor is made)."""
+    import tensorflow as tf
+
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
     )
 
 
-class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+def multi_worker_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy with the two ``reduce`` calls Keras 3's fit() makes of
     it and it refuses (keras-team/keras#20585): a whole (images, labels) batch at once,
     and each scalar loss or metric along axis 0, which a scalar does not have. Here a
     structure is reduced one value at a time and a scalar across replicas. Every worker
     makes the same calls, so the collectives still line up."""
+    import tensorflow as tf
 
-    def reduce(self, reduce_op, value, axis):
-        def one(item):
-            scalar = self.experimental_local_results(item)[0].shape.rank == 0
-            return super(_MultiWorkerStrategy, self).reduce(
-                reduce_op, item, None if scalar else axis
-            )
+    class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def one(item):
+                scalar = self.experimental_local_results(item)[0].shape.rank == 0
+                return super(MultiWorkerStrategy, self).reduce(
+                    reduce_op, item, None if scalar else axis
+                )
 
-        return tf.nest.map_structure(one, value)
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerStrategy()
 
 
 def make_strategy(name: str | None) -> tf.distribute.Strategy:
+    import tensorflow as tf
+
     if name is None:
         return tf.distribute.get_strategy()
     if name == "multi-worker":
-        return _MultiWorkerStrategy()
+        return multi_worker_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices)

@@ -195,6 +195,12 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
     return metadata
 
 
+def checkpoint_path_for(model_path: str | Path) -> Path:
+    """Where training checkpoints a model by default: beside it, MODEL.checkpoint."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".checkpoint")
+
+
 def check_is_checkpoint(path: str | Path) -> None:
     """Refuse to replace (or resume from) an existing --checkpoint file unless its own
     metadata says it is a training checkpoint of this project: a user's file given by

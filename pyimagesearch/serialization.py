@@ -67,12 +67,6 @@ def check_keras_version(version: str | None = None) -> None:
         )
 
 
-def check_writable(path: str | Path, flag: str = "--model") -> None:
-    """Fail before a long training run, not after it, when PATH (given as FLAG) cannot be
-    written (see ``safety.check_output_file``: a device or FIFO there is refused too)."""
-    safety.check_output_file(path, flag)
-
-
 def save_model(
     model: keras.Model, path: str | Path, metadata: dict, compiled: bool = False
 ) -> None:

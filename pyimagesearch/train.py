@@ -214,11 +214,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**31
 
 
-def checkpoint_path_for(model_path: str | Path) -> Path:
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.name + ".checkpoint")
-
-
 def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, dict]:
     path = Path(config.checkpoint)
     if not path.exists():
