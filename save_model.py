@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from pyimagesearch import safety
 from pyimagesearch.augmentation import AUGMENTATIONS
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
-from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
+from pyimagesearch.recipes import DEFAULT_RECIPE, HEADS, RECIPES, SCHEDULES
 from pyimagesearch.splitting import check_dataset
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "tutorial: the original article's exact hyperparameters (25 epochs, SGD 0.1 with "
         "time decay), whose result depends on the seed. full: 12 epochs, batch 64, cosine, "
         "images rotated to any angle and flipped both ways (made for the whole NIH malaria "
-        "set split by patient)",
+        "set split by patient). gap96: full at 96 px with the global-average-pooling head",
     )
     parser.add_argument("-e", "--epochs", type=safety.epoch_count, help="default: from --recipe")
     parser.add_argument(
@@ -131,6 +131,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="side in pixels of the square the images are resized to; it is stored in the "
         "model, so load_model.py follows it (default: from --recipe, 64). About the "
         "images' own size or less: 32 for 48-pixel images is as good and 3-4x faster",
+    )
+    parser.add_argument(
+        "--head",
+        choices=HEADS,
+        help="the network's head: tutorial, the article's 8x8 average pooling + Flatten (its "
+        "Dense layer grows with --image-size), or gap, global average pooling (the same "
+        "parameters at any size); stored in the model (default: from --recipe, tutorial)",
     )
     parser.add_argument(
         "-s", "--seed", type=safety.seed, default=None, help="random seed for a repeatable run"
@@ -179,6 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.schedule = args.schedule or recipe["schedule"]
     args.augmentation = args.augmentation or recipe["augmentation"]
     args.image_size = args.image_size or recipe["image_size"]
+    args.head = args.head or recipe["head"]
     return args
 
 
@@ -220,6 +228,7 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         learning_rate=args.learning_rate,
         schedule=args.schedule,
         augmentation=args.augmentation,
+        head=args.head,
         recipe=args.recipe,
         exclude=args.exclude,
         val_split=args.val_split,
