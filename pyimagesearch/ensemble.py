@@ -95,7 +95,9 @@ def write_ensemble(paths: list[Path], output: str | Path, extra: dict | None = N
     metadata["provenance"].update(extra or {})
     ensemble = build_ensemble(models, [temperature_of(m) for m in metadatas])
     save_model(ensemble, output, metadata, compiled=True)
-    temperatures = ", ".join(str(m["temperature"]) for m in metadata["provenance"]["ensemble"]["members"])
+    temperatures = ", ".join(
+        str(m["temperature"]) for m in metadata["provenance"]["ensemble"]["members"]
+    )
     print(
         f"[INFO] ensemble of {len(paths)} fold models (temperatures {temperatures}) "
         f"written to '{output}'"
