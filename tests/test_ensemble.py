@@ -93,7 +93,7 @@ def test_ensemble_refuses_missing_folds(tmp_path: Path, capsys):
     data = write_dataset(tmp_path / "data", {"training": 6}) / "training"
     output = tmp_path / "cv"
     argv = ["-d", str(data), "-o", str(output), "--folds", "3", "--image-size", "32",
-            "--group-pattern", r"_(\d+)\.", "--ensemble", str(tmp_path / "ensemble.model")]  # fmt: skip
+            "--group-pattern", r"_(\d+)\.", "--ensemble", str(tmp_path / "e.model")]  # fmt: skip
     capsys.readouterr()
     assert run_command(crossval.main, [*argv, "--only", "1,3"]) == 2
     printed = capsys.readouterr()
