@@ -68,6 +68,7 @@ def test_ensemble_file_is_the_mean_of_calibrated_folds(tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OpenVINO" in result.stdout and "calibrated with temperature" not in result.stdout
+    assert "ensemble: the mean of 3 models' calibrated probabilities" in result.stdout
     with open(rows_csv, newline="") as handle:
         rows = {Path(r["path"]).resolve(): r for r in csv.DictReader(handle)}
     got = np.array([[float(rows[p.resolve()][f"p_{c}"]) for c in CLASSES] for p in images])
