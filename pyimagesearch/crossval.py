@@ -516,6 +516,12 @@ def hold_out(labels: np.ndarray, patients: list[str], fraction: float, seed: int
     return held
 
 
+def without(paths: list[str], labels: np.ndarray, patients: list[str], index: np.ndarray):
+    """The images not in INDEX: what the folds are made of once the held-out are set aside."""
+    keep = np.setdiff1d(np.arange(len(paths)), index)
+    return [paths[i] for i in keep], labels[keep], [patients[i] for i in keep]
+
+
 def judge_holdout(
     args: argparse.Namespace, held: list[dict], class_names: list[str], ensemble: bool
 ) -> str:
@@ -614,12 +620,7 @@ def main(argv: list[str] | None = None) -> int:
              "label": class_names[labels[i]]}
             for i in index
         ]  # fmt: skip
-        keep = np.setdiff1d(np.arange(len(paths)), index)
-        paths, labels, patients = (
-            [paths[i] for i in keep],
-            labels[keep],
-            [patients[i] for i in keep],
-        )
+        paths, labels, patients = without(paths, labels, patients, index)
     if args.limit:
         paths, labels, patients = limit_by_patient(paths, labels, patients, args.limit, args.seed)
     folds = make_folds(labels, patients, args.folds, args.seed, args.validation)
