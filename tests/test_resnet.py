@@ -67,8 +67,9 @@ def test_default_head_is_the_tutorials():
     """The default network is the article's, layer for layer: 8x8 average pooling, Flatten,
     and exactly the parameters it had before --head existed (whose configuration and
     seeded initial weights were checked equal to this one's when --head was added)."""
-    default = build_model(2)
-    kinds = [type(layer).__name__ for layer in default.layers[-5:]]
-    assert kinds == ["Activation", "AveragePooling2D", "Flatten", "Dense", "Activation"]
-    assert default.count_params() == 294_638
-    assert default.layers[-3].output.shape[-1] == 1024  # 2 x 2 x 256 at 64 px
+    article = ResNet.build(64, 64, 3, 2, (2, 2, 3), (32, 64, 128, 256), reg=0.0005)
+    for default in (build_model(2), article):
+        kinds = [type(layer).__name__ for layer in default.layers[-5:]]
+        assert kinds == ["Activation", "AveragePooling2D", "Flatten", "Dense", "Activation"]
+        assert default.count_params() == 294_638
+        assert default.layers[-3].output.shape[-1] == 1024  # 2 x 2 x 256 at 64 px
