@@ -390,7 +390,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--recipe",
         choices=tuple(RECIPES),
         default=DEFAULT_RECIPE,
-        help="training recipe, as in save_model.py (full: the one for the whole NIH set)",
+        help="training recipe, as in save_model.py (full: the one for the whole NIH set; "
+        "gap96: full at 96 px with the global-average-pooling head)",
     )
     parser.add_argument("-e", "--epochs", type=safety.epoch_count, help="default: from --recipe")
     parser.add_argument(
