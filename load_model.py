@@ -188,6 +188,12 @@ def describe(engine) -> None:
             f"{provenance.get('epochs', '?')} epochs, seed {provenance.get('seed')}"
             + (f", test accuracy {accuracy:.4f}" if accuracy is not None else "")
         )
+    ensemble = provenance.get("ensemble") if isinstance(provenance, dict) else None
+    if isinstance(ensemble, dict) and isinstance(ensemble.get("members"), list):
+        print(
+            f"[INFO] ensemble: the mean of {len(ensemble['members'])} models' calibrated "
+            "probabilities (python -m pyimagesearch.crossval --ensemble)"
+        )
     if "calibration" in metadata:
         calibration = metadata["calibration"]
         images = calibration.get("images")

@@ -165,6 +165,7 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         learning_rate=args.learning_rate,
         schedule=args.schedule,
         augmentation=args.augmentation,
+        head=args.head,
         recipe=args.recipe,
         exclude=args.exclude,
         val_split=args.val_split,

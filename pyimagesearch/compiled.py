@@ -100,20 +100,27 @@ def build_ir(model: Any, temperature: float | None) -> Any:
     what load_model.py's Keras path answers for the same resized pixels.
     """
     import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     from pyimagesearch.calibration import forward
 
     core = import_openvino().Core()
     network = forward(model, temperature)
-    module = tf.Module()
-    module.weights = model.variables
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="pixels")
-    module.infer = tf.function(lambda pixels: network(pixels / 255.0), input_signature=[spec])
-    # The network goes over as a SavedModel that the runtime reads itself (what
-    # ``ov.convert_model`` does too, without its conversion telemetry).
+    infer = tf.function(lambda pixels: network(pixels / 255.0), input_signature=[spec])
+    # The network goes over as a frozen GraphDef (weights as constants) that the runtime
+    # reads itself (what ``ov.convert_model`` does too, without its conversion
+    # telemetry). Not a SavedModel: OpenVINO 2026.4's reader of one fails to find its
+    # variables ("VarHandleOp ... Cannot find requested variable") in a network of 224 of
+    # them (one tutorial ResNet has 119), as a crossval ensemble of two folds or a deeper
+    # ResNet; a frozen graph has none to find.
+    frozen = convert_variables_to_constants_v2(infer.get_concrete_function())
     with tempfile.TemporaryDirectory(prefix="pyimagesearch-openvino-") as folder:
-        tf.saved_model.save(module, folder, signatures=module.infer)
-        return core.read_model(folder)
+        graph = Path(folder) / "model.pb"
+        graph.write_bytes(frozen.graph.as_graph_def().SerializeToString())
+        return core.read_model(str(graph))
 
 
 def write_ir(path: str | Path, model: Any, temperature: float | None) -> None:

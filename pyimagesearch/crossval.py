@@ -21,7 +21,13 @@ validation; the model trained there classifies fold k. Written to OUTPUT:
 - malaria only, ``patients.csv``: each patient's predicted parasitized fraction and
   diagnosis. A patient is called infected when the share of their cells called
   Parasitized is above a threshold chosen on that fold's validation patients, never on
-  the fold it is judged on.
+  the fold it is judged on;
+- with ``--ensemble OUT.model``, once every fold is done: one model file whose output is
+  the mean of the fold models' calibrated probabilities (``pyimagesearch.ensemble``). A
+  finished run given the same command with ``--ensemble`` only writes the file;
+- with ``--holdout FRACTION``: that share of the groups is set aside before the folds
+  are made (``holdout.csv``) and never trained or validated on; ``holdout.md`` judges
+  each fold model, their mean and the ensemble on them.
 """
 
 from __future__ import annotations
@@ -190,6 +196,7 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         learning_rate=args.learning_rate,
         schedule=args.schedule,
         augmentation=args.augmentation,
+        head=args.head,
         recipe=args.recipe,
         exclude=args.exclude,
         positive_class=args.positive_class,
@@ -410,6 +417,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="use only this many images, drawn by group (a quick trial)",
     )
     parser.add_argument(
+        "--holdout",
+        metavar="FRACTION",
+        type=float,
+        help="set aside about this share of the groups (stratified by class) before the "
+        "folds are made; no fold sees them, and holdout.md judges the fold models and the "
+        "ensemble on them (e.g. 0.2)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        metavar="OUT.model",
+        help="once every fold is done, write one model whose output is the mean of the fold "
+        "models' calibrated probabilities (a finished run: just writes it)",
+    )
+    parser.add_argument(
         "--only",
         metavar="K[,K...]",
         type=fold_numbers,
@@ -421,6 +442,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.folds < 2:
         raise UserError("--folds must be at least 2")
+    if args.holdout is not None and not 0 < args.holdout <= 0.5:
+        raise UserError("--holdout must be above 0 and at most 0.5")
     if args.only and max(args.only) > args.folds:
         raise UserError(f"--only names fold {max(args.only)}, but there are {args.folds} folds")
     return args
@@ -448,6 +471,67 @@ def names_digest(paths: list[str], labels: np.ndarray, class_names: list[str]) -
     return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
+def hold_out(labels: np.ndarray, patients: list[str], fraction: float, seed: int) -> np.ndarray:
+    """Indices of about FRACTION of the images, whole groups, stratified by class: one
+    fold of a seeded ``StratifiedGroupKFold`` with 1/FRACTION folds."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splits = max(2, round(1 / fraction))
+    if len(set(patients)) < splits:
+        raise UserError(f"{len(set(patients))} groups are too few to hold out {fraction}")
+    splitter = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed)
+    _, held = next(splitter.split(np.zeros(len(labels)), labels, np.asarray(patients)))
+    return held
+
+
+def without(paths: list[str], labels: np.ndarray, patients: list[str], index: np.ndarray):
+    """The images not in INDEX: what the folds are made of once the held-out are set aside."""
+    keep = np.setdiff1d(np.arange(len(paths)), index)
+    return [paths[i] for i in keep], labels[keep], [patients[i] for i in keep]
+
+
+def judge_holdout(
+    args: argparse.Namespace, held: list[dict], class_names: list[str], ensemble: bool
+) -> str:
+    """holdout.md: each finished fold model, their mean, and the ensemble, on the held-out
+    groups (which no fold trained or validated on)."""
+    from pyimagesearch.serialization import load_model
+
+    output = Path(args.output)
+    paths = [row["path"] for row in held]
+    labels = np.array([class_names.index(row["label"]) for row in held])
+    models = sorted(output.glob("fold-*/result.json"), key=lambda p: int(p.parent.name[5:]))
+    judged = {}
+    for name, path in [(p.parent.name, p.parent / "model.keras") for p in models] + (
+        [("ensemble", Path(args.ensemble))] if ensemble else []
+    ):
+        model, metadata = load_model(path)
+        kept, probabilities = predict_files(model, metadata, paths)
+        judged[name] = fold_metrics(labels[kept], probabilities, class_names, args.positive_class)
+    folds = [m for name, m in judged.items() if name != "ensemble"]
+    metrics = list(folds[0])
+    word = args.word
+    lines = [
+        f"Held-out {word}s: {len(held)} images of {len({r[word] for r in held})} {word}s "
+        f"(`--holdout {args.holdout}`), seen by no fold.",
+        "",
+        "| model | " + " | ".join(metrics) + " |",
+        "| :--- | " + " | ".join("---:" for _ in metrics) + " |",
+    ]
+    for name, result in judged.items():
+        if name != "ensemble":
+            lines.append(f"| {name} | " + " | ".join(f"{result[m]:.4f}" for m in metrics) + " |")
+    lines.append(
+        "| mean of folds | " + " | ".join(mean_std([f[m] for f in folds]) for m in metrics) + " |"
+    )
+    if "ensemble" in judged:
+        result = judged["ensemble"]
+        lines.append("| ensemble | " + " | ".join(f"{result[m]:.4f}" for m in metrics) + " |")
+    text = "\n".join(lines) + "\n"
+    (output / "holdout.md").write_text(text)
+    return text
+
+
 def limit_by_patient(paths, labels, patients, limit: int, seed: int):
     """Whole groups, drawn in a seeded order, until ``limit`` images."""
     rng = np.random.default_rng(seed)
@@ -471,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     from pyimagesearch.train import TrainingInterrupted
 
     safety.check_paths(
-        {"--output": args.output}, {"--dataset": args.dataset, "--exclude": args.exclude}
+        {"--output": args.output, "--ensemble": args.ensemble},
+        {"--dataset": args.dataset, "--exclude": args.exclude},
     )
     if args.exclude:
         read_file_list(args.exclude)  # a bad list fails here, before any state is written
@@ -486,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("debug", "output", "only") and v is not None
+        if k not in ("debug", "output", "only", "ensemble") and v is not None
     }
     options.apply_recipe(args)  # after: settings hold what the command line said
     pattern = args.group_pattern or default_group_pattern(class_names)
@@ -495,6 +580,15 @@ def main(argv: list[str] | None = None) -> int:
     # The patients' diagnosis is the malaria example's: Parasitized cells per patient.
     args.diagnose = bool(is_nih(class_names) and pattern)
     patients = groups_of(paths, pattern, args.word)
+    held = []
+    if args.holdout:
+        index = hold_out(labels, patients, args.holdout, args.seed)
+        held = [
+            {"path": paths[i], "file": os.path.basename(paths[i]), args.word: patients[i],
+             "label": class_names[labels[i]]}
+            for i in index
+        ]  # fmt: skip
+        paths, labels, patients = without(paths, labels, patients, index)
     if args.limit:
         paths, labels, patients = limit_by_patient(paths, labels, patients, args.limit, args.seed)
     folds = make_folds(labels, patients, args.folds, args.seed, args.validation)
@@ -518,8 +612,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"'{output}' holds a cross-validation run with other settings {previous}; "
                 "choose another --output"
             )
+    if args.ensemble:  # refused before anything is written or trained
+        done = {f.number for f in folds if (output / f"fold-{f.number}/result.json").exists()}
+        numbers = {f.number for f in folds}
+        missing = sorted(numbers - done - (set(args.only) if args.only else numbers))
+        if missing:
+            raise UserError(
+                f"--ensemble needs all {args.folds} folds, and fold(s) "
+                f"{', '.join(map(str, missing))} are neither done nor in --only"
+            )
     output.mkdir(parents=True, exist_ok=True)
     settings_file.write_text(json.dumps(settings, indent=2))
+    if held:
+        write_csv(output / "holdout.csv", held)
+    if args.ensemble:
+        safety.check_output_file(args.ensemble, "--ensemble")
     grouped = f"grouped by {args.word}" if pattern else "stratified by class, one file a group"
     print(
         f"[INFO] {len(paths)} images"
@@ -564,6 +671,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(summarise(args, results, class_names))
     print(f"[INFO] out-of-sample predictions written to '{output / 'oof.csv'}'")
+    if args.ensemble:
+        from pyimagesearch.ensemble import write_ensemble
+
+        folders = [output / f"fold-{k}" for k in range(1, args.folds + 1)]
+        unfinished = [f.name for f in folders if not (f / "result.json").exists()]
+        if unfinished:
+            raise UserError(f"--ensemble needs every fold; {', '.join(unfinished)} not done")
+        extra = {"crossval": {"folds": args.folds, "seed": args.seed, "holdout": args.holdout}}
+        write_ensemble([f / "model.keras" for f in folders], args.ensemble, extra)
+    if held and results:
+        print(judge_holdout(args, held, class_names, bool(args.ensemble)))
+        print(f"[INFO] held-out figures written to '{output / 'holdout.md'}'")
     return 0
 
 

@@ -15,7 +15,7 @@ import argparse
 
 from pyimagesearch import safety
 from pyimagesearch.augmentation import AUGMENTATIONS
-from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
+from pyimagesearch.recipes import DEFAULT_RECIPE, HEADS, RECIPES, SCHEDULES
 
 SEED_MAX = 2**31 - 1  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
 # Each epoch gets its own seeded pipeline, built before fit(): a bound keeps a typo
@@ -205,7 +205,7 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
         "tutorial: the original article's exact hyperparameters (25 epochs, SGD 0.1 with "
         "time decay), whose result depends on the seed. full: 12 epochs, batch 64, cosine, "
         "images rotated to any angle and flipped both ways (made for the whole NIH malaria "
-        "set split by patient)",
+        "set split by patient). gap96: full at 96 px with the global-average-pooling head",
     )
     parser.add_argument("-e", "--epochs", type=epoch_count, help="default: from --recipe")
     parser.add_argument(
@@ -235,12 +235,20 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
         "model, so load_model.py follows it (default: from --recipe, 64). About the "
         "images' own size or less: 32 for 48-pixel images is as good and 3-4x faster",
     )
+    parser.add_argument(
+        "--head",
+        choices=HEADS,
+        help="the network's head: tutorial, the article's 8x8 average pooling + Flatten (its "
+        "Dense layer grows with --image-size), or gap, global average pooling (the same "
+        "parameters at any size); stored in the model (default: from --recipe, tutorial)",
+    )
 
 
 def apply_recipe(args: argparse.Namespace) -> None:
     """Fill every field the command line left unset from --recipe."""
     recipe = RECIPES[args.recipe]
-    for field in ("epochs", "batch_size", "learning_rate", "schedule", "augmentation"):
+    fields = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "head")
+    for field in fields:
         if getattr(args, field) is None:
             setattr(args, field, recipe[field])
     if args.image_size is None:

@@ -1,10 +1,17 @@
-"""The small pre-activation bottleneck ResNet of the tutorial, on Keras 3."""
+"""The small pre-activation bottleneck ResNet of the tutorial, on Keras 3.
+
+Two heads: ``tutorial`` (the article's ``AveragePooling2D((8, 8))`` + ``Flatten``, whose
+Dense layer grows with the input: 1,024 features at 64 px, 2,304 at 96 px) and ``gap``
+(global average pooling: 256 features at any size, so larger inputs cost no parameters).
+"""
 
 from __future__ import annotations
 
 import keras
 from keras import layers
 from keras.regularizers import l2
+
+from pyimagesearch.recipes import HEADS
 
 
 class ResNet:
@@ -64,10 +71,14 @@ class ResNet:
         bnEps: float = 2e-5,
         bnMom: float = 0.9,
         batch_norm: type[layers.Layer] = layers.BatchNormalization,
+        head: str = "tutorial",
     ) -> keras.Model:
         """Build the network for channels-last `height x width x depth` inputs.
 
-        ``batch_norm`` lets training swap in a faster, weight-compatible layer."""
+        ``batch_norm`` lets training swap in a faster, weight-compatible layer; ``head``
+        is one of HEADS. The head is a layer of the saved config, so loading needs no flag."""
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         chanDim = -1
         inputs = keras.Input(shape=(height, width, depth), name="image")
 
@@ -97,8 +108,11 @@ class ResNet:
 
         x = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(x)
         x = layers.Activation("relu")(x)
-        x = layers.AveragePooling2D((8, 8))(x)
-        x = layers.Flatten()(x)
+        if head == "gap":
+            x = layers.GlobalAveragePooling2D()(x)
+        else:
+            x = layers.AveragePooling2D((8, 8))(x)
+            x = layers.Flatten()(x)
         x = layers.Dense(classes, kernel_regularizer=l2(reg))(x)
         # float32 softmax keeps probabilities exact under a mixed-precision policy.
         outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)

@@ -67,6 +67,7 @@ class TrainConfig:
     learning_rate: float = 0.1
     schedule: str = "time-decay"
     augmentation: str = "tutorial"
+    head: str = "tutorial"  # resnet.HEADS: the article's pooling + Flatten, or global pooling
     recipe: str | None = None
     exclude: str | None = None  # a list of files (e.g. the audit's issues.csv) left out of training
     val_split: float | None = None  # a flat folder of classes: shares split off for validation
@@ -96,6 +97,7 @@ def build_model(
     num_classes: int,
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     batch_norm: type[keras.layers.Layer] = keras.layers.BatchNormalization,
+    head: str = "tutorial",
 ) -> keras.Model:
     """The tutorial's network: three stages (2, 2, 3) of 32-64-128-256 filters."""
     height, width = image_size
@@ -108,15 +110,18 @@ def build_model(
         (32, 64, 128, 256),
         reg=0.0005,
         batch_norm=batch_norm,
+        head=head,
     )
 
 
-def portable_copy(model: keras.Model, image_size: tuple[int, int]) -> keras.Model:
+def portable_copy(
+    model: keras.Model, image_size: tuple[int, int], head: str = "tutorial"
+) -> keras.Model:
     """The trained weights in a plain float32 Keras model with stock layers: what users load."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        portable = build_model(model.output_shape[-1], image_size)
+        portable = build_model(model.output_shape[-1], image_size, head=head)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     portable.set_weights(model.get_weights())
@@ -233,6 +238,8 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
     }
     size = metadata["preprocessing"]
     saved = {**{k: state.get(k) for k in expected}, "image_size": [size["height"], size["width"]]}
+    expected["head"] = config.head
+    saved["head"] = state.get("head", "tutorial")  # checkpoints from before --head
     if saved != expected or metadata["class_names"] != class_names:
         raise UserError(
             f"--resume: checkpoint was made with {saved} and classes {metadata['class_names']}; "
@@ -302,7 +309,9 @@ def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
         # Seeds Python, NumPy and TensorFlow: weight initialisation and every random op.
         keras.utils.set_random_seed(seed)
         if model is None:
-            model = build_model(len(class_names), config.image_size, FusedBatchNormalization)
+            model = build_model(
+                len(class_names), config.image_size, FusedBatchNormalization, config.head
+            )
     return model, seed, history
 
 
@@ -373,6 +382,7 @@ def provenance(config: TrainConfig, arrays: dict, seed: int, history: dict, **ex
         "learning_rate": config.learning_rate,
         "schedule": config.schedule,
         "augmentation": config.augmentation,
+        "head": config.head,
         "history": history,
         **extra,
     }
@@ -453,7 +463,7 @@ def fit_network(run: Run) -> None:
         state = {"epoch": epoch, "epochs": config.epochs, "batch_size": config.batch_size,
                  "precision": config.precision, "learning_rate": config.learning_rate,
                  "schedule": config.schedule, "augmentation": config.augmentation,
-                 "seed": run.seed, "history": run.history}  # fmt: skip
+                 "head": config.head, "seed": run.seed, "history": run.history}  # fmt: skip
         save_model(run.model, config.checkpoint, {**run.metadata(), "checkpoint": state})
 
     saver = save_checkpoint if config.checkpoint and config.chief else None
@@ -464,7 +474,7 @@ def evaluate_network(run: Run) -> TrainResult:
     """Step 5, the classification report on the testing split, of exactly the network
     that will be saved; then its temperature, fitted on validation."""
     config, arrays, class_names, positive = run.config, run.arrays, run.class_names, run.positive
-    model = portable_copy(run.model, config.image_size)
+    model = portable_copy(run.model, config.image_size, config.head)
     print("[INFO] evaluating network...")
     test_labels = arrays["testing"][1]
     probabilities = model.predict(make_dataset(*arrays["testing"], config.batch_size), verbose=0)

@@ -265,3 +265,25 @@ def test_crossval_stops_cleanly_and_summarises_finished_folds(few_patients: Path
     assert {r["fold"] for r in read_rows(output / "oof.csv")} == {"1"}
     assert (output / "fold-2/model.keras.checkpoint").is_file()
     assert not (output / "fold-2/result.json").exists()
+
+
+def test_holdout_sets_whole_patients_aside():
+    """--holdout: about the share asked for, whole patients of both classes, seeded, and
+    none of them left in what the folds are made of."""
+    from pyimagesearch.crossval import hold_out, without
+
+    labels, patients = synthetic_patients(40)
+    paths = [f"cell{i}.png" for i in range(len(labels))]
+    held = hold_out(labels, patients, 0.25, seed=3)
+    assert np.array_equal(held, hold_out(labels, patients, 0.25, seed=3))
+    assert not np.array_equal(held, hold_out(labels, patients, 0.25, seed=4))
+    assert 0.15 < len(held) / len(labels) < 0.35 and set(labels[held]) == {0, 1}
+    rest_paths, rest_labels, rest_patients = without(paths, labels, patients, held)
+    held_patients = {patients[i] for i in held}
+    assert not held_patients & set(rest_patients), "a held-out patient is in the folds"
+    assert (
+        len(rest_paths) + len(held) == len(paths) == len(set(rest_paths) | {paths[i] for i in held})
+    )
+    assert len(rest_labels) == len(rest_patients) == len(rest_paths)
+    with pytest.raises(UserError, match="too few"):
+        hold_out(labels[:3], patients[:3], 0.25, seed=3)

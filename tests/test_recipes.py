@@ -8,7 +8,7 @@ import pytest
 
 import save_model
 from pyimagesearch.augmentation import AUGMENTATIONS
-from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES, SCHEDULES
+from pyimagesearch.recipes import DEFAULT_RECIPE, HEADS, RECIPES, SCHEDULES
 from pyimagesearch.serialization import read_metadata
 from pyimagesearch.train import build_model, compile_model
 
@@ -19,9 +19,10 @@ FLAGS = {  # each recipe setting and the save_model.py flag that overrides it
     "schedule": "--schedule",
     "augmentation": "--augmentation",
     "image_size": "--image-size",
+    "head": "--head",
 }
 OTHER = {"epochs": 3, "batch_size": 5, "learning_rate": 0.007, "schedule": None,
-         "augmentation": None, "image_size": 40}  # fmt: skip
+         "augmentation": None, "image_size": 40, "head": None}  # fmt: skip
 
 
 def resolved(*argv: str) -> dict:
@@ -38,7 +39,7 @@ def test_a_recipe_fills_what_the_command_line_leaves_out(recipe):
     for key, flag in FLAGS.items():
         value = OTHER[key]
         if value is None:  # a choice: any other than the recipe's
-            choices = SCHEDULES if key == "schedule" else AUGMENTATIONS
+            choices = {"schedule": SCHEDULES, "augmentation": AUGMENTATIONS, "head": HEADS}[key]
             value = next(c for c in choices if c != base[key])
         changed = resolved("--recipe", recipe, flag, str(value))
         assert changed == {**base, key: value}, flag

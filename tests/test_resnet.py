@@ -35,3 +35,41 @@ def test_outputs_are_probabilities():
     model = ResNet.build(64, 64, 3, 3, (1, 1, 1), (8, 16, 32, 64))
     out = model.predict(np.random.default_rng(0).random((4, 64, 64, 3), dtype="float32"), verbose=0)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_gap_head_takes_any_size_with_the_same_parameters(tmp_path):
+    """--head gap: global average pooling, so the network has the same weights at 32, 64
+    and 96 px (the tutorial head's Dense layer grows with the input), and the head is a
+    layer of the config: a save and safe load gives the same network back."""
+    from pyimagesearch.preprocessing import default_recipe
+    from pyimagesearch.serialization import load_model, save_model
+
+    gap = {size: build_model(2, (size, size), head="gap") for size in (32, 64, 96)}
+    assert len({model.count_params() for model in gap.values()}) == 1
+    assert gap[64].count_params() < build_model(2, (64, 64)).count_params()
+    assert build_model(2, (96, 96)).count_params() > build_model(2, (64, 64)).count_params()
+    out = gap[96].predict(np.zeros((2, 96, 96, 3), "float32"), verbose=0)
+    assert out.shape == (2, 2)
+
+    metadata = {"class_names": ["a", "b"], "preprocessing": default_recipe((96, 96))}
+    path = tmp_path / "gap.model"
+    save_model(gap[96], path, metadata)
+    loaded, _ = load_model(path)
+    assert [type(layer).__name__ for layer in loaded.layers[-4:]] == [
+        "Activation", "GlobalAveragePooling2D", "Dense", "Activation",
+    ]  # fmt: skip
+    ones = np.ones((1, 96, 96, 3), "float32")
+    expected = gap[96].predict(ones, verbose=0)
+    np.testing.assert_allclose(loaded.predict(ones, verbose=0), expected, atol=1e-6)
+
+
+def test_default_head_is_the_tutorials():
+    """The default network is the article's, layer for layer: 8x8 average pooling, Flatten,
+    and exactly the parameters it had before --head existed (whose configuration and
+    seeded initial weights were checked equal to this one's when --head was added)."""
+    article = ResNet.build(64, 64, 3, 2, (2, 2, 3), (32, 64, 128, 256), reg=0.0005)
+    for default in (build_model(2), article):
+        kinds = [type(layer).__name__ for layer in default.layers[-5:]]
+        assert kinds == ["Activation", "AveragePooling2D", "Flatten", "Dense", "Activation"]
+        assert default.count_params() == 294_638
+        assert default.layers[-3].output.shape[-1] == 1024  # 2 x 2 x 256 at 64 px

@@ -1,0 +1,103 @@
+"""crossval --ensemble: one ordinary model file whose output is the mean of the fold
+models' calibrated probabilities, read by load_model.py's fast path without TensorFlow."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import run_script, write_dataset, write_image
+
+from pyimagesearch.errors import UserError
+from pyimagesearch.preprocessing import default_recipe
+
+CLASSES = ["Parasitized", "Uninfected"]
+# Far from 1, so that a missing (or doubled) temperature moves the mean by far more than
+# the 1e-5 the comparison allows.
+TEMPERATURES = (0.25, 3.0, None)
+
+
+def fold_models(root: Path) -> list[Path]:
+    """Three small untrained fold models, each with its own temperature (one without)."""
+    from pyimagesearch.serialization import save_model
+    from pyimagesearch.train import build_model
+
+    paths = []
+    for number, temperature in enumerate(TEMPERATURES, 1):
+        keras.utils.set_random_seed(number)
+        metadata = {
+            "class_names": CLASSES,
+            "preprocessing": default_recipe((32, 32)),
+            "provenance": {"seed": number, "final_metrics": {"test_accuracy": 0.5}},
+        }
+        if temperature is not None:
+            metadata["calibration"] = {"method": "temperature", "temperature": temperature}
+        path = root / f"fold-{number}" / "model.keras"
+        path.parent.mkdir(parents=True)
+        save_model(build_model(2, (32, 32)), path, metadata)
+        paths.append(path)
+    return paths
+
+
+def test_ensemble_file_is_the_mean_of_calibrated_folds(tmp_path: Path):
+    """load_model.py, in a fresh process on the ensemble's stored OpenVINO network, gives
+    the mean of what each fold model gives with its own temperature."""
+    from pyimagesearch.crossval import predict_files
+    from pyimagesearch.ensemble import write_ensemble
+    from pyimagesearch.serialization import load_model
+
+    paths = fold_models(tmp_path)
+    ensemble = tmp_path / "ensemble.model"
+    write_ensemble(paths, ensemble)
+    images = [
+        write_image(tmp_path / "cells" / name / f"{i}.png", seed=i)
+        for i, name in enumerate(CLASSES * 3)
+    ]
+    folds = [predict_files(*load_model(path), [str(p) for p in images])[1] for path in paths]
+    expected = np.mean(folds, axis=0)
+    assert np.abs(folds[0] - folds[1]).max() > 1e-3, "the folds must differ to test a mean"
+
+    rows_csv = tmp_path / "ensemble.csv"
+    result = run_script(
+        "load_model.py", "--model", str(ensemble), "--images", str(tmp_path / "cells"),
+        "--samples", "0", "--csv", str(rows_csv), "--precision", "float32",
+        "--output", str(tmp_path / "montage.png"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OpenVINO" in result.stdout and "calibrated with temperature" not in result.stdout
+    assert "ensemble: the mean of 3 models' calibrated probabilities" in result.stdout
+    with open(rows_csv, newline="") as handle:
+        rows = {Path(r["path"]).resolve(): r for r in csv.DictReader(handle)}
+    got = np.array([[float(rows[p.resolve()][f"p_{c}"]) for c in CLASSES] for p in images])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    _, metadata = load_model(ensemble)
+    assert "calibration" not in metadata, "the ensemble's output is calibrated already"
+    members = metadata["provenance"]["ensemble"]["members"]
+    assert [m["temperature"] for m in members] == list(TEMPERATURES)
+
+
+def test_ensemble_refuses_missing_folds(tmp_path: Path, capsys):
+    """A missing fold is refused with one line: by write_ensemble, and by crossval before
+    any training when --only leaves a fold undone."""
+    from pyimagesearch import crossval
+    from pyimagesearch.ensemble import write_ensemble
+    from pyimagesearch.errors import run_command
+
+    paths = [tmp_path / f"fold-{k}" / "model.keras" for k in (1, 2)]
+    with pytest.raises(UserError, match="needs every fold's model; missing"):
+        write_ensemble(paths, tmp_path / "ensemble.model")
+
+    data = write_dataset(tmp_path / "data", {"training": 6}) / "training"
+    output = tmp_path / "cv"
+    argv = ["-d", str(data), "-o", str(output), "--folds", "3", "--image-size", "32",
+            "--group-pattern", r"_(\d+)\.", "--ensemble", str(tmp_path / "e.model")]  # fmt: skip
+    capsys.readouterr()
+    assert run_command(crossval.main, [*argv, "--only", "1,3"]) == 2
+    printed = capsys.readouterr()
+    assert len(printed.err.splitlines()) == 1, printed.err
+    assert "--ensemble needs all 3 folds" in printed.err and "fold(s) 2 " in printed.err
+    assert "training on" not in printed.out and not output.exists()
