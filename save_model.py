@@ -150,30 +150,19 @@ def write_calibration_plot(calibration, path: str) -> None:
 
 def training_config(args: argparse.Namespace) -> TrainConfig:
     """The options as the training code takes them (``train.TrainConfig``)."""
-    from pyimagesearch.train import TrainConfig
+    from pyimagesearch.train import config_from_options
 
-    return TrainConfig(
-        args.dataset,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
+    return config_from_options(
+        args,
         seed=args.seed,
         checkpoint=args.checkpoint,
         resume=args.resume,
-        precision=args.precision,
         distribute=args.distribute,
         cpu_devices=args.cpu_devices,
-        learning_rate=args.learning_rate,
-        schedule=args.schedule,
-        augmentation=args.augmentation,
-        head=args.head,
-        recipe=args.recipe,
-        exclude=args.exclude,
         val_split=args.val_split,
         test_split=args.test_split,
         group_pattern=args.group_pattern,
         split_seed=args.split_seed,
-        positive_class=args.positive_class,
-        image_size=(args.image_size, args.image_size),
         chief=args.chief,
     )
 

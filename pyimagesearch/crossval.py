@@ -169,7 +169,7 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
     from pyimagesearch.data import Split
     from pyimagesearch.modelfile import checkpoint_path_for
     from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import TrainConfig, train
+    from pyimagesearch.train import config_from_options, train
 
     paths, labels, class_names, patients = images
     folder.mkdir(parents=True, exist_ok=True)
@@ -184,24 +184,12 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         "validation": split("validation", fold.validation),
         "testing": split("testing", fold.testing),
     }
-    config = TrainConfig(
-        args.dataset,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
+    config = config_from_options(
+        args,
         seed=args.seed + fold.number,
-        image_size=(args.image_size,) * 2,
         checkpoint=str(checkpoint),
         resume=checkpoint.exists(),
-        precision=args.precision,
-        learning_rate=args.learning_rate,
-        schedule=args.schedule,
-        augmentation=args.augmentation,
-        head=args.head,
-        recipe=args.recipe,
-        exclude=args.exclude,
-        positive_class=args.positive_class,
         verbose=2,
-        max_pixels=args.max_pixels,
     )
     started = time.monotonic()
     result = train(config, splits)

@@ -9,6 +9,7 @@ an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import platform
@@ -217,6 +218,26 @@ def epoch_steps(images: int, batch_size: int) -> int:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**31
+
+
+def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
+    """The options save_model.py and crossval share (pyimagesearch.options), as the
+    training code takes them; FIELDS are the command's own (seed, checkpoint, ...)."""
+    shared = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "schedule": args.schedule,
+        "augmentation": args.augmentation,
+        "head": args.head,
+        "image_size": (args.image_size, args.image_size),
+        "recipe": args.recipe,
+        "precision": args.precision,
+        "exclude": args.exclude,
+        "positive_class": args.positive_class,
+        "max_pixels": args.max_pixels,
+    }
+    return TrainConfig(args.dataset, **{**shared, **fields})
 
 
 def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, dict]:

@@ -151,3 +151,21 @@ def test_max_pixels_is_passed_to_the_listing_and_not_kept(tmp_path: Path):
     assert len(pool_dataset(root, bound).paths) == 8
     again, _ = scan_dataset(root)
     assert len(again["training"].paths) == 5
+
+
+def test_save_model_and_crossval_pass_max_pixels_to_training(synthetic_dataset: Path, tmp_path):
+    """--max-pixels reaches the training code of both commands (it travels in
+    TrainConfig, not in a global). Mutation: config_from_options leaving max_pixels out
+    fails this."""
+    import save_model
+    from pyimagesearch import crossval
+    from pyimagesearch.options import apply_recipe
+    from pyimagesearch.train import config_from_options
+
+    for parse_args, argv in (
+        (save_model.parse_args, ["-d", str(synthetic_dataset), "-m", str(tmp_path / "m.keras")]),
+        (crossval.parse_args, ["-d", str(synthetic_dataset), "-o", str(tmp_path / "cv")]),
+    ):
+        args = parse_args([*argv, "--max-pixels", "100"])
+        apply_recipe(args)  # crossval fills the recipe's fields after recording its settings
+        assert config_from_options(args).max_pixels == 100
