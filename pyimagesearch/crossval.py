@@ -398,8 +398,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--augmentation",
         choices=AUGMENTATIONS,
-        help="as in save_model.py: none, flip, tutorial or any-orientation "
-        "(default: from --recipe)",
+        help="as in save_model.py: none, flip, tutorial, any-orientation, or either of the "
+        "last two with +colour (random hue and saturation) (default: from --recipe)",
     )
     parser.add_argument(
         "--group-pattern",
