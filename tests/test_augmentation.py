@@ -75,7 +75,9 @@ def test_a_colour_trained_model_classifies_with_the_plain_preprocessing(
             "--augmentation", "tutorial+colour"]  # fmt: skip
     run = train_in_process(argv, monkeypatch)
     for split in ("validation", "testing"):
-        assert np.array_equal(run.fed_to_model(split), run.decoded[split][0]), split
+        images = run.decoded[split][0]
+        assert any(source is images for source, _ in run.fed), f"{split} went through an augmenter"
+        assert np.array_equal(run.fed_to_model(split), images), split
     model, metadata = load_model(model_path)
     assert not [layer for layer in model.layers if type(layer).__name__.startswith("Random")]
     assert metadata["preprocessing"] == default_recipe((32, 32))
