@@ -21,19 +21,23 @@ AUGMENTATIONS = (
 )
 COLOUR = "+colour"
 # "+colour": the stain varies between patients' slides far more than anything else in
-# the pixels (measured on 15 cells of each of the 160 patients of the 12,000-image NIH
-# subset, foreground pixels: per-patient mean hue, weighted by saturation, spreads from
-# -42 to +55 degrees between the quartiles around its circular mean; mean saturation
-# from 0.47x to 1.22x its median; mean value only from 0.91x to 1.12x, 5th to 95th
-# percentile). Rajaraman et al. 2018 (PeerJ 6:e4568) blame the drop from cell-level to
-# patient-level accuracy on these staining differences, and Tellez et al. 2019 ("Quantifying
-# the effects of data augmentation and stain color normalization in convolutional neural
-# networks for computational pathology", Med. Image Anal. 58:101544) found colour (HSV)
-# augmentation the lever that carries a model to slides of other centres. So hue and
-# saturation move, with Keras' own layers, each image by its own draw: hue turned by up
-# to 0.1 of the circle (36 degrees) either way, saturation multiplied by 0.5-1.5. Brightness
-# and contrast stay: between patients they differ little, and both layers would lift the
-# black background every NIH crop has; hue and saturation leave black black.
+# the pixels. Measured by `python -m bench.stain_spread` (15 cells of each of the 160
+# patients of the 12,000-image NIH subset, the cells' pixels without the black
+# background), per-patient means between the quartiles (5th to 95th percentile): hue,
+# weighted by saturation, -50 to +41 degrees around the circular mean (-73 to +47);
+# saturation 0.47x to 1.22x the median patient's (0.29x to 1.41x); value only 0.95x to
+# 1.07x (0.91x to 1.12x).
+# Rajaraman et al. 2018 (PeerJ 6:e4568) attribute the drop from cell-level to
+# patient-level accuracy on this set to staining differences between slides, and Tellez
+# et al. 2019 ("Quantifying the effects of data augmentation and stain color normalization
+# in convolutional neural networks for computational pathology", Med. Image Anal.
+# 58:101544) found colour augmentation (HSV, HED) what carries a model to slides of other
+# centres, more than stain normalisation. So hue and saturation move, with Keras' own
+# layers, each image by its own draw: hue turned by up to 0.1 of the circle (36 degrees,
+# about the quartiles above) either way, saturation multiplied by 0.5 to 1.5. Brightness
+# is left alone (it differs little), and so is contrast (not measured here): Keras'
+# RandomBrightness and RandomContrast would both lift the black background that every
+# NIH crop has, where hue and saturation leave black black.
 HUE_FACTOR = 0.2  # RandomHue turns the hue by up to half the factor (of the circle)
 SATURATION_FACTOR = (1 / 3, 0.6)  # RandomSaturation multiplies by f / (1 - f): 0.5 to 1.5
 
