@@ -53,6 +53,9 @@ from pyimagesearch.build_dataset import (
     tutorial_split,
     write_split,
 )
+from pyimagesearch.build_dataset import (
+    patient_of as nih_patient,
+)
 from pyimagesearch.errors import UserError, run_command
 from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES
 from pyimagesearch.splitting import NIH_GROUP_PATTERN, groups_for, split_by_fractions
@@ -112,7 +115,8 @@ def hold_out(files: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[st
 
 
 def patient_of(file_name: str) -> str:
-    return groups_for([file_name], NIH_GROUP_PATTERN, "patient")[0]
+    """The NIH patient (or healthy slide) of a file; a name without one is its own."""
+    return nih_patient(file_name) or file_name
 
 
 def check_extra(extra: list[str], recipe: str) -> None:
