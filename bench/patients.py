@@ -50,11 +50,9 @@ from pyimagesearch.build_dataset import (
     CLASSES,
     find_class_root,
     list_class_files,
+    patient_of,
     tutorial_split,
     write_split,
-)
-from pyimagesearch.build_dataset import (
-    patient_of as nih_patient,
 )
 from pyimagesearch.errors import UserError, run_command
 from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES
@@ -114,9 +112,9 @@ def hold_out(files: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[st
     return parts[0], parts[1]
 
 
-def patient_of(file_name: str) -> str:
+def patient(file_name: str) -> str:
     """The NIH patient (or healthy slide) of a file; a name without one is its own."""
-    return nih_patient(file_name) or file_name
+    return patient_of(file_name) or file_name
 
 
 def check_extra(extra: list[str], recipe: str) -> None:
@@ -170,7 +168,7 @@ def judge(model: Path, paths: list[str], classes: list[str]) -> dict:
     labels = np.asarray([names.index(classes[i]) for i in index])
     metrics = classification_metrics(labels, probabilities, names, names.index(POSITIVE))
     rows = [
-        {"file": os.path.basename(paths[i]), "patient": patient_of(os.path.basename(paths[i])),
+        {"file": os.path.basename(paths[i]), "patient": patient(os.path.basename(paths[i])),
          "label": classes[i], "predicted": names[int(p.argmax())],
          f"prob_{POSITIVE}": f"{p[names.index(POSITIVE)]:.6f}"}
         for i, p in zip(index, probabilities, strict=True)
@@ -280,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     training, held = hold_out(files)
     held_paths = [str(root / name / f) for name in CLASSES for f in held[name]]
     held_classes = [name for name in CLASSES for _ in held[name]]
-    held_patients = sorted({patient_of(f) for name in CLASSES for f in held[name]})
-    trained_patients = {patient_of(f) for name in CLASSES for f in training[name]}
+    held_patients = sorted({patient(f) for name in CLASSES for f in held[name]})
+    trained_patients = {patient(f) for name in CLASSES for f in training[name]}
     print(
         f"[INFO] held out {len(held_paths)} images of {len(held_patients)} patients "
         f"(seed {HOLDOUT_SEED}); splits are drawn from {sum(map(len, training.values()))} "
@@ -310,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_csv(output / f"seed-{seed}-predictions.csv", rows)
                 write_csv(
                     output / f"seed-{seed}-split.csv",
-                    [{"split": s, "label": name, "file": f, "patient": patient_of(f)}
+                    [{"split": s, "label": name, "file": f, "patient": patient(f)}
                      for s, by_class in split.items() for name, names in by_class.items()
                      for f in names],
                 )  # fmt: skip
@@ -320,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if output is not None:
         write_csv(
             output / "held-out.csv",
-            [{"patient": p, "images": sum(patient_of(f) == p for n in CLASSES for f in held[n])}
+            [{"patient": p, "images": sum(patient(f) == p for n in CLASSES for f in held[n])}
              for p in held_patients],
         )  # fmt: skip
         (output / "summary.md").write_text(table + "\n")
