@@ -224,7 +224,9 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
         choices=AUGMENTATIONS,
         help="none: no augmentation; flip: horizontal flips only; tutorial: the original's "
         "(rotation 20 degrees, zoom, shifts, shear, horizontal flips); any-orientation: any "
-        "rotation and both flips. Flips are wrong where left and right differ (text, digits) "
+        "rotation and both flips; tutorial+colour, any-orientation+colour: the same plus random "
+        "hue (up to 36 degrees) and saturation (0.5-1.5x) per image, as stains differ between "
+        "slides (training only). Flips are wrong where left and right differ (text, digits) "
         "(default: from --recipe)",
     )
     add_batch_size(parser, None, "images per training step")

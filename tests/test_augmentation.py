@@ -24,3 +24,61 @@ def test_full_recipe_augmentation_turns_cells_any_way():
 def test_unknown_augmentation_is_refused():
     with pytest.raises(ValueError, match="unknown augmentation"):
         build_augmenter(kind="sideways")
+
+
+def disc_images(count: int = 64) -> np.ndarray:
+    """COUNT copies of a pink 'cell' with a purple 'parasite' on the black background
+    of every NIH crop (pixels in [0, 1], as the training pipeline holds them)."""
+    images = np.zeros((count, 32, 32, 3), dtype="float32")
+    rows, cols = np.mgrid[:32, :32]
+    images[:, (rows - 16) ** 2 + (cols - 16) ** 2 < 100] = (0.85, 0.55, 0.65)
+    images[:, (rows - 14) ** 2 + (cols - 18) ** 2 < 6] = (0.45, 0.2, 0.55)
+    return images
+
+
+def chromaticity(images: np.ndarray) -> np.ndarray:
+    """Each image's share of red, green and blue in its cell: geometry cannot move it
+    (black mixed in by a resample scales all three alike), colour does."""
+    totals = images.sum(axis=(1, 2))
+    return totals / totals.sum(axis=1, keepdims=True)
+
+
+def test_colour_augmentation_varies_the_stain_of_each_image():
+    images = disc_images()
+    plain = np.asarray(build_augmenter(seed=3, kind="tutorial")(images, training=True))
+    coloured = np.asarray(build_augmenter(seed=3, kind="tutorial+colour")(images, training=True))
+    assert chromaticity(plain).std(axis=0).max() < 1e-3  # geometry alone keeps the stain
+    spread = chromaticity(coloured).std(axis=0).max()
+    assert spread > 0.01, f"the colour augmentation left the stain as it was ({spread:.4f})"
+    # The black background stays black: hue and saturation never lift it.
+    assert np.abs(coloured[:, :2, :2]).max() < 1e-6
+
+
+def test_colour_augmentation_is_for_training_only():
+    images = disc_images(8)
+    augmenter = build_augmenter(seed=3, kind="tutorial+colour")
+    assert np.array_equal(np.asarray(augmenter(images, training=False)), images)
+
+
+def test_a_colour_trained_model_classifies_with_the_plain_preprocessing(
+    synthetic_dataset, tmp_path, monkeypatch
+):
+    """Validation and testing were fed the decoded images untouched, the saved model holds
+    no random layer, and its preprocessing is the one every other model has."""
+    from pyimagesearch.preprocessing import default_recipe
+    from pyimagesearch.serialization import load_model
+    from tests.conftest import train_in_process
+
+    model_path = tmp_path / "colour.keras"
+    argv = ["--dataset", str(synthetic_dataset), "--model", str(model_path), "--plot",
+            str(tmp_path / "plot.png"), "--epochs", "1", "--image-size", "32", "--seed", "1",
+            "--augmentation", "tutorial+colour"]  # fmt: skip
+    run = train_in_process(argv, monkeypatch)
+    for split in ("validation", "testing"):
+        images = run.decoded[split][0]
+        assert any(source is images for source, _ in run.fed), f"{split} went through an augmenter"
+        assert np.array_equal(run.fed_to_model(split), images), split
+    model, metadata = load_model(model_path)
+    assert not [layer for layer in model.layers if type(layer).__name__.startswith("Random")]
+    assert metadata["preprocessing"] == default_recipe((32, 32))
+    assert metadata["provenance"]["augmentation"] == "tutorial+colour"
