@@ -242,7 +242,7 @@ def suspect_tile(
     confidence: float,
     paired: bool,
     class_names: list[str],
-    max_pixels: int,
+    max_pixels: int | None = None,
 ):
     """One montage tile: the cell, rank and given label above, the model's label and
     confidence below it (in the class's palette colour; CLASS_NAMES is the model's class
