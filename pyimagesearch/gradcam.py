@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pyimagesearch.errors import UserError
+
 # Heat is drawn in OpenCV's JET colour map (blue cold, red hot) over this share of the tile.
 ALPHA = 0.45
 
@@ -26,9 +28,14 @@ def last_conv_layer(model: keras.Model) -> keras.layers.Layer:
     """The last layer with a spatial (4-D) output before pooling: in this ResNet, the
     ReLU after the final BatchNormalization, i.e. the activated last residual block."""
     for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue  # the pixels themselves: a map of them would explain nothing
         if len(layer.output.shape) == 4 and "Pooling" not in type(layer).__name__:
             return layer
-    raise ValueError(f"model '{model.name}' has no convolutional (4-D) layer")
+    raise UserError(
+        f"--explain needs a network of its own convolutional layers; model '{model.name}' "
+        "has none (an ensemble's members are nested models: explain one member instead)"
+    )
 
 
 def gradcam_model(model: keras.Model) -> keras.Model:

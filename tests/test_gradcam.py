@@ -184,3 +184,17 @@ def test_load_model_explain_draws_and_saves_overlays(
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "was not written by this tool" in refused.stderr
     assert (theirs / "notes.txt").read_text() == "mine" and not (tmp_path / "x.png").exists()
+
+
+def test_a_model_without_its_own_convolutions_is_refused_in_one_line():
+    """An ensemble file (crossval --ensemble) nests its members: --explain must say so,
+    not explain the input pixels. Mutation: dropping the InputLayer skip in
+    last_conv_layer returns the input and fails this."""
+    from pyimagesearch.errors import UserError
+
+    inputs = keras.Input((8, 8, 3))
+    member = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                               keras.layers.Dense(2, activation="softmax")])  # fmt: skip
+    nested = keras.Model(inputs, keras.layers.Average()([member(inputs), member(inputs)]))
+    with pytest.raises(UserError, match="explain one member"):
+        gradcam.last_conv_layer(nested)
