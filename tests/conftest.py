@@ -84,6 +84,28 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"MALARIA_SOURCE is set, but this real-data test skipped: {reason}"
 
 
+# Under pytest-xdist (``-n 2``, the README's test command) each worker builds its own
+# session fixtures. The models that many files share take minutes to train, so every test
+# that needs one runs in the worker that trained it; the rest go file by file, so a
+# module's own fixtures are built once too. Costly groups are handed out first, so the
+# last group to run is a short one.
+SHARED_MODELS = ("trained_run", "digits_run")  # the session fixtures worth a worker each
+
+
+def test_group(item: pytest.Item) -> str:
+    """The xdist group of ITEM: the shared model it needs, or else its file."""
+    return next((name for name in SHARED_MODELS if name in item.fixturenames), item.path.name)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups = {item.nodeid: test_group(item) for item in items}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    first = {group: index for index, group in enumerate(SHARED_MODELS)}
+    items.sort(key=lambda item: first.get(groups[item.nodeid], len(first)))  # stable
+
+
 @pytest.fixture(scope="session")
 def tutorial_dataset(malaria_source: Path, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("data") / "malaria"
