@@ -14,7 +14,7 @@ import pytest
 from pyimagesearch.serialization import load_model
 from tests.conftest import ROOT, run_script, write_dataset
 
-ARGS = ["--epochs", "3", "--batch-size", "2", "--seed", "5"]
+ARGS = ["--epochs", "3", "--batch-size", "2", "--seed", "5", "--image-size", "32"]
 # The resume test trains in bfloat16, which keeps the opt-in mixed-precision path
 # (checkpoint, resume, float32 model saved from it) covered; on CPUs without AMX it is
 # emulated, slower but exact. The SIGKILL test is about files, so it runs in float32.
