@@ -15,7 +15,14 @@ import argparse
 
 from pyimagesearch import safety
 from pyimagesearch.augmentation import AUGMENTATIONS
-from pyimagesearch.recipes import DEFAULT_RECIPE, HEADS, RECIPES, SCHEDULES
+from pyimagesearch.recipes import (
+    BN_STATISTICS,
+    DEFAULT_RECIPE,
+    HEADS,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+)
 
 SEED_MAX = 2**31 - 1  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
 # Each epoch gets its own seeded pipeline, built before fit(): a bound keeps a typo
@@ -205,13 +212,27 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
         "tutorial: the original article's exact hyperparameters (25 epochs, SGD 0.1 with "
         "time decay), whose result depends on the seed. full: 12 epochs, batch 64, cosine, "
         "images rotated to any angle and flipped both ways (made for the whole NIH malaria "
-        "set split by patient). gap96: full at 96 px with the global-average-pooling head",
+        "set split by patient). gap96: full at 96 px with the global-average-pooling head. "
+        "adam: stable with Adam (peak 0.001) and the BatchNormalization statistics recomputed",
     )
     parser.add_argument("-e", "--epochs", type=epoch_count, help="default: from --recipe")
     parser.add_argument(
         "--learning-rate",
         type=positive_number,
-        help="peak learning rate of SGD (momentum 0.9) (default: from --recipe)",
+        help="peak learning rate of the optimizer (default: from --recipe; with an "
+        "--optimizer other than the recipe's, that optimizer's: sgd 0.03, adam 0.001)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=tuple(OPTIMIZERS),
+        help="sgd: SGD with momentum 0.9, as the article; adam: Adam (default: from --recipe)",
+    )
+    parser.add_argument(
+        "--bn-statistics",
+        choices=BN_STATISTICS,
+        help="BatchNormalization statistics the saved model keeps: moving, the averages "
+        "kept during training; recomputed, their plain mean over the un-augmented training "
+        "images after training (needed with adam) (default: from --recipe)",
     )
     parser.add_argument(
         "--schedule",
@@ -249,7 +270,10 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
 def apply_recipe(args: argparse.Namespace) -> None:
     """Fill every field the command line left unset from --recipe."""
     recipe = RECIPES[args.recipe]
+    if args.optimizer not in (None, recipe["optimizer"]) and args.learning_rate is None:
+        args.learning_rate = OPTIMIZERS[args.optimizer]  # the recipe's suits its optimizer
     fields = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "head")
+    fields += ("optimizer", "bn_statistics")
     for field in fields:
         if getattr(args, field) is None:
             setattr(args, field, recipe[field])

@@ -69,6 +69,8 @@ class TrainConfig:
     schedule: str = "time-decay"
     augmentation: str = "tutorial"
     head: str = "tutorial"  # resnet.HEADS: the article's pooling + Flatten, or global pooling
+    optimizer: str = "sgd"  # recipes.OPTIMIZERS
+    bn_statistics: str = "moving"  # recipes.BN_STATISTICS: "recomputed" after training
     recipe: str | None = None
     exclude: str | None = None  # a list of files (e.g. the audit's issues.csv) left out of training
     val_split: float | None = None  # a flat folder of classes: shares split off for validation
@@ -135,8 +137,9 @@ def compile_model(
     schedule: str = "time-decay",
     steps_per_epoch: int = 1,
     peak: float = 0.1,
+    optimizer: str = "sgd",
 ) -> None:
-    """SGD(peak, momentum 0.9) with the tutorial's schedule, or a cosine one.
+    """SGD(peak, momentum 0.9) (or Adam) with the tutorial's schedule, or a cosine one.
 
     "time-decay" is Keras 2's ``decay`` argument, lr / (1 + decay * iterations) with
     decay = lr / epochs, counted in optimizer iterations (batches): exactly
@@ -159,8 +162,12 @@ def compile_model(
         learning_rate = keras.optimizers.schedules.InverseTimeDecay(
             peak, decay_steps=1, decay_rate=peak / epochs
         )
+    if optimizer == "adam":
+        chosen = keras.optimizers.Adam(learning_rate=learning_rate)
+    else:
+        chosen = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9),
+        optimizer=chosen,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -230,6 +237,8 @@ def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
         "schedule": args.schedule,
         "augmentation": args.augmentation,
         "head": args.head,
+        "optimizer": args.optimizer,
+        "bn_statistics": args.bn_statistics,
         "image_size": (args.image_size, args.image_size),
         "recipe": args.recipe,
         "precision": args.precision,
@@ -261,6 +270,8 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
     saved = {**{k: state.get(k) for k in expected}, "image_size": [size["height"], size["width"]]}
     expected["head"] = config.head
     saved["head"] = state.get("head", "tutorial")  # checkpoints from before --head
+    expected["optimizer"] = config.optimizer
+    saved["optimizer"] = state.get("optimizer", "sgd")  # ... and before --optimizer
     if saved != expected or metadata["class_names"] != class_names:
         raise UserError(
             f"--resume: checkpoint was made with {saved} and classes {metadata['class_names']}; "
@@ -404,6 +415,8 @@ def provenance(config: TrainConfig, arrays: dict, seed: int, history: dict, **ex
         "schedule": config.schedule,
         "augmentation": config.augmentation,
         "head": config.head,
+        "optimizer": config.optimizer,
+        "bn_statistics": config.bn_statistics,
         "history": history,
         **extra,
     }
@@ -473,7 +486,9 @@ def compile_network(run: Run) -> None:
     # otherwise leave the cosine short of zero at the last step.
     steps = epoch_steps(len(run.arrays["training"][1]), config.batch_size)
     with run.strategy.scope():
-        compile_model(run.model, config.epochs, config.schedule, steps, config.learning_rate)
+        compile_model(
+            run.model, config.epochs, config.schedule, steps, config.learning_rate, config.optimizer
+        )
 
 
 def fit_network(run: Run) -> None:
@@ -484,11 +499,40 @@ def fit_network(run: Run) -> None:
         state = {"epoch": epoch, "epochs": config.epochs, "batch_size": config.batch_size,
                  "precision": config.precision, "learning_rate": config.learning_rate,
                  "schedule": config.schedule, "augmentation": config.augmentation,
-                 "head": config.head, "seed": run.seed, "history": run.history}  # fmt: skip
+                 "head": config.head, "optimizer": config.optimizer, "seed": run.seed,
+                 "history": run.history}  # fmt: skip
         save_model(run.model, config.checkpoint, {**run.metadata(), "checkpoint": state})
 
     saver = save_checkpoint if config.checkpoint and config.chief else None
     fit(config, run.model, run.arrays, run.seed, run.history, saver)
+
+
+def recompute_batch_norm(
+    model: keras.Model, images: np.ndarray, batch_size: int, seed: int = 0
+) -> None:
+    """Replace each BatchNormalization layer's moving statistics with their plain mean
+    over IMAGES (un-augmented, what inference sees), in shuffled batches.
+
+    The moving averages were gathered on augmented images, under weights that changed
+    at every step. With Adam they no longer fit the final weights: a model saved with
+    them called almost every unseen patient's cell Parasitized (docs/accuracy.md).
+    Keras has no call for this, so: one forward pass in training mode per batch, with
+    momentum i/(i+1), so that the first batch replaces the old statistics and batch i
+    weighs as much as each one before it."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers or len(images) == 0:
+        return
+    print(f"[INFO] recomputing BatchNormalization statistics on {len(images)} training images...")
+    momentum = [layer.momentum for layer in layers]
+    order = np.random.default_rng(seed).permutation(len(images))
+    # A last batch smaller than half the others is left out: its variance is noisier.
+    starts = range(0, max(len(images) - batch_size // 2, 1), batch_size)
+    for i, start in enumerate(starts):
+        for layer in layers:
+            layer.momentum = i / (i + 1)
+        model(images[order[start : start + batch_size]], training=True)
+    for layer, value in zip(layers, momentum, strict=True):
+        layer.momentum = value
 
 
 def evaluate_network(run: Run) -> TrainResult:
@@ -496,6 +540,8 @@ def evaluate_network(run: Run) -> TrainResult:
     that will be saved; then its temperature, fitted on validation."""
     config, arrays, class_names, positive = run.config, run.arrays, run.class_names, run.positive
     model = portable_copy(run.model, config.image_size, config.head)
+    if config.bn_statistics == "recomputed":
+        recompute_batch_norm(model, arrays["training"][0], config.batch_size, run.seed)
     print("[INFO] evaluating network...")
     test_labels = arrays["testing"][1]
     probabilities = model.predict(make_dataset(*arrays["testing"], config.batch_size), verbose=0)

@@ -8,7 +8,14 @@ import pytest
 
 import save_model
 from pyimagesearch.augmentation import AUGMENTATIONS
-from pyimagesearch.recipes import DEFAULT_RECIPE, HEADS, RECIPES, SCHEDULES
+from pyimagesearch.recipes import (
+    BN_STATISTICS,
+    DEFAULT_RECIPE,
+    HEADS,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+)
 from pyimagesearch.serialization import read_metadata
 from pyimagesearch.train import build_model, compile_model
 
@@ -20,9 +27,14 @@ FLAGS = {  # each recipe setting and the save_model.py flag that overrides it
     "augmentation": "--augmentation",
     "image_size": "--image-size",
     "head": "--head",
+    "optimizer": "--optimizer",
+    "bn_statistics": "--bn-statistics",
 }
 OTHER = {"epochs": 3, "batch_size": 5, "learning_rate": 0.007, "schedule": None,
-         "augmentation": None, "image_size": 40, "head": None}  # fmt: skip
+         "augmentation": None, "image_size": 40, "head": None, "optimizer": None,
+         "bn_statistics": None}  # fmt: skip
+CHOICES = {"schedule": SCHEDULES, "augmentation": AUGMENTATIONS, "head": HEADS,
+           "optimizer": tuple(OPTIMIZERS), "bn_statistics": BN_STATISTICS}  # fmt: skip
 
 
 def resolved(*argv: str) -> dict:
@@ -33,16 +45,29 @@ def resolved(*argv: str) -> dict:
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_a_recipe_fills_what_the_command_line_leaves_out(recipe):
     """--recipe NAME alone runs that recipe's settings; any one flag replaces its own
-    setting and leaves the recipe's others in place."""
+    setting and leaves the recipe's others in place (another --optimizer also brings its
+    own learning rate, below)."""
     base = resolved("--recipe", recipe)
     assert base == {key: RECIPES[recipe][key] for key in FLAGS}
     for key, flag in FLAGS.items():
         value = OTHER[key]
         if value is None:  # a choice: any other than the recipe's
-            choices = {"schedule": SCHEDULES, "augmentation": AUGMENTATIONS, "head": HEADS}[key]
-            value = next(c for c in choices if c != base[key])
+            value = next(c for c in CHOICES[key] if c != base[key])
         changed = resolved("--recipe", recipe, flag, str(value))
+        if key == "optimizer":
+            changed["learning_rate"] = base["learning_rate"]
         assert changed == {**base, key: value}, flag
+
+
+def test_another_optimizer_brings_its_own_learning_rate_unless_one_is_given():
+    """SGD's 0.03 would make Adam diverge, and Adam's 0.001 would leave SGD still: an
+    --optimizer that is not the recipe's peaks at its own rate, and --learning-rate
+    still wins. (Mutation: dropping the rule in apply_recipe fails the first assert.)"""
+    assert resolved("--optimizer", "adam")["learning_rate"] == OPTIMIZERS["adam"]
+    assert resolved("--recipe", "adam", "--optimizer", "sgd")["learning_rate"] == 0.03
+    assert resolved("--optimizer", "adam", "--learning-rate", "0.002")["learning_rate"] == 0.002
+    # The recipe's own optimizer named again changes nothing.
+    assert resolved("--optimizer", "sgd") == resolved()
 
 
 def test_without_recipe_the_default_one_is_used():
