@@ -70,7 +70,7 @@ RECIPES: dict[str, dict] = {
         "bn_statistics": "recomputed",
     },
 }
-DEFAULT_RECIPE = "stable"
+DEFAULT_RECIPE = "adam"
 SCHEDULES = ("time-decay", "cosine")
 # The network's heads (``resnet.ResNet.build``): the article's 8x8 average pooling +
 # Flatten, or global average pooling, whose size does not depend on the input's.

@@ -67,7 +67,7 @@ def test_another_optimizer_brings_its_own_learning_rate_unless_one_is_given():
     assert resolved("--recipe", "adam", "--optimizer", "sgd")["learning_rate"] == 0.03
     assert resolved("--optimizer", "adam", "--learning-rate", "0.002")["learning_rate"] == 0.002
     # The recipe's own optimizer named again changes nothing.
-    assert resolved("--optimizer", "sgd") == resolved()
+    assert resolved("--recipe", "stable", "--optimizer", "sgd") == resolved("--recipe", "stable")
 
 
 def test_without_recipe_the_default_one_is_used():
