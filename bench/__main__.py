@@ -1,7 +1,7 @@
 """python -m bench --dataset DIR [--seeds 1 2 3 4 5] [--images DIR] [--limit N] [--smoke]
 
 Trains once per seed with three commands, in turn: the project's default command
-(``save_model.py``, the ``stable`` recipe), the project with the original article's
+(``save_model.py``, the default recipe), the project with the original article's
 hyperparameters (``--recipe tutorial``) and the tf_keras legacy reference
 (``bench.legacy``, the same 25-epoch recipe). Then bulk-classifies and classifies
 16 images with the project and the legacy loop. Each run is its own process.
