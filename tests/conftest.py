@@ -92,17 +92,6 @@ def pytest_runtest_makereport(item, call):
 SHARED_MODELS = ("trained_run", "digits_run")  # the session fixtures worth a worker each
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto``: one worker more than the cores this process may use (``--maxprocesses``
-    caps it). Each worker waits much of its time on a subprocess starting TensorFlow, or
-    on files, and a training uses about 1.3 cores of two, so a spare worker fills the
-    gaps (docs/benchmarks.md has the suite's times). PYTEST_XDIST_AUTO_NUM_WORKERS
-    still wins."""
-    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return None
-    return len(os.sched_getaffinity(0)) + 1
-
-
 def test_group(item: pytest.Item) -> str:
     """The xdist group of ITEM: the shared model it needs, or else its file."""
     return next((name for name in SHARED_MODELS if name in item.fixturenames), item.path.name)
