@@ -70,7 +70,7 @@ def model_file(tmp_path_factory) -> Path:
         ]
     )
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    save_model(network, path, METADATA)
+    save_model(network, path, METADATA, compiled=True)
     return path
 
 

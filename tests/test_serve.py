@@ -54,7 +54,7 @@ OTHER_PROVENANCE = {
 def saved_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("serve") / "served.model"
     metadata = {"class_names": CLASSES, "preprocessing": default_recipe(), "provenance": PROVENANCE}
-    save_model(build_model(len(CLASSES)), path, metadata)
+    save_model(build_model(len(CLASSES)), path, metadata, compiled=True)
     return path
 
 
@@ -66,7 +66,7 @@ def other_model(tmp_path_factory) -> Path:
         "preprocessing": default_recipe(),
         "provenance": OTHER_PROVENANCE,
     }
-    save_model(build_model(len(OTHER_CLASSES)), path, metadata)
+    save_model(build_model(len(OTHER_CLASSES)), path, metadata, compiled=True)
     return path
 
 

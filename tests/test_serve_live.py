@@ -148,10 +148,10 @@ def test_page_of_another_models_classes_in_headless_chromium(tmp_path: Path):
     classes = ["zero", "<b>one</b> & two"]
     model = tmp_path / "other.keras"
     metadata = {"class_names": classes, "preprocessing": default_recipe((32, 32))}
-    save_model(build_model(len(classes), (32, 32)), model, metadata)
+    save_model(build_model(len(classes), (32, 32)), model, metadata, compiled=True)
     files = [write_image(tmp_path / "images" / f"{i}.png", seed=i) for i in range(4)]
     title = f"Image classifier: {' / '.join(classes)}"
-    with running_server(model, tmp_path / "server.log", "--runtime", "tensorflow") as url:
+    with running_server(model, tmp_path / "server.log") as url:
         api = {p["file"]: p for f in files for p in post(url, [f])["predictions"]}
         with chromium() as driver:
             driver.get(url)

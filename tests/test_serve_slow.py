@@ -46,7 +46,7 @@ def model(tmp_path_factory) -> Path:
         "class_names": ["Parasitized", "Uninfected"],
         "preprocessing": default_recipe((32, 32)),
     }
-    save_model(build_model(2, (32, 32)), path, metadata)
+    save_model(build_model(2, (32, 32)), path, metadata, compiled=True)
     return path
 
 

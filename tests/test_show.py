@@ -26,7 +26,7 @@ def command(tmp_path_factory) -> tuple[list[str], Path]:
     folder = tmp_path_factory.mktemp("show")
     model = folder / "tiny.model"
     metadata = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
-    save_model(build_model(2), model, metadata)
+    save_model(build_model(2), model, metadata, compiled=True)
     for i in range(3):
         write_image(folder / "images" / f"cell{i}.png", seed=i)
     montage = folder / "montage.png"
