@@ -47,6 +47,7 @@ from pyimagesearch.evaluation import (
     format_metrics,
     report_table,
 )
+from pyimagesearch.modelfile import read_metadata
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.safety import MAX_PIXELS
@@ -249,13 +250,15 @@ def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
     return TrainConfig(args.dataset, **{**shared, **fields})
 
 
-def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, dict]:
+def check_resumable(config: TrainConfig, class_names: list[str]) -> None:
+    """Refuse --resume from a checkpoint of another recipe, from its metadata alone:
+    before the precision or devices are set up, and before the network loads."""
     path = Path(config.checkpoint)
     if not path.exists():
         raise UserError(f"--resume: no checkpoint at '{path}'")
-    model, metadata = load_model(path, compile=True)
+    metadata = read_metadata(path) or {}
     state = metadata.get("checkpoint")
-    if not state:
+    if not isinstance(state, dict) or not isinstance(metadata.get("preprocessing"), dict):
         raise UserError(f"--resume: '{path}' is not a training checkpoint")
     expected = {
         "epochs": config.epochs,
@@ -279,7 +282,12 @@ def _restore(config: TrainConfig, class_names: list[str]) -> tuple[keras.Model, 
         )
     if config.seed is not None and config.seed != state["seed"]:
         raise UserError(f"--resume: checkpoint used --seed {state['seed']}, not {config.seed}")
-    return model, state
+
+
+def _restore(config: TrainConfig) -> tuple[keras.Model, dict]:
+    """The checkpoint's network, optimizer state included, and its training state."""
+    model, metadata = load_model(config.checkpoint, compile=True)
+    return model, metadata["checkpoint"]
 
 
 def select_splits(
@@ -332,7 +340,7 @@ def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
     """(model, seed, history): a new network, or the checkpoint's for --resume."""
     with strategy.scope():
         if config.resume:
-            model, state = _restore(config, class_names)
+            model, state = _restore(config)
             print(f"[INFO] resuming from '{config.checkpoint}' after epoch {state['epoch']}")
             seed, history = state["seed"], state["history"]
         else:
@@ -463,6 +471,8 @@ def build_network(run: Run) -> None:
     """Step 2, ``ResNet.build``: on the devices and in the precision asked for (or the
     checkpoint's network, with --resume)."""
     config = run.config
+    if config.resume:
+        check_resumable(config, run.class_names)
     trace_faster()
     if config.cpu_devices > 1:
         split_cpu(config.cpu_devices)

@@ -138,10 +138,18 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def assert_one_fold_summarised(output: Path) -> None:
+    partial = (output / "summary.md").read_text()
+    assert "1 of 2 folds finished so far" in partial
+    mean_row = next(line for line in partial.splitlines() if line.startswith("| mean"))
+    assert "+/-" not in mean_row.split("|", 2)[2], "one fold has no spread to report"
+
+
 def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_path: Path, capsys):
     """The real command: every image judged once by a model that never saw its patient,
-    the fold's saved model gives the oof probabilities, a stopped run resumes by fold,
-    and --exclude drops images from training only."""
+    the fold's saved model gives the oof probabilities, a run stopped by --only or by
+    SIGTERM resumes (by fold, and inside a fold from its checkpoint), and --exclude drops
+    images from training only."""
     from pyimagesearch.crossval import groups_of
     from pyimagesearch.data import list_split
     from pyimagesearch.splitting import NIH_GROUP_PATTERN
@@ -160,7 +168,7 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     output = tmp_path / "cv"
     command = (
         "-m", "pyimagesearch.crossval", "--dataset", str(data), "--output", str(output),
-        "--folds", "2", "--epochs", "1", "--image-size", "32", "--seed", "5",
+        "--folds", "2", "--epochs", "2", "--image-size", "32", "--seed", "5",
         "--exclude", str(exclude),
     )  # fmt: skip
     # --only 2 trains fold 2 alone and summarises it; fold 1 is left for the next run.
@@ -168,17 +176,34 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     assert part.returncode == 0, part.stderr[-3000:]
     assert "fold 1/2 left for another run" in part.stdout
     assert not (output / "fold-1").exists()
-    partial = (output / "summary.md").read_text()
-    assert "1 of 2 folds finished so far" in partial
-    mean_row = next(line for line in partial.splitlines() if line.startswith("| mean"))
-    assert "+/-" not in mean_row.split("|", 2)[2], "one fold has no spread to report"
+    assert_one_fold_summarised(output)
     fold2_model = (output / "fold-2/model.keras").stat().st_mtime_ns
-    # The rerun, without --only, keeps fold 2 and trains only fold 1.
+
+    # The rerun, without --only, keeps fold 2 and trains fold 1. SIGTERM in its second
+    # epoch: exit 130, fold 2's results summarised, fold 1 checkpointed.
+    process = subprocess.Popen(
+        [sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    seen = read_until(process, b"fold 1/2: training on")
+    seen += read_until(process, b"Epoch 2/2")
+    process.send_signal(signal.SIGTERM)
+    out = (seen + process.stdout.read()).decode()
+    assert process.wait(timeout=300) == 130, out[-3000:]
+    assert "fold 1/2 interrupted" in out and "Traceback" not in out
+    assert_one_fold_summarised(output)
+    assert {r["fold"] for r in read_rows(output / "oof.csv")} == {"2"}
+    assert (output / "fold-1/model.keras.checkpoint").is_file()
+    assert not (output / "fold-1/result.json").exists()
+
+    # The same command again finishes fold 1 from its checkpoint; fold 2 is kept.
     first = run_script(*command)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "fold 2/2 already done" in first.stdout
-    assert "fold 1/2: training on" in first.stdout
+    assert "fold 1/2: training on" in first.stdout and "resuming" in first.stdout
+    assert "Epoch 1/2" not in first.stdout.replace("\r", "\n")
     assert (output / "fold-2/model.keras").stat().st_mtime_ns == fold2_model
+    assert not (output / "fold-1/model.keras.checkpoint").exists()
 
     rows = read_rows(output / "oof.csv")
     assert sorted(r["file"] for r in rows) == sorted(os.path.basename(p) for p in images)
@@ -241,30 +266,6 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
         [*argv[:3], str(mine), *argv[4:]], "was not written by this tool (it has no settings.json)"
     )
     assert (mine / "summary.md").read_text() == "my notes" and len(list(mine.iterdir())) == 1
-
-
-def test_crossval_stops_cleanly_and_summarises_finished_folds(few_patients: Path, tmp_path: Path):
-    """SIGTERM during fold 2: exit 130, fold 1's results summarised, fold 2 checkpointed."""
-    output = tmp_path / "cv"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pyimagesearch.crossval", "-d", str(few_patients), "-o",
-         str(output), "--folds", "2", "--epochs", "3", "--image-size", "32", "--seed", "5"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    seen = read_until(process, b"fold 2/2: training on")
-    seen += read_until(process, b"Epoch 2/3")
-    process.send_signal(signal.SIGTERM)
-    out = (seen + process.stdout.read()).decode()
-    assert process.wait(timeout=300) == 130, out[-3000:]
-    assert "fold 2/2 interrupted" in out and "Traceback" not in out
-    partial = (output / "summary.md").read_text()
-    assert "1 of 2 folds finished so far" in partial
-    mean_row = next(line for line in partial.splitlines() if line.startswith("| mean"))
-    assert "+/-" not in mean_row.split("|", 2)[2], "one fold has no spread to report"
-    assert {r["fold"] for r in read_rows(output / "oof.csv")} == {"1"}
-    assert (output / "fold-2/model.keras.checkpoint").is_file()
-    assert not (output / "fold-2/result.json").exists()
 
 
 def test_holdout_sets_whole_patients_aside():
