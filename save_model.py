@@ -21,7 +21,7 @@ from pyimagesearch import options, safety
 from pyimagesearch.distribute import is_chief
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 from pyimagesearch.modelfile import check_is_checkpoint, checkpoint_path_for
-from pyimagesearch.splitting import check_dataset
+from pyimagesearch.splitting import check_dataset, read_file_list
 
 if TYPE_CHECKING:
     from pyimagesearch.train import TrainConfig
@@ -169,8 +169,8 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every path judged before any work, before TensorFlow even starts
-    (docs/reliability.md): outputs first, then the dataset's layout, then an existing
-    --checkpoint, which must be one of ours."""
+    (docs/reliability.md): outputs first, then the dataset's layout and the --exclude
+    list, then an existing --checkpoint, which must be one of ours."""
     checkpoint = args.checkpoint
     safety.check_paths(
         {
@@ -190,6 +190,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     for flag, path in outputs.items() if args.chief else ():
         safety.check_output_file(path, flag)
     check_dataset(args.dataset, args.val_split, args.test_split, args.group_pattern)
+    if args.exclude:
+        read_file_list(args.exclude)
     if args.chief and Path(checkpoint).exists():
         check_is_checkpoint(checkpoint)
         if not args.resume:

@@ -537,19 +537,26 @@ def limit_by_patient(paths, labels, patients, limit: int, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    start_tensorflow(args.debug)
-    from pyimagesearch.data import pool_dataset, read_file_list
-    from pyimagesearch.splitting import compile_pattern, default_group_pattern, is_nih
-    from pyimagesearch.train import TrainingInterrupted
+    from pyimagesearch.splitting import (
+        compile_pattern,
+        default_group_pattern,
+        is_nih,
+        read_file_list,
+    )
 
+    # Bad paths and lists fail here, at once: before TensorFlow starts, before any state.
     safety.check_paths(
         {"--output": args.output, "--ensemble": args.ensemble},
         {"--dataset": args.dataset, "--exclude": args.exclude},
     )
     if args.exclude:
-        read_file_list(args.exclude)  # a bad list fails here, before any state is written
+        read_file_list(args.exclude)
     if args.group_pattern:
         compile_pattern(args.group_pattern)
+    start_tensorflow(args.debug)
+    from pyimagesearch.data import pool_dataset
+    from pyimagesearch.train import TrainingInterrupted
+
     found = pool_dataset(args.dataset, args.max_pixels)
     paths, labels, class_names = found.paths, found.labels, found.class_names
     if args.positive_class and args.positive_class not in class_names:

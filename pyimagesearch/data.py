@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -14,15 +13,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pyimagesearch import safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
 from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.splitting import check_dataset, find_layout, list_images
 
 SPLITS = ("training", "validation", "testing")
-# An --exclude list of 12,000 names is about 0.5 MB.
-MAX_LIST_BYTES = 64 << 20
 
 
 @dataclass
@@ -49,40 +45,6 @@ def list_split(split_dir: Path, max_pixels: int = MAX_PIXELS) -> Split:
         paths.extend(files)
         labels.extend([index] * len(files))
     return Split(split_dir.name, paths, np.asarray(labels, dtype="int32"), class_names)
-
-
-def read_file_list(path: str | Path) -> set[str]:
-    """File names to leave out: the audit's issues.csv (its ``file`` or ``path`` column)
-    or a plain list, one name per line.
-
-    Names, not paths, are matched, so one list serves every copy of the data set (the
-    tutorial split, a patient split, the cross-validation's folders).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"cannot read the list of files to exclude '{path}': no such file")
-    # A device or FIFO named here would fill memory or hang: regular files of a sane size.
-    if not safety.is_regular_file(path):
-        raise UserError(f"the list of files to exclude '{path}' is not a regular file")
-    if path.stat().st_size > MAX_LIST_BYTES:
-        raise UserError(
-            f"the list of files to exclude '{path}' is {path.stat().st_size:,} bytes, more "
-            f"than {MAX_LIST_BYTES:,}; it is not a list of file names"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the list of files to exclude '{path}': {error}") from None
-    rows = list(csv.reader(text.splitlines()))
-    header = [cell.strip().lower() for cell in rows[0]] if rows else []
-    column = next((header.index(c) for c in ("file", "path") if c in header), None)
-    if column is None:
-        names = [row[0] for row in rows if row and row[0].strip()]
-    else:
-        names = [row[column] for row in rows[1:] if len(row) > column and row[column].strip()]
-    if not names:
-        raise UserError(f"'{path}' lists no files to exclude")
-    return {os.path.basename(name.strip()) for name in names}
 
 
 def without_files(split: Split, names: set[str]) -> Split:

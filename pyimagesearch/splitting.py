@@ -13,6 +13,7 @@ healthy slide ``C238``. Other classes are split per file unless a pattern is giv
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pyimagesearch import safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.safety import MAX_PIXELS, is_image_file, usable_images
 
@@ -190,3 +192,41 @@ def split_by_fractions(
             for group in share:
                 chosen[split].extend(members[group])
     return [np.asarray(sorted(c), dtype="int64") for c in chosen]
+
+
+# An --exclude list of 12,000 names is about 0.5 MB.
+MAX_LIST_BYTES = 64 << 20
+
+
+def read_file_list(path: str | Path) -> set[str]:
+    """File names to leave out: the audit's issues.csv (its ``file`` or ``path`` column)
+    or a plain list, one name per line.
+
+    Names, not paths, are matched, so one list serves every copy of the data set (the
+    tutorial split, a patient split, the cross-validation's folders).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"cannot read the list of files to exclude '{path}': no such file")
+    # A device or FIFO named here would fill memory or hang: regular files of a sane size.
+    if not safety.is_regular_file(path):
+        raise UserError(f"the list of files to exclude '{path}' is not a regular file")
+    if path.stat().st_size > MAX_LIST_BYTES:
+        raise UserError(
+            f"the list of files to exclude '{path}' is {path.stat().st_size:,} bytes, more "
+            f"than {MAX_LIST_BYTES:,}; it is not a list of file names"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the list of files to exclude '{path}': {error}") from None
+    rows = list(csv.reader(text.splitlines()))
+    header = [cell.strip().lower() for cell in rows[0]] if rows else []
+    column = next((header.index(c) for c in ("file", "path") if c in header), None)
+    if column is None:
+        names = [row[0] for row in rows if row and row[0].strip()]
+    else:
+        names = [row[column] for row in rows[1:] if len(row) > column and row[column].strip()]
+    if not names:
+        raise UserError(f"'{path}' lists no files to exclude")
+    return {os.path.basename(name.strip()) for name in names}

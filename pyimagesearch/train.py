@@ -34,7 +34,6 @@ from pyimagesearch.data import (
     load_split,
     make_dataset,
     make_epochs,
-    read_file_list,
     scan_dataset,
     without_files,
 )
@@ -52,6 +51,7 @@ from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.serialization import load_model, save_model
+from pyimagesearch.splitting import read_file_list
 
 
 @dataclass

@@ -35,6 +35,30 @@ def run_script(
     )
 
 
+# A script run in a fresh interpreter where importing TensorFlow, Keras or scikit-learn
+# fails: a command that reaches for them (to classify, or before refusing bad input)
+# fails with an ImportError instead of passing slowly.
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "sklearn"):
+            raise ImportError(f"{name} is blocked by the test")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+script = sys.argv[1]
+sys.argv = [script, *sys.argv[2:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def without_tensorflow(script: str) -> tuple[str, ...]:
+    """run_script's arguments that run SCRIPT with TensorFlow, Keras and scikit-learn blocked."""
+    return ("-c", WITHOUT_TENSORFLOW, script)
+
+
 def resolve_malaria_source(source: str, scratch: Path) -> Path:
     """The folder directly holding Parasitized/ and Uninfected/, from any form the README
     allows: that folder, a folder holding cell_images/ (the NIH zip's layout), or the zip

@@ -18,8 +18,9 @@ from conftest import ROOT, run_script
 
 from pyimagesearch.build_dataset import patient_of
 from pyimagesearch.crossval import choose_threshold, make_folds
-from pyimagesearch.data import Split, read_file_list, without_files
+from pyimagesearch.data import Split, without_files
 from pyimagesearch.errors import UserError
+from pyimagesearch.splitting import read_file_list
 from tests.test_resume import read_until
 
 

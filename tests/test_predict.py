@@ -15,24 +15,9 @@ from pyimagesearch.errors import UserError
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.serialization import save_model
 from pyimagesearch.train import build_model
-from tests.conftest import run_script, write_image
+from tests.conftest import run_script, without_tensorflow, write_image
 
 RECIPE = {"color": "RGB", "height": 32, "width": 32, "interpolation": "bilinear", "scale": "1/255"}
-# Runs load_model.py in a fresh interpreter where importing TensorFlow, Keras or
-# scikit-learn fails: any import of them on the fast path fails the run.
-BLOCKED_RUN = """
-import runpy, sys
-
-class Blocked:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "sklearn"):
-            raise ImportError(f"{name} is blocked by the test")
-        return None
-
-sys.meta_path.insert(0, Blocked())
-sys.argv = ["load_model.py", *sys.argv[1:]]
-runpy.run_path("load_model.py", run_name="__main__")
-"""
 
 
 def test_auto_leaves_small_jobs_to_tensorflow():
@@ -126,7 +111,7 @@ def read_csv(path: Path) -> dict[str, tuple[str, np.ndarray]]:
 
 def classify(model: Path, images: Path, folder: Path, *options: str, blocked: bool = False):
     output = folder / f"rows{len(list(folder.glob('*.csv')))}.csv"
-    script = ("-c", BLOCKED_RUN) if blocked else ("load_model.py",)
+    script = without_tensorflow("load_model.py") if blocked else ("load_model.py",)
     result = run_script(
         *script, "-i", str(images), "-m", str(model), "-n", "0", "--seed", "1",
         "--csv", str(output), "-o", str(folder / "montage.png"), *options,
