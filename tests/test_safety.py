@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import default_recipe
 from tests.conftest import ROOT, write_image
+from tests.serving import huge_png as png_of_side
 
 METADATA = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
 MEMORY_CAP = 3 << 30  # TensorFlow and a 64x64 model need under 3 GB; one 20000^2 image more
@@ -254,20 +254,9 @@ def test_a_full_disk_is_an_error_not_written(tmp_path: Path, model_file: Path):
 
 
 def huge_png(path: Path, side: int = 20000) -> Path:
-    """A valid 1-bit grayscale PNG of side x side pixels: about 50 KB on disk, 1.2 GB
-    decoded to RGB (written row by row; nothing of that size is ever in memory here)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (1 + side // 8)
-    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-    )
+    """PATH written with tests.serving.huge_png: about 50 KB on disk, 1.2 GB decoded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_of_side(side))
     return path
 
 
