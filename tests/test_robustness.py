@@ -1,6 +1,5 @@
 """Hostile and odd input through the real loader: no crash, clear words, nothing damaged."""
 
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +7,9 @@ import pytest
 
 from pyimagesearch.data import iter_decoded_batches
 from pyimagesearch.preprocessing import default_recipe
-from pyimagesearch.serialization import load_model, save_model
+from pyimagesearch.serialization import save_model
 from pyimagesearch.train import build_model
-from tests.conftest import run_script, write_dataset, write_image
-from tests.test_resume import read_until, start_training
+from tests.conftest import run_script, write_image
 
 METADATA = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
 
@@ -64,16 +62,3 @@ def test_loader_summarises_provenance_and_warns_on_another_keras(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "saved then with Keras 0.0.1" in result.stdout
     assert "model saved with Keras 0.0.1, running Keras" in result.stderr
-
-
-def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path):
-    dataset = write_dataset(tmp_path / "data", {"training": 16, "validation": 2, "testing": 2},
-                            size=(40, 40))  # fmt: skip
-    model = tmp_path / "t.model"
-    process = start_training(dataset, model)
-    read_until(process, b"Epoch 2/3")
-    process.send_signal(signal.SIGTERM)
-    output = process.stdout.read().decode()
-    assert process.wait(timeout=300) == 130, output[-3000:]
-    assert "--resume" in output and "Traceback" not in output
-    assert load_model(Path(str(model) + ".checkpoint"))[1]["checkpoint"]["epoch"] == 1
