@@ -4,8 +4,9 @@
 default) is the smallest change we measured to remove its seed lottery on the
 tutorial's test split. ``adam`` is ``stable`` with Adam and the BatchNormalization
 statistics recomputed after training (``BN_STATISTICS``): on patients the model never
-saw it has no failed seed where ``stable`` has one, in about the same time, but it
-is lower on the tutorial split, so it is not the default yet (docs/accuracy.md). ``full`` is for the
+saw it has no failed seed in ten where ``stable`` has one, in about the same time, but
+``stable`` is better on the nine others (0.946-0.959 against 0.909-0.950), so it is
+not the default (docs/accuracy.md). ``full`` is for the
 whole NIH set split by patient. ``gap96`` is ``full`` at 96 px with the
 global-average-pooling head (``HEADS``), whose size does not grow with the input.
 Any field can be overridden on the command line (``save_model.py
