@@ -111,9 +111,22 @@ def pytest_runtest_makereport(item, call):
 # Under pytest-xdist (``-n 2``, the README's test command) each worker builds its own
 # session fixtures. The models that many files share take minutes to train, so every test
 # that needs one runs in the worker that trained it; the rest go file by file, so a
-# module's own fixtures are built once too. Costly groups are handed out first, so the
-# last group to run is a short one.
+# module's own fixtures are built once too.
 SHARED_MODELS = ("trained_run", "digits_run")  # the session fixtures worth a worker each
+# The groups that take a worker a minute or more, costliest first (seconds of one 2-core
+# run, CONTRIBUTING.md): handed out first, longest first, so that the two workers finish
+# together and the last group to run is a short one. xdist's own reordering (by the
+# number of tests in a group) is off in pyproject.toml: it put these last.
+COSTLY_GROUPS = (
+    "trained_run",  # 331 s
+    "test_own_images.py",  # 195 s
+    "test_resume.py",  # 156 s
+    "test_gradcam.py",  # 150 s
+    "digits_run",  # 145 s
+    "test_crossval.py",  # 106 s
+    "test_distribute.py",  # 89 s
+    "test_export.py",  # 70 s
+)
 
 
 def test_group(item: pytest.Item) -> str:
@@ -126,7 +139,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     groups = {item.nodeid: test_group(item) for item in items}
     for item in items:
         item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    first = {group: index for index, group in enumerate(SHARED_MODELS)}
+    first = {group: index for index, group in enumerate(COSTLY_GROUPS)}
     items.sort(key=lambda item: first.get(groups[item.nodeid], len(first)))  # stable
 
 

@@ -1,17 +1,16 @@
 """Temperature scaling: the fit and the ECE on synthetic probabilities, the stored
-temperature and its use by load_model.py, the server and every export on a model trained
-on real images, and models without a temperature (or with a hostile one)."""
+temperature and its use by load_model.py and the server on a model trained on real
+images, and models without a temperature (or with a hostile one). Every export applies
+the temperature too: tests/test_export.py's model carries one."""
 
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from fastapi.testclient import TestClient
 from scipy.special import log_softmax, softmax
 
@@ -26,8 +25,7 @@ from pyimagesearch.calibration import (
     temperature_of,
 )
 from pyimagesearch.errors import UserError
-from pyimagesearch.export import main as export_main
-from pyimagesearch.preprocessing import decode_rgb, default_recipe, load_image
+from pyimagesearch.preprocessing import default_recipe, load_image
 from pyimagesearch.serialization import load_model, read_metadata, save_model, validate_metadata
 from pyimagesearch.serve import Service, create_app
 from pyimagesearch.train import build_model
@@ -257,64 +255,3 @@ def test_a_model_without_a_temperature_loads_as_before(
     raw = trained_run.model.predict(trained_run.fed_to_model("testing"), batch_size=32, verbose=0)
     got = [[r[f"p_{name}"] for name in CLASSES] for r in rows]
     assert got == [[f"{p:.6f}" for p in row] for row in raw]
-
-
-def run_litert(folder: Path):
-    interpreter = tf.lite.Interpreter(model_path=str(folder / "model.tflite"))
-    serve = interpreter.get_signature_runner("serve")
-    return lambda pixels: next(iter(serve(images=pixels).values()))
-
-
-def run_onnx(folder: Path):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(
-        str(folder / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    return lambda pixels: session.run(None, {"images": pixels})[0]
-
-
-def run_openvino(folder: Path):
-    from pyimagesearch.compiled import import_openvino
-
-    core = import_openvino().Core()
-    compiled = core.compile_model(
-        core.read_model(str(folder / "model.xml")), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-    )
-    return lambda pixels: compiled([pixels])[0]
-
-
-def run_saved_model(folder: Path):
-    loaded = tf.saved_model.load(str(folder))  # kept alive by the closure: it owns the weights
-    return lambda pixels: loaded.serve(tf.constant(pixels)).numpy()
-
-
-EXPORTS = {
-    "tf_saved_model": run_saved_model,
-    "onnx": run_onnx,
-    "litert": run_litert,
-    "openvino": run_openvino,
-}
-
-
-@pytest.mark.parametrize("fmt", list(EXPORTS))
-def test_every_export_gives_calibrated_probabilities(
-    trained_run: TrainedRun, malaria_source: Path, tmp_path: Path, fmt: str
-):
-    """Raw pixels of real cells (one size per batch) through the exported graph."""
-    temperature = stored_temperature(trained_run)
-    output = tmp_path / fmt
-    assert export_main(["--model", str(trained_run.model_path), "--format", fmt,
-                        "--output", str(output)]) == 0  # fmt: skip
-    stored = json.loads((output / "pyimagesearch.json").read_text())
-    assert stored["calibration"]["temperature"] == temperature
-    run = EXPORTS[fmt](output)
-    model, metadata = load_model(trained_run.model_path)
-    recipe = metadata["preprocessing"]
-    for name in CLASSES:
-        path = sorted((malaria_source / name).glob("*.png"))[0]
-        pixels = decode_rgb(str(path))[None]
-        raw = model(load_image(str(path), recipe)[None], training=False).numpy()
-        got = np.asarray(run(pixels))
-        np.testing.assert_allclose(got, expected_calibrated(raw, temperature), rtol=0, atol=1e-4)
-        assert np.abs(got - raw).max() > 1e-3

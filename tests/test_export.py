@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy.special import softmax
 
 from pyimagesearch import export
 from pyimagesearch.errors import UserError, run_command
@@ -28,6 +29,9 @@ from tests.conftest import run_script, write_image
 
 CLASS_NAMES = ["Parasitized", "Uninfected"]
 TOLERANCE = 1e-4
+# The `saved` model carries a temperature, as save_model.py's models do: every export must
+# give the calibrated probabilities, softmax(log(p) / T).
+TEMPERATURE = 1.7
 # Where the `saved` model says it was trained: no export may carry these paths.
 TRAINING_MACHINE = "/home/trainer/private"
 PROVENANCE = {
@@ -45,7 +49,8 @@ CHECK_LINE = re.compile(
 def saved(tmp_path_factory) -> Path:
     """A tiny model after a few SGD steps on a colour task: BatchNorm statistics are not
     trivial, and its outputs move with the pixels (an untrained one barely does), so a
-    wrong resize or scale shows well above TOLERANCE (see the last test)."""
+    wrong resize or scale shows well above TOLERANCE (see the last test). It is stored
+    with a temperature, as training stores one."""
     keras.utils.set_random_seed(5)
     model = build_model(len(CLASS_NAMES))
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
@@ -54,9 +59,15 @@ def saved(tmp_path_factory) -> Path:
     labels = (images[..., 0].mean(axis=(1, 2)) > images[..., 2].mean(axis=(1, 2))).astype(int)
     model.fit(images, labels, batch_size=8, epochs=2, verbose=0)
     path = tmp_path_factory.mktemp("model") / "saved_model.model"
-    metadata = {"class_names": CLASS_NAMES, "preprocessing": default_recipe()}
+    metadata = {"class_names": CLASS_NAMES, "preprocessing": default_recipe(),
+                "calibration": {"method": "temperature", "temperature": TEMPERATURE}}  # fmt: skip
     save_model(model, path, {**metadata, "provenance": PROVENANCE})
     return path
+
+
+def calibrated(probabilities: np.ndarray) -> np.ndarray:
+    """softmax(log(p) / T), written here apart from the project's code."""
+    return softmax(np.log(np.asarray(probabilities, dtype="float64")) / TEMPERATURE, axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +117,17 @@ def keras_model(saved: Path) -> tuple[keras.Model, dict]:
 
 @pytest.fixture(scope="module")
 def cases(keras_model, batches) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(raw uint8 pixels, the Keras model's probabilities through the loader's path) per batch."""
+    """(raw uint8 pixels, the Keras model's calibrated probabilities through the loader's
+    path) per batch. The temperature moves them well beyond TOLERANCE, so an export that
+    leaves it out fails."""
     model, metadata = keras_model
     result = []
     for batch in batches:
         pixels = np.stack([decode_rgb(str(p)) for p in batch])
         inputs = np.stack([load_image(str(p), metadata["preprocessing"]) for p in batch])
-        result.append((pixels, model(inputs, training=False).numpy()))
+        raw = model(inputs, training=False).numpy()
+        result.append((pixels, calibrated(raw)))
+        assert np.abs(calibrated(raw) - raw).max() > 10 * TOLERANCE
     return result
 
 
@@ -128,6 +143,7 @@ def run_export(saved: Path, fmt: str, output: Path, capsys, check: Path) -> Path
     print(f"--check {fmt}: {images} images, largest difference {difference:.2g}")
     stored = json.loads((output / METADATA_NAME).read_text())
     assert stored == public_metadata(read_metadata(saved))
+    assert stored["calibration"]["temperature"] == TEMPERATURE
     assert stored["provenance"]["dataset"] == "malaria"
     for path in output.rglob("*"):  # the format's own copy of the JSON included
         assert not path.is_file() or TRAINING_MACHINE.encode() not in path.read_bytes(), path
@@ -207,7 +223,7 @@ def test_the_comparison_would_catch_other_preprocessing(keras_model, cases):
         lambda pixels: graph_model_input(pixels, metadata["preprocessing"]) * 1.02,
     ):
         errors = [
-            np.abs(model(wrong(pixels), training=False).numpy() - reference).max()
+            np.abs(calibrated(model(wrong(pixels), training=False).numpy()) - reference).max()
             for pixels, reference in cases
         ]
         assert max(errors) > 2 * TOLERANCE, errors

@@ -218,6 +218,25 @@ def test_past_max_connections_requests_in_progress_a_request_gets_a_json_503(str
     assert httpx.get(url + "healthz", timeout=10).status_code == 200
 
 
+def test_a_connection_closed_for_room_gets_a_json_503_even_before_its_first_byte(strict):
+    """--max-connections 3 idle connections that have sent nothing: a fourth client makes
+    room and is answered; the oldest idle one gets the JSON 503 before it is closed (a
+    slow client's bytes may still be unread when room is made, so none is closed without
+    a word). Mutation: answering only connections whose head had started fails this."""
+    url, _ = strict
+    idle = [connect(url) for _ in range(SMALL_LIMIT)]
+    try:
+        time.sleep(0.3)  # all three are open in the server, oldest first
+        assert httpx.get(url + "healthz", timeout=10).status_code == 200
+        raw, _ = read_until_closed(idle[0], HEADER_TIMEOUT + 5)
+        status, headers, body = json_answer(raw)
+        assert status == 503 and headers["connection"] == "close", raw
+        assert "connection limit" in body["reason"], body
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 def test_a_malformed_request_gets_a_json_400(strict):
     with connect(strict[0], b"NOT HTTP AT ALL\r\n\r\n") as sock:
         raw, _ = read_until_closed(sock, 10)
