@@ -227,7 +227,9 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimizer",
         choices=tuple(OPTIMIZERS),
-        help="sgd: SGD with momentum 0.9, as the article; adam: Adam (default: from --recipe)",
+        help="sgd: SGD with momentum 0.9, as the article; adam: Adam; adam-then-sgd: Adam "
+        "(peak 0.001) for a quarter of the epochs, then SGD (peak --learning-rate, warmed up "
+        "again, cosine to zero) for the rest (default: from --recipe)",
     )
     parser.add_argument(
         "--bn-statistics",

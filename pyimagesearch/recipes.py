@@ -72,6 +72,17 @@ RECIPES: dict[str, dict] = {
         "optimizer": "adam",
         "bn_statistics": "recomputed",
     },
+    "adam-then-sgd": {
+        "epochs": 12,
+        "batch_size": 32,
+        "learning_rate": 0.03,  # SGD's peak; Adam's phase peaks at OPTIMIZERS["adam"]
+        "schedule": "cosine",
+        "augmentation": "tutorial",
+        "image_size": 64,
+        "head": "tutorial",
+        "optimizer": "adam-then-sgd",
+        "bn_statistics": "recomputed",
+    },
 }
 DEFAULT_RECIPE = "stable"
 SCHEDULES = ("time-decay", "cosine")
@@ -80,7 +91,19 @@ SCHEDULES = ("time-decay", "cosine")
 HEADS = ("tutorial", "gap")
 # Optimizers, and the peak learning rate each gets when --optimizer changes it without
 # --learning-rate: SGD's from the stable recipe, Adam's its usual 0.001 (docs/accuracy.md).
-OPTIMIZERS = {"sgd": 0.03, "adam": 0.001}
+# adam-then-sgd's rate is its SGD phase's; its Adam phase always peaks at Adam's own.
+OPTIMIZERS = {"sgd": 0.03, "adam": 0.001, "adam-then-sgd": 0.03}
+# adam-then-sgd: the share of the epochs trained with Adam before SGD takes over (3 of
+# 12). Adam leaves the plateau where SGD alone stayed on one split in ten; SGD then
+# settles where Adam alone does not (docs/accuracy.md). Two of 12 fell back on it.
+ADAM_SHARE = 0.25
+
+
+def adam_epochs(epochs: int) -> int:
+    """Epochs of Adam in an adam-then-sgd run of EPOCHS: a quarter, at least one."""
+    return max(1, int(epochs * ADAM_SHARE + 0.5))
+
+
 # BatchNormalization's statistics in the saved model: the moving averages kept during
 # training (Keras' own), or recomputed after it as the plain mean over the un-augmented
 # training images. With Adam, the moving averages lag the weights and the saved model

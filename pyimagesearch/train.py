@@ -48,6 +48,7 @@ from pyimagesearch.evaluation import (
 )
 from pyimagesearch.modelfile import read_metadata
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
+from pyimagesearch.recipes import OPTIMIZERS, adam_epochs
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.serialization import load_model, save_model
@@ -355,6 +356,29 @@ def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
     return model, seed, history
 
 
+@dataclass
+class Phase:
+    """A stretch of epochs trained with one optimizer and its own learning-rate schedule."""
+
+    first_epoch: int
+    optimizer: str  # "sgd" or "adam"
+    peak: float
+    schedule_epochs: int  # the epochs its schedule spans (warm-up, then to zero)
+
+
+def optimizer_phases(config: TrainConfig) -> list[Phase]:
+    """One phase, or adam-then-sgd's two: Adam (its own peak, scheduled over the whole
+    run, as ``--optimizer adam``) for ``recipes.adam_epochs``, then SGD with the
+    recipe's peak, freshly warmed up and scheduled to zero over the epochs left."""
+    if config.optimizer != "adam-then-sgd":
+        return [Phase(0, config.optimizer, config.learning_rate, config.epochs)]
+    phases = [Phase(0, "adam", OPTIMIZERS["adam"], config.epochs)]
+    switch = adam_epochs(config.epochs)
+    if switch < config.epochs:
+        phases.append(Phase(switch, "sgd", config.learning_rate, config.epochs - switch))
+    return phases
+
+
 def fit(
     config: TrainConfig,
     model: keras.Model,
@@ -362,34 +386,28 @@ def fit(
     seed: int,
     history: dict,
     save_checkpoint: Callable[[int], None] | None,
+    recompile: Callable[[Phase], None] = lambda phase: None,
 ) -> None:
-    """model.fit over the epochs not yet done; a stop request ends it at a batch boundary."""
+    """model.fit over the epochs not yet done, one call per optimizer phase (RECOMPILE
+    starts a phase); a stop request ends it at a batch boundary."""
     start_epoch = len(history.get("loss", []))
     stopper = _EpochCheckpoints(history, save_checkpoint)
-    # Every epoch gets a fresh, (seed, epoch)-seeded pipeline, so resuming needs no RNG
-    # state; they are chained into one dataset for a single fit() call, since each
-    # call costs 1-3 s of set-up on a 2-core CPU (about 10% of an epoch here).
-    train_ds = make_epochs(
-        *arrays["training"],
-        config.batch_size,
-        range(start_epoch, config.epochs),
-        augmenter=lambda epoch: build_augmenter(epoch_seed(seed, epoch), config.augmentation),
-        seed=lambda epoch: epoch_seed(seed, epoch),
-    )
     print(f"[INFO] training network for {config.epochs} epochs...")
-    if train_ds is None:
-        return
+    phases = optimizer_phases(config)
+    ends = [phase.first_epoch for phase in phases[1:]] + [config.epochs]
     with _catch_stop_signals(stopper):
-        model.fit(
-            train_ds,
-            validation_data=make_dataset(*arrays["validation"], config.batch_size),
-            initial_epoch=start_epoch,
-            epochs=config.epochs,
-            steps_per_epoch=epoch_steps(len(arrays["training"][1]), config.batch_size),
-            verbose=config.verbose,
-            shuffle=False,
-            callbacks=[stopper],
-        )
+        for index, (phase, end) in enumerate(zip(phases, ends, strict=True)):
+            if end <= start_epoch or stopper.requested is not None:
+                continue
+            # A later phase not yet begun: the network still holds the previous phase's
+            # optimizer (also when resumed from a checkpoint of its last epoch). One
+            # begun before a checkpoint was restored with it, state and schedule.
+            if index > 0 and start_epoch <= phase.first_epoch:
+                print(f"[INFO] switching to {phase.optimizer} after epoch {phase.first_epoch}")
+                recompile(phase)
+            _fit_epochs(
+                config, model, arrays, seed, stopper, max(start_epoch, phase.first_epoch), end
+            )
     if stopper.requested is not None:
         done = stopper.finished or start_epoch
         raise TrainingInterrupted(
@@ -400,6 +418,34 @@ def fit(
                 else "no epoch had finished, nothing to resume"
             )
         )
+
+
+def _fit_epochs(
+    config: TrainConfig, model: keras.Model, arrays: dict, seed: int, stopper, first: int, end: int
+) -> None:
+    """One model.fit call over epochs FIRST..END-1."""
+    # Every epoch gets a fresh, (seed, epoch)-seeded pipeline, so resuming needs no RNG
+    # state; they are chained into one dataset for a single fit() call, since each
+    # call costs 1-3 s of set-up on a 2-core CPU (about 10% of an epoch here).
+    train_ds = make_epochs(
+        *arrays["training"],
+        config.batch_size,
+        range(first, end),
+        augmenter=lambda epoch: build_augmenter(epoch_seed(seed, epoch), config.augmentation),
+        seed=lambda epoch: epoch_seed(seed, epoch),
+    )
+    if train_ds is None:
+        return
+    model.fit(
+        train_ds,
+        validation_data=make_dataset(*arrays["validation"], config.batch_size),
+        initial_epoch=first,
+        epochs=end,
+        steps_per_epoch=epoch_steps(len(arrays["training"][1]), config.batch_size),
+        verbose=config.verbose,
+        shuffle=False,
+        callbacks=[stopper],
+    )
 
 
 def provenance(config: TrainConfig, arrays: dict, seed: int, history: dict, **extra) -> dict:
@@ -487,17 +533,21 @@ def build_network(run: Run) -> None:
 
 
 def compile_network(run: Run) -> None:
-    """Step 3, ``model.compile``: SGD with the recipe's learning-rate schedule (a resumed
-    network keeps the optimizer state it was saved with)."""
+    """Step 3, ``model.compile``: the optimizer with the recipe's learning-rate schedule
+    (a resumed network keeps the optimizer state it was saved with)."""
+    if not run.config.resume:
+        compile_phase(run, optimizer_phases(run.config)[0])
+
+
+def compile_phase(run: Run, phase: Phase) -> None:
+    """Compile PHASE's optimizer, fresh, with its schedule over its own epochs."""
     config = run.config
-    if config.resume:
-        return
     # Sized from the images that decoded, not the files found: a skipped file would
     # otherwise leave the cosine short of zero at the last step.
     steps = epoch_steps(len(run.arrays["training"][1]), config.batch_size)
     with run.strategy.scope():
         compile_model(
-            run.model, config.epochs, config.schedule, steps, config.learning_rate, config.optimizer
+            run.model, phase.schedule_epochs, config.schedule, steps, phase.peak, phase.optimizer
         )
 
 
@@ -514,7 +564,15 @@ def fit_network(run: Run) -> None:
         save_model(run.model, config.checkpoint, {**run.metadata(), "checkpoint": state})
 
     saver = save_checkpoint if config.checkpoint and config.chief else None
-    fit(config, run.model, run.arrays, run.seed, run.history, saver)
+    fit(
+        config,
+        run.model,
+        run.arrays,
+        run.seed,
+        run.history,
+        saver,
+        lambda phase: compile_phase(run, phase),
+    )
 
 
 def recompute_batch_norm(
