@@ -79,3 +79,68 @@ def test_recomputed_statistics_are_the_training_images_own(tmp_path: Path):
     assert first.momentum == 0.9  # restored for anyone who trains the model further
     provenance = result.metadata["provenance"]
     assert (provenance["optimizer"], provenance["bn_statistics"]) == ("adam", "recomputed")
+
+
+def test_adam_epochs_are_a_quarter_of_the_run_and_at_least_one():
+    """adam-then-sgd's switch: 3 of the recipe's 12 epochs (the measured one), one of a
+    1-2 epoch trial, and no SGD phase when a single epoch leaves none. (Mutation:
+    round() in place of rounding half up gives 2 for --epochs 10.)"""
+    from pyimagesearch.recipes import adam_epochs
+
+    assert [adam_epochs(n) for n in (1, 2, 4, 10, 12, 25)] == [1, 1, 1, 3, 3, 6]
+    single = steps.optimizer_phases(TrainConfig("d", epochs=1, optimizer="adam-then-sgd"))
+    assert [(p.optimizer, p.schedule_epochs) for p in single] == [("adam", 1)]
+
+
+def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch
+):
+    """--optimizer adam-then-sgd over 3 epochs: Adam (0.001, scheduled over all 3) for
+    epoch 1, then SGD (the recipe's 0.03) compiled fresh over the 2 left. A checkpoint
+    of epoch 1 holds Adam and switches on resume; one of epoch 2 holds SGD and its
+    schedule position. Both resumed runs end on the uninterrupted run's exact weights.
+    (Mutations: recompiling only when start_epoch < first_epoch keeps Adam after the
+    epoch-1 checkpoint and changes the weights; scheduling SGD over all 3 epochs fails
+    the compile record.)"""
+    import shutil
+
+    import keras
+    import numpy as np
+
+    dataset = write_dataset(tmp_path / "data", {"training": 16, "validation": 2, "testing": 2})
+
+    def config(**fields) -> TrainConfig:
+        return TrainConfig(
+            str(dataset), epochs=3, batch_size=8, seed=3, image_size=(32, 32),
+            optimizer="adam-then-sgd", learning_rate=0.03, schedule="cosine", verbose=0,
+            **fields,
+        )  # fmt: skip
+
+    compiled, kept = [], {}
+    real_compile, real_save = steps.compile_model, steps.save_model
+    monkeypatch.setattr(
+        steps, "compile_model", lambda model, *a: compiled.append(a) or real_compile(model, *a)
+    )
+
+    def save_and_keep(model, path, metadata):
+        real_save(model, path, metadata)
+        epoch = metadata["checkpoint"]["epoch"]
+        kept[epoch] = shutil.copy(path, tmp_path / f"epoch-{epoch}.checkpoint")
+
+    monkeypatch.setattr(steps, "save_model", save_and_keep)
+    result = steps.train(config(checkpoint=str(tmp_path / "run.checkpoint")))
+    assert [(a[0], a[3], a[4]) for a in compiled] == [(3, 0.001, "adam"), (2, 0.03, "sgd")]
+    assert len(result.history["loss"]) == 3 and result.metadata["provenance"]["optimizer"] == (
+        "adam-then-sgd"
+    )
+    monkeypatch.setattr(steps, "save_model", real_save)
+
+    optimizers = {}
+    for epoch in (1, 2):
+        restored = steps.load_model(kept[epoch], compile=True)[0].optimizer
+        optimizers[epoch] = (type(restored), int(restored.iterations))
+        resumed = steps.train(config(checkpoint=kept[epoch], resume=True))
+        for mine, theirs in zip(resumed.model.weights, result.model.weights, strict=True):
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    # 4 steps an epoch: epoch 1's Adam made 4; epoch 2's SGD made its first epoch's 4.
+    assert optimizers == {1: (keras.optimizers.Adam, 4), 2: (keras.optimizers.SGD, 4)}
