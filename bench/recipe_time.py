@@ -10,7 +10,8 @@ round so that neither always goes first. Each run's time is its steps: building,
 compiling, fitting (every tracing, and a second one where the recipe switches
 optimizer), the test report, any BatchNormalization recomputation and calibration.
 TensorFlow's start-up and decoding are outside (they are the same for both). Prints a
-Markdown table of the runs, each recipe's mean and the ratio to the first recipe.
+Markdown table of the runs (with each epoch's seconds, its validation and any tracing
+in it included), each recipe's mean and the ratio to the first recipe.
 """
 
 from __future__ import annotations
@@ -21,10 +22,24 @@ import time
 from bench.measure import describe_machine
 
 
+def epoch_stamps(train) -> list[float]:
+    """The time each epoch ends, recorded from the training's own checkpoint callback."""
+    stamps: list[float] = []
+    original = train._EpochCheckpoints.on_epoch_end
+
+    def stamped(self, epoch, logs=None):
+        stamps.append(time.perf_counter())
+        return original(self, epoch, logs)
+
+    train._EpochCheckpoints.on_epoch_end = stamped
+    return stamps
+
+
 def train_once(
     dataset: str, recipe: str, seed: int, epochs: int | None, arrays_cache: dict
-) -> tuple[float, float]:
-    """(seconds of the training steps, test accuracy) of one run of RECIPE."""
+) -> tuple[float, float, list[float]]:
+    """(seconds of the training steps, test accuracy, each epoch's seconds) of one run of
+    RECIPE; an epoch's seconds include its validation and any tracing in it."""
     import keras
 
     from pyimagesearch import train
@@ -42,13 +57,20 @@ def train_once(
     loaded = arrays_cache[recipe]
     run = train.Run(config, loaded.splits, loaded.layout, loaded.excluded, loaded.arrays,
                     loaded.class_names, loaded.positive, loaded.recipe)  # fmt: skip
+    original = train._EpochCheckpoints.on_epoch_end
+    stamps = epoch_stamps(train)
     start = time.perf_counter()
-    train.build_network(run)
-    train.compile_network(run)
-    train.fit_network(run)
-    result = train.evaluate_network(run)
+    try:
+        train.build_network(run)
+        train.compile_network(run)
+        fit_start = time.perf_counter()
+        train.fit_network(run)
+        result = train.evaluate_network(run)
+    finally:
+        train._EpochCheckpoints.on_epoch_end = original
     seconds = time.perf_counter() - start
-    return seconds, result.metadata["provenance"]["final_metrics"]["test_accuracy"]
+    per_epoch = [b - a for a, b in zip([fit_start, *stamps], stamps, strict=False)]
+    return seconds, result.metadata["provenance"]["final_metrics"]["test_accuracy"], per_epoch
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,14 +95,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for round_number in range(1, args.rounds + 1):
         for recipe in (first, second, second, first):
-            seconds, accuracy = train_once(args.dataset, recipe, args.seed, args.epochs, cache)
+            seconds, accuracy, per_epoch = train_once(
+                args.dataset, recipe, args.seed, args.epochs, cache
+            )
             times[recipe].append(seconds)
-            rows.append(f"| {round_number} | `{recipe}` | {seconds:.1f} s | {accuracy:.2f} |")
+            epochs = " / ".join(f"{value:.1f}" for value in per_epoch)
+            rows.append(
+                f"| {round_number} | `{recipe}` | {seconds:.1f} s | {accuracy:.2f} | {epochs} |"
+            )
             print(f"[INFO] round {round_number}: {recipe} {seconds:.1f} s", flush=True)
     means = {recipe: sum(values) / len(values) for recipe, values in times.items()}
     print(f"\nMachine: {machine}\n")
-    print("| round | recipe | training steps | test accuracy |")
-    print("| --- | --- | ---: | ---: |")
+    print("| round | recipe | training steps | test accuracy | each epoch (s) |")
+    print("| --- | --- | ---: | ---: | --- |")
     print("\n".join(rows))
     print(f"\nMeans: `{first}` {means[first]:.1f} s, `{second}` {means[second]:.1f} s; "
           f"ratio {second} / {first}: {means[second] / means[first]:.3f}")  # fmt: skip
