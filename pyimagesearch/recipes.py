@@ -4,7 +4,7 @@
 (the default) trains the tutorial's network for 12 epochs, Adam for the first three
 and SGD for the rest, and recomputes the BatchNormalization statistics after training
 (``BN_STATISTICS``). Judged on patients the model never saw it has no failed split in
-ten (0.932-0.955, mean 0.947) and took 0.89x ``stable``'s time in one process
+ten (0.932-0.955, mean 0.947) and took 0.87x ``stable``'s time in one process
 (docs/accuracy.md). ``stable``, the default before it, is SGD alone (the smallest
 change that removed the tutorial's seed lottery on its own test split): better on
 most splits where it learns, but on one split in ten it never does (0.695). ``adam``
