@@ -423,7 +423,8 @@ def fit(
 def _fit_epochs(
     config: TrainConfig, model: keras.Model, arrays: dict, seed: int, stopper, first: int, end: int
 ) -> None:
-    """One model.fit call over epochs FIRST..END-1."""
+    """One model.fit call over epochs FIRST..END-1, counted out of all the run's epochs
+    (Keras prints "Epoch 4/12", not "Epoch 1/9", in a phase that starts later)."""
     # Every epoch gets a fresh, (seed, epoch)-seeded pipeline, so resuming needs no RNG
     # state; they are chained into one dataset for a single fit() call, since each
     # call costs 1-3 s of set-up on a 2-core CPU (about 10% of an epoch here).
@@ -440,12 +441,24 @@ def _fit_epochs(
         train_ds,
         validation_data=make_dataset(*arrays["validation"], config.batch_size),
         initial_epoch=first,
-        epochs=end,
+        epochs=config.epochs,
         steps_per_epoch=epoch_steps(len(arrays["training"][1]), config.batch_size),
         verbose=config.verbose,
         shuffle=False,
-        callbacks=[stopper],
+        callbacks=[stopper, _StopAfter(end)],
     )
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Ends fit() once epoch END is done: the phase's last, where another begins."""
+
+    def __init__(self, end: int):
+        super().__init__()
+        self.end = end
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.end:
+            self.model.stop_training = True
 
 
 def provenance(config: TrainConfig, arrays: dict, seed: int, history: dict, **extra) -> dict:

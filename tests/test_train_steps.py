@@ -93,7 +93,7 @@ def test_adam_epochs_are_a_quarter_of_the_run_and_at_least_one():
 
 
 def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, capsys
 ):
     """--optimizer adam-then-sgd over 3 epochs: Adam (0.001, scheduled over all 3) for
     epoch 1, then SGD (the recipe's 0.03) compiled fresh over the 2 left. A checkpoint
@@ -101,7 +101,7 @@ def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
     schedule position. Both resumed runs end on the uninterrupted run's exact weights.
     (Mutations: recompiling only when start_epoch < first_epoch keeps Adam after the
     epoch-1 checkpoint and changes the weights; scheduling SGD over all 3 epochs fails
-    the compile record.)"""
+    the compile record; ending the Adam phase's fit with epochs=1 prints "Epoch 1/1".)"""
     import shutil
 
     import keras
@@ -112,7 +112,7 @@ def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
     def config(**fields) -> TrainConfig:
         return TrainConfig(
             str(dataset), epochs=3, batch_size=8, seed=3, image_size=(32, 32),
-            optimizer="adam-then-sgd", learning_rate=0.03, schedule="cosine", verbose=0,
+            optimizer="adam-then-sgd", learning_rate=0.03, schedule="cosine", verbose=2,
             **fields,
         )  # fmt: skip
 
@@ -129,6 +129,9 @@ def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
 
     monkeypatch.setattr(steps, "save_model", save_and_keep)
     result = steps.train(config(checkpoint=str(tmp_path / "run.checkpoint")))
+    # Keras' progress counts every phase's epochs out of the run's 3.
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    assert shown == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"], shown
     assert [(a[0], a[3], a[4]) for a in compiled] == [(3, 0.001, "adam"), (2, 0.03, "sgd")]
     assert len(result.history["loss"]) == 3 and result.metadata["provenance"]["optimizer"] == (
         "adam-then-sgd"
