@@ -23,9 +23,10 @@ patients flatters the model.
 Prints a Markdown table (per seed, mean and lowest; the test split's accuracy beside, as
 save_model.py reported it, for contrast) with the CPU. ``--output DIR`` also keeps
 ``summary.md``, ``summary.json``, ``held-out.csv`` (the held-out patients) and per seed
-``seed-N-split.csv`` (the images it trained, validated and tested on) and
-``seed-N-predictions.csv`` (every held-out image's prediction). Temporary folders are
-removed.
+``seed-N-split.csv`` (the images it trained, validated and tested on),
+``seed-N-predictions.csv`` (every held-out image's prediction), and ``seed-N-plot.png``
+and ``seed-N-save_model.log`` (the training curve and output: did a failed seed ever
+leave the plateau?). Temporary folders are removed.
 
 Choose recipes on these figures (or cross-validation), never on a test split.
 """
@@ -312,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                      for s, by_class in split.items() for name, names in by_class.items()
                      for f in names],
                 )  # fmt: skip
+                # The curve and the log show whether a failed seed ever left the plateau.
+                shutil.copyfile(folder / "plot.png", output / f"seed-{seed}-plot.png")
+                shutil.copyfile(folder / "save_model.log", output / f"seed-{seed}-save_model.log")
             shutil.rmtree(folder)  # the next seed's split, not this one's, holds the disk
     table = markdown(results, title, machine)
     print(table)

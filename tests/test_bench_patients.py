@@ -93,6 +93,9 @@ def test_the_held_out_patients_are_judged_and_never_trained_on(source: Path, tmp
     assert figures["sensitivity"] == pytest.approx(said[label].mean())
     assert figures["specificity"] == pytest.approx((~said[~label]).mean())
     assert f"| 3 | {figures['accuracy']:.3f} |" in result.stdout
+    # The seed's own training output and curve, to tell a plateau from a bad judge.
+    assert "[INFO] training network for 1 epochs" in (output / "seed-3-save_model.log").read_text()
+    assert (output / "seed-3-plot.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_held_out_patients_are_the_same_whatever_the_order(source: Path):
