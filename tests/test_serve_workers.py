@@ -28,7 +28,9 @@ def test_two_workers_answer_on_one_port_without_tensorflow(fast_model: Path, tmp
     """Mutation: serve.build_service loading with runtime "tensorflow" whatever the
     option says fails the runtime and log checks."""
     log = tmp_path / "server.log"
-    with capped_server(fast_model, log, "--runtime", "auto", "--workers", "2") as url:
+    # float32 pinned: "auto" runs bfloat16 on CPUs that compute it natively (AMX).
+    flags = ("--runtime", "auto", "--precision", "float32", "--workers", "2")
+    with capped_server(fast_model, log, *flags) as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             # Both workers must come up: each answers /readyz only once it is warm.
             ready = [client.get("/readyz").json() for _ in range(20)]
