@@ -3,14 +3,17 @@
 Measured on a 2-core CPU (see bench/RESULTS-xeon-2026-11-26.md): Keras 3's BatchNormalization on
 the TensorFlow backend is computed from unfused moments and dominates the step;
 TensorFlow's fused kernel trains the same network about 1.4x faster. bfloat16 on
-AMX matrix units is another 1.3x. It cost accuracy with the article's recipe (one of
-five seeds never learned) but not with ``stable`` (docs/accuracy.md); training stays
-float32 unless asked until those five seeds are repeated on an AMX machine. The model
-saved for users is rebuilt with the stock layer in float32 and the trained
-weights, so it loads anywhere.
+AMX matrix units is another 1.2-1.3x. It cost accuracy with the article's recipe (one of
+five seeds never learned) but not with ``stable`` or the default ``adam-then-sgd``,
+which on a Xeon with AMX was as good on unseen patients in bfloat16 as in float32 over
+ten splits (docs/accuracy.md): that recipe's ``--precision auto`` trains in bfloat16
+where the CPU has AMX, the others stay float32 unless asked. The model saved for users
+is rebuilt with the stock layer in float32 and the trained weights, so it loads anywhere.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -60,3 +63,29 @@ def trace_faster() -> None:
     """
     keras.config.disable_traceback_filtering()
     tf.debugging.disable_traceback_filtering()
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX bfloat16 matrix units, read from the kernel's CPU flags
+    (Linux; elsewhere False). AVX512-BF16 alone is not enough: on an AMD EPYC with it,
+    bfloat16 trained only 1.08x faster (docs/accuracy.md), not worth other arithmetic."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(
+        line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo.splitlines()
+    )
+
+
+def training_precision(requested: str) -> tuple[str, str]:
+    """(Keras policy, why) for --precision REQUESTED: ``auto`` is mixed_bfloat16 on a
+    CPU with AMX and no GPU (1.2x faster steps there, as accurate: docs/accuracy.md),
+    float32 elsewhere; any other value is itself."""
+    if requested != "auto":
+        return requested, "asked for"
+    if tf.config.list_physical_devices("GPU"):
+        return "float32", "auto: a GPU"
+    if cpu_has_amx():
+        return "mixed_bfloat16", "auto: this CPU has AMX"
+    return "float32", "auto: this CPU has no AMX"

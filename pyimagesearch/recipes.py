@@ -29,6 +29,7 @@ RECIPES: dict[str, dict] = {
         "head": "tutorial",
         "optimizer": "sgd",
         "bn_statistics": "moving",
+        "precision": "float32",
     },
     "stable": {
         "epochs": 12,
@@ -40,6 +41,7 @@ RECIPES: dict[str, dict] = {
         "head": "tutorial",
         "optimizer": "sgd",
         "bn_statistics": "moving",
+        "precision": "float32",
     },
     "full": {
         "epochs": 12,
@@ -51,6 +53,7 @@ RECIPES: dict[str, dict] = {
         "head": "tutorial",
         "optimizer": "sgd",
         "bn_statistics": "moving",
+        "precision": "float32",
     },
     "gap96": {
         "epochs": 12,
@@ -62,6 +65,7 @@ RECIPES: dict[str, dict] = {
         "head": "gap",
         "optimizer": "sgd",
         "bn_statistics": "moving",
+        "precision": "float32",
     },
     "adam": {
         "epochs": 12,
@@ -73,6 +77,7 @@ RECIPES: dict[str, dict] = {
         "head": "tutorial",
         "optimizer": "adam",
         "bn_statistics": "recomputed",
+        "precision": "float32",
     },
     "adam-then-sgd": {
         "epochs": 12,
@@ -87,6 +92,9 @@ RECIPES: dict[str, dict] = {
         "head": "tutorial",
         "optimizer": "adam-then-sgd",
         "bn_statistics": "recomputed",
+        # bfloat16 where the CPU has AMX (acceleration.training_precision): 1.2x faster
+        # steps, and on unseen patients as good as float32 over ten splits there.
+        "precision": "auto",
     },
 }
 DEFAULT_RECIPE = "adam-then-sgd"

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import pyimagesearch
-from pyimagesearch.acceleration import FusedBatchNormalization, trace_faster
+from pyimagesearch.acceleration import FusedBatchNormalization, trace_faster, training_precision
 from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.calibration import Calibration, fit_on_validation
 from pyimagesearch.data import (
@@ -47,6 +47,7 @@ from pyimagesearch.evaluation import (
     report_table,
 )
 from pyimagesearch.modelfile import read_metadata
+from pyimagesearch.options import TRAINING_PRECISIONS
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.recipes import OPTIMIZERS, adam_epochs
 from pyimagesearch.resnet import ResNet
@@ -283,6 +284,17 @@ def check_resumable(config: TrainConfig, class_names: list[str]) -> None:
         )
     if config.seed is not None and config.seed != state["seed"]:
         raise UserError(f"--resume: checkpoint used --seed {state['seed']}, not {config.seed}")
+
+
+def resolve_precision(config: TrainConfig) -> tuple[str, str]:
+    """(Keras policy, why) for the run: --precision auto made concrete before anything is
+    built. A resumed run keeps the arithmetic its checkpoint was trained in, wherever it
+    resumes; a new one gets ``acceleration.training_precision``'s."""
+    if config.precision == "auto" and config.resume and Path(config.checkpoint).exists():
+        state = (read_metadata(Path(config.checkpoint)) or {}).get("checkpoint")
+        if isinstance(state, dict) and state.get("precision") in TRAINING_PRECISIONS[1:]:
+            return state["precision"], "auto: the checkpoint's"
+    return training_precision(config.precision)
 
 
 def _restore(config: TrainConfig) -> tuple[keras.Model, dict]:
@@ -530,6 +542,7 @@ def build_network(run: Run) -> None:
     """Step 2, ``ResNet.build``: on the devices and in the precision asked for (or the
     checkpoint's network, with --resume)."""
     config = run.config
+    config.precision, why = resolve_precision(config)
     if config.resume:
         check_resumable(config, run.class_names)
     trace_faster()
@@ -540,7 +553,7 @@ def build_network(run: Run) -> None:
         count = run.strategy.num_replicas_in_sync
         print(f"[INFO] {config.distribute} training on {count} devices")
     keras.mixed_precision.set_global_policy(config.precision)
-    print(f"[INFO] training precision: {config.precision}")
+    print(f"[INFO] training precision: {config.precision} ({why})")
     # Model, optimizer and checkpoint variables must be made under the strategy.
     run.model, run.seed, run.history = start_model(config, run.class_names, run.strategy)
 

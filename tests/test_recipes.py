@@ -8,6 +8,7 @@ import pytest
 
 import save_model
 from pyimagesearch.augmentation import AUGMENTATIONS
+from pyimagesearch.options import TRAINING_PRECISIONS
 from pyimagesearch.recipes import (
     BN_STATISTICS,
     DEFAULT_RECIPE,
@@ -29,12 +30,14 @@ FLAGS = {  # each recipe setting and the save_model.py flag that overrides it
     "head": "--head",
     "optimizer": "--optimizer",
     "bn_statistics": "--bn-statistics",
+    "precision": "--precision",
 }
 OTHER = {"epochs": 3, "batch_size": 5, "learning_rate": 0.007, "schedule": None,
          "augmentation": None, "image_size": 40, "head": None, "optimizer": None,
-         "bn_statistics": None}  # fmt: skip
+         "bn_statistics": None, "precision": None}  # fmt: skip
 CHOICES = {"schedule": SCHEDULES, "augmentation": AUGMENTATIONS, "head": HEADS,
-           "optimizer": tuple(OPTIMIZERS), "bn_statistics": BN_STATISTICS}  # fmt: skip
+           "optimizer": tuple(OPTIMIZERS), "bn_statistics": BN_STATISTICS,
+           "precision": TRAINING_PRECISIONS}  # fmt: skip
 
 
 def resolved(*argv: str) -> dict:

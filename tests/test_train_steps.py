@@ -147,3 +147,42 @@ def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
             np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     # 4 steps an epoch: epoch 1's Adam made 4; epoch 2's SGD made its first epoch's 4.
     assert optimizers == {1: (keras.optimizers.Adam, 4), 2: (keras.optimizers.SGD, 4)}
+
+
+def test_auto_precision_is_bfloat16_only_with_amx_and_a_resume_keeps_its_checkpoints(
+    tmp_path: Path, monkeypatch
+):
+    """--precision auto (the default recipe's): bfloat16 where the CPU has AMX, float32
+    where it has not, and a resumed run keeps the arithmetic its checkpoint was trained
+    in, whatever CPU it resumes on (else resuming on another machine is refused as
+    "another recipe"). What was asked for explicitly is never changed. (Mutations:
+    dropping the checkpoint rule in resolve_precision fails the last assert; testing
+    for "avx512_bf16" in cpu_has_amx fails the /proc/cpuinfo one on an AVX512-BF16 EPYC
+    line.)"""
+    from pyimagesearch import acceleration
+    from pyimagesearch.serialization import save_model
+
+    flags = "flags\t\t: fpu sse avx2 avx512f avx512_bf16 {}\n"
+    for line, expected in ((flags.format("amx_bf16 amx_tile"), True), (flags.format(""), False)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text("processor\t: 0\n" + line)
+        real_path = acceleration.Path
+        monkeypatch.setattr(
+            acceleration, "Path", lambda p: real_path(cpuinfo if p == "/proc/cpuinfo" else p)
+        )
+        assert acceleration.cpu_has_amx() is expected, line
+        monkeypatch.setattr(acceleration, "Path", real_path)
+
+    for amx, policy in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(acceleration, "cpu_has_amx", lambda amx=amx: amx)
+        assert acceleration.training_precision("auto")[0] == policy
+        assert acceleration.training_precision("float32") == ("float32", "asked for")
+        assert steps.resolve_precision(TrainConfig("d", precision="auto"))[0] == policy
+
+    # A checkpoint trained in bfloat16, resumed with auto on a CPU without AMX.
+    checkpoint = tmp_path / "m.model.checkpoint"
+    metadata = {"class_names": ["a", "b"], "preprocessing": steps.default_recipe((32, 32))}
+    state = {"epoch": 1, "precision": "mixed_bfloat16"}
+    save_model(steps.build_model(2, (32, 32)), checkpoint, {**metadata, "checkpoint": state})
+    resumed = TrainConfig("d", precision="auto", resume=True, checkpoint=str(checkpoint))
+    assert steps.resolve_precision(resumed) == ("mixed_bfloat16", "auto: the checkpoint's")
