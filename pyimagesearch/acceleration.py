@@ -65,17 +65,15 @@ def trace_faster() -> None:
     tf.debugging.disable_traceback_filtering()
 
 
-def cpu_has_amx() -> bool:
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU has AMX bfloat16 matrix units, read from the kernel's CPU flags
     (Linux; elsewhere False). AVX512-BF16 alone is not enough: on an AMD EPYC with it,
     bfloat16 trained only 1.08x faster (docs/accuracy.md), not worth other arithmetic."""
     try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
+        lines = Path(cpuinfo).read_text().splitlines()
     except OSError:
         return False
-    return any(
-        line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo.splitlines()
-    )
+    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in lines)
 
 
 def training_precision(requested: str) -> tuple[str, str]:

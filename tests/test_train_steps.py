@@ -164,14 +164,9 @@ def test_auto_precision_is_bfloat16_only_with_amx_and_a_resume_keeps_its_checkpo
 
     flags = "flags\t\t: fpu sse avx2 avx512f avx512_bf16 {}\n"
     for line, expected in ((flags.format("amx_bf16 amx_tile"), True), (flags.format(""), False)):
-        cpuinfo = tmp_path / "cpuinfo"
-        cpuinfo.write_text("processor\t: 0\n" + line)
-        real_path = acceleration.Path
-        monkeypatch.setattr(
-            acceleration, "Path", lambda p: real_path(cpuinfo if p == "/proc/cpuinfo" else p)
-        )
-        assert acceleration.cpu_has_amx() is expected, line
-        monkeypatch.setattr(acceleration, "Path", real_path)
+        (tmp_path / "cpuinfo").write_text("processor\t: 0\n" + line)
+        assert acceleration.cpu_has_amx(str(tmp_path / "cpuinfo")) is expected, line
+    assert acceleration.cpu_has_amx(str(tmp_path / "absent")) is False
 
     for amx, policy in ((True, "mixed_bfloat16"), (False, "float32")):
         monkeypatch.setattr(acceleration, "cpu_has_amx", lambda amx=amx: amx)
