@@ -609,23 +609,35 @@ def recompute_batch_norm(
 
     The moving averages were gathered on augmented images, under weights that changed
     at every step. With Adam they no longer fit the final weights: a model saved with
-    them called almost every unseen patient's cell Parasitized (docs/accuracy.md).
-    Keras has no call for this, so: one forward pass in training mode per batch, with
-    momentum i/(i+1), so that the first batch replaces the old statistics and batch i
-    weighs as much as each one before it."""
+    them called almost every cell Parasitized on unseen patients (docs/accuracy.md).
+    Keras has no call for this, so: one forward pass in training mode per batch with
+    momentum 0, which leaves that batch's statistics in the layers, averaged here. The
+    pass is traced once: called eagerly it took 0.25 s a batch, 5.8 s of the default
+    command on a 2-core Xeon, against about 1.5 s traced."""
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers or len(images) == 0:
         return
     print(f"[INFO] recomputing BatchNormalization statistics on {len(images)} training images...")
     momentum = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0  # read when traced: each call leaves its batch's statistics
+    forward = tf.function(
+        lambda batch: model(batch, training=True),
+        input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32)],
+    )
     order = np.random.default_rng(seed).permutation(len(images))
     # A last batch smaller than half the others is left out: its variance is noisier.
     starts = range(0, max(len(images) - batch_size // 2, 1), batch_size)
-    for i, start in enumerate(starts):
-        for layer in layers:
-            layer.momentum = i / (i + 1)
-        model(images[order[start : start + batch_size]], training=True)
-    for layer, value in zip(layers, momentum, strict=True):
+    totals = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)]
+              for layer in layers]  # fmt: skip
+    for start in starts:
+        forward(tf.constant(images[order[start : start + batch_size]]))
+        for total, layer in zip(totals, layers, strict=True):
+            total[0] += layer.moving_mean.numpy()
+            total[1] += layer.moving_variance.numpy()
+    for layer, value, (mean, variance) in zip(layers, momentum, totals, strict=True):
+        layer.moving_mean.assign(mean / len(starts))
+        layer.moving_variance.assign(variance / len(starts))
         layer.momentum = value
 
 
