@@ -13,6 +13,8 @@ is rebuilt with the stock layer in float32 and the trained weights, so it loads 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -49,6 +51,21 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             is_training=False,
         )
         return outputs
+
+
+@contextlib.contextmanager
+def float32_policy() -> Iterator[None]:
+    """Keras' float32 policy for the models built inside, whatever training set for the
+    process. What users load is float32 (``train.portable_copy``, the cross-validation
+    ensemble): built after a bfloat16 training under its policy, a network carries
+    bfloat16 casts, and OpenVINO's converter failed on one (it was then saved without
+    its compiled network)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def trace_faster() -> None:

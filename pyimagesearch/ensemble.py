@@ -39,14 +39,18 @@ def calibrated_member(model: keras.Model, temperature: float | None, name: str) 
 
 
 def build_ensemble(models: list[keras.Model], temperatures: list[float | None]) -> keras.Model:
-    """One network whose output is the mean of the members' calibrated probabilities."""
-    image = keras.Input(shape=models[0].input_shape[1:], name="image")
-    members = [
-        calibrated_member(model, temperature, f"fold_{number}")(image)
-        for number, (model, temperature) in enumerate(zip(models, temperatures, strict=True), 1)
-    ]
-    outputs = layers.Average(name=SOFTMAX)(members)
-    return keras.Model(image, outputs, name="ensemble")
+    """One network whose output is the mean of the members' calibrated probabilities,
+    in float32 whatever policy a training left (``acceleration.float32_policy``)."""
+    from pyimagesearch.acceleration import float32_policy
+
+    with float32_policy():
+        image = keras.Input(shape=models[0].input_shape[1:], name="image")
+        members = [
+            calibrated_member(model, temperature, f"fold_{number}")(image)
+            for number, (model, temperature) in enumerate(zip(models, temperatures, strict=True), 1)
+        ]
+        outputs = layers.Average(name=SOFTMAX)(members)
+        return keras.Model(image, outputs, name="ensemble")
 
 
 def ensemble_metadata(metadatas: list[dict], paths: list[Path]) -> dict:

@@ -25,7 +25,12 @@ import numpy as np
 import tensorflow as tf
 
 import pyimagesearch
-from pyimagesearch.acceleration import FusedBatchNormalization, trace_faster, training_precision
+from pyimagesearch.acceleration import (
+    FusedBatchNormalization,
+    float32_policy,
+    trace_faster,
+    training_precision,
+)
 from pyimagesearch.augmentation import build_augmenter
 from pyimagesearch.calibration import Calibration, fit_on_validation
 from pyimagesearch.data import (
@@ -124,12 +129,8 @@ def portable_copy(
     model: keras.Model, image_size: tuple[int, int], head: str = "tutorial"
 ) -> keras.Model:
     """The trained weights in a plain float32 Keras model with stock layers: what users load."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with float32_policy():
         portable = build_model(model.output_shape[-1], image_size, head=head)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     portable.set_weights(model.get_weights())
     return portable
 

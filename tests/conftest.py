@@ -35,6 +35,16 @@ def run_script(
     )
 
 
+@pytest.fixture(autouse=True)
+def float32_after_each_test():
+    """A test that trains in the test process (the default recipe trains in bfloat16 on a
+    CPU with AMX) leaves Keras' global policy set; the next test on that worker would
+    build its models in bfloat16. Reset it, without importing Keras where no test did."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
+
+
 # A script run in a fresh interpreter where importing TensorFlow, Keras or scikit-learn
 # fails: a command that reaches for them (to classify, or before refusing bad input)
 # fails with an ImportError instead of passing slowly.

@@ -44,14 +44,22 @@ def fold_models(root: Path) -> list[Path]:
 
 def test_ensemble_file_is_the_mean_of_calibrated_folds(tmp_path: Path):
     """load_model.py, in a fresh process on the ensemble's stored OpenVINO network, gives
-    the mean of what each fold model gives with its own temperature."""
+    the mean of what each fold model gives with its own temperature; also when the
+    folds were trained in bfloat16 just before. (Mutation: building the ensemble
+    without acceleration.float32_policy saves it without its OpenVINO network, which
+    OpenVINO could not convert, and load_model.py falls back to Keras.)"""
     from pyimagesearch.crossval import predict_files
     from pyimagesearch.ensemble import write_ensemble
     from pyimagesearch.serialization import load_model
 
     paths = fold_models(tmp_path)
     ensemble = tmp_path / "ensemble.model"
+    # As crossval --ensemble runs it: after folds trained in bfloat16 (the default
+    # recipe's on a CPU with AMX), whose policy stays set in the process.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
     write_ensemble(paths, ensemble)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy("float32")
     images = [
         write_image(tmp_path / "cells" / name / f"{i}.png", seed=i)
         for i, name in enumerate(CLASSES * 3)
