@@ -174,11 +174,14 @@ def judge(model: Path, paths: list[str], classes: list[str]) -> dict:
          f"prob_{POSITIVE}": f"{p[names.index(POSITIVE)]:.6f}"}
         for i, p in zip(index, probabilities, strict=True)
     ]  # fmt: skip
-    test_accuracy = engine.metadata.get("provenance", {}).get("final_metrics", {})
+    provenance = engine.metadata.get("provenance", {})
+    test_accuracy = provenance.get("final_metrics", {})
     return {
         **metrics,
         "images": len(index),
         "test_split_accuracy": test_accuracy.get("test_accuracy"),
+        # "auto" trains in bfloat16 on some CPUs only: say what this seed trained in.
+        "training_precision": provenance.get("training_precision"),
         "judging_seconds": seconds,
         "engine": engine.description,
         "rows": rows,
@@ -221,8 +224,10 @@ def markdown(results: list[dict], title: str, machine: str) -> str:
             known = [r[key] for r in results if r.get(key) is not None]
             values.append(format(float(pick(known)), spec) if known else "n/a")
         lines.append(f"| **{label}** | " + " | ".join(values) + " |")
+    trained_in = sorted({str(r.get("training_precision")) for r in results})
     lines += [
         "",
+        f"Trained in {', '.join(trained_in)}. "
         "Judged on every image of the held-out patients; the test split is the 100 images "
         "save_model.py judged itself on (same patients as its training). Training: "
         "save_model.py's process, start-up to saved model (TensorFlow import, decoding, "

@@ -93,6 +93,11 @@ def test_the_held_out_patients_are_judged_and_never_trained_on(source: Path, tmp
     assert figures["sensitivity"] == pytest.approx(said[label].mean())
     assert figures["specificity"] == pytest.approx((~said[~label]).mean())
     assert f"| 3 | {figures['accuracy']:.3f} |" in result.stdout
+    # What it trained in, resolved ("auto" is bfloat16 on a CPU with AMX only).
+    trained_in = figures["training_precision"]
+    assert (
+        trained_in in ("float32", "mixed_bfloat16") and f"Trained in {trained_in}." in result.stdout
+    )
     # The seed's own training output and curve, to tell a plateau from a bad judge.
     assert "[INFO] training network for 1 epochs" in (output / "seed-3-save_model.log").read_text()
     assert (output / "seed-3-plot.png").read_bytes().startswith(b"\x89PNG")
