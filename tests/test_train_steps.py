@@ -83,29 +83,32 @@ def test_recomputed_statistics_are_the_training_images_own(tmp_path: Path):
 
 def test_adam_epochs_are_a_quarter_of_the_run_and_at_least_one():
     """adam-then-sgd's switch: 3 of the recipe's 12 epochs (the measured one), one of a
-    1-2 epoch trial, and no SGD phase when a single epoch leaves none. (Mutation:
-    round() in place of rounding half up gives 2 for --epochs 10.)"""
+    1-2 epoch trial. (Mutation: round() in place of rounding half up gives 2 for
+    --epochs 10.)"""
     from pyimagesearch.recipes import adam_epochs
 
     assert [adam_epochs(n) for n in (1, 2, 4, 10, 12, 25)] == [1, 1, 1, 3, 3, 6]
-    single = steps.optimizer_phases(TrainConfig("d", epochs=1, optimizer="adam-then-sgd"))
-    assert [(p.optimizer, p.schedule_epochs) for p in single] == [("adam", 1)]
 
 
 def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
     tmp_path: Path, monkeypatch, capsys
 ):
-    """--optimizer adam-then-sgd over 3 epochs: Adam (0.001, scheduled over all 3) for
-    epoch 1, then SGD (the recipe's 0.03) compiled fresh over the 2 left. A checkpoint
-    of epoch 1 holds Adam and switches on resume; one of epoch 2 holds SGD and its
-    schedule position. Both resumed runs end on the uninterrupted run's exact weights.
-    (Mutations: recompiling only when start_epoch < first_epoch keeps Adam after the
-    epoch-1 checkpoint and changes the weights; scheduling SGD over all 3 epochs fails
-    the compile record; ending the Adam phase's fit with epochs=1 prints "Epoch 1/1".)"""
+    """--optimizer adam-then-sgd over 3 epochs, one compile, one fit(): Adam (0.001,
+    scheduled over all 3) for epoch 1, then SGD (the recipe's 0.03) scheduled over the 2
+    left. A checkpoint of epoch 1 (Adam's last) and one of epoch 2 (in SGD) each resume
+    to the uninterrupted run's exact weights; a checkpoint written before the two rules
+    became one optimizer (a stock Adam) is refused in one line. (Mutations: a switch
+    after 2 epochs in compile_model fails the switch step; SGD scheduled from the run's
+    first step in place of the switch fails the rate at the switch; dropping the
+    isinstance check in _restore resumes the old checkpoint with Adam throughout.)"""
     import shutil
 
     import keras
     import numpy as np
+    import pytest
+
+    from pyimagesearch.errors import UserError
+    from pyimagesearch.optimizers import AdamThenSGD
 
     dataset = write_dataset(tmp_path / "data", {"training": 16, "validation": 2, "testing": 2})
 
@@ -116,11 +119,8 @@ def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
             **fields,
         )  # fmt: skip
 
-    compiled, kept = [], {}
-    real_compile, real_save = steps.compile_model, steps.save_model
-    monkeypatch.setattr(
-        steps, "compile_model", lambda model, *a: compiled.append(a) or real_compile(model, *a)
-    )
+    kept = {}
+    real_save = steps.save_model
 
     def save_and_keep(model, path, metadata):
         real_save(model, path, metadata)
@@ -129,24 +129,33 @@ def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
 
     monkeypatch.setattr(steps, "save_model", save_and_keep)
     result = steps.train(config(checkpoint=str(tmp_path / "run.checkpoint")))
-    # Keras' progress counts every phase's epochs out of the run's 3.
-    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    out = capsys.readouterr().out
+    assert "training network for 3 epochs (Adam for 1, then SGD)" in out
+    # One fit(): Keras counts the epochs out of the run's 3.
+    shown = [line for line in out.splitlines() if line.startswith("Epoch ")]
     assert shown == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"], shown
-    assert [(a[0], a[3], a[4]) for a in compiled] == [(3, 0.001, "adam"), (2, 0.03, "sgd")]
     assert len(result.history["loss"]) == 3 and result.metadata["provenance"]["optimizer"] == (
         "adam-then-sgd"
     )
     monkeypatch.setattr(steps, "save_model", real_save)
 
-    optimizers = {}
     for epoch in (1, 2):
         restored = steps.load_model(kept[epoch], compile=True)[0].optimizer
-        optimizers[epoch] = (type(restored), int(restored.iterations))
+        # 4 steps an epoch; SGD's schedule starts at the switch, at its peak (a 2-epoch
+        # phase has no room for a warm-up) and falls to zero over its own 8 steps.
+        assert isinstance(restored, AdamThenSGD) and restored.switch_step == 4
+        assert int(restored.iterations) == 4 * epoch
+        assert np.float32(restored._learning_rate(4)) == np.float32(0.03)
         resumed = steps.train(config(checkpoint=kept[epoch], resume=True))
         for mine, theirs in zip(resumed.model.weights, result.model.weights, strict=True):
             np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
-    # 4 steps an epoch: epoch 1's Adam made 4; epoch 2's SGD made its first epoch's 4.
-    assert optimizers == {1: (keras.optimizers.Adam, 4), 2: (keras.optimizers.SGD, 4)}
+
+    older = steps.load_model(kept[1], compile=True)[0]
+    older.compile(optimizer=keras.optimizers.Adam(0.001), loss="sparse_categorical_crossentropy")
+    old_path = tmp_path / "older.checkpoint"
+    real_save(older, old_path, steps.read_metadata(Path(kept[1])))
+    with pytest.raises(UserError, match="older version"):
+        steps.train(config(checkpoint=str(old_path), resume=True))
 
 
 def test_auto_precision_is_bfloat16_only_with_amx_and_a_resume_keeps_its_checkpoints(
