@@ -7,8 +7,8 @@ so two recipes whose costs are close cannot be ranked that way (docs/accuracy.md
 Here each recipe trains on the same decoded split (DIR/training, validation, testing),
 through save_model.py's own steps (``pyimagesearch.train``), in the order A B B A per
 round so that neither always goes first. Each run's time is its steps: building,
-compiling, fitting (every tracing, and a second one where the recipe switches
-optimizer), the test report, any BatchNormalization recomputation and calibration.
+compiling, fitting (every tracing), the test report, any BatchNormalization
+recomputation and calibration.
 TensorFlow's start-up and decoding are outside (they are the same for both). Prints a
 Markdown table of the runs (with each epoch's seconds, its validation and any tracing
 in it included), each recipe's mean and the ratio to the first recipe.
