@@ -22,6 +22,7 @@ from pyimagesearch.recipes import (
     OPTIMIZERS,
     RECIPES,
     SCHEDULES,
+    STAIN_NORMALIZATIONS,
 )
 
 SEED_MAX = 2**31 - 1  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
@@ -278,6 +279,14 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
         "Dense layer grows with --image-size), or gap, global average pooling (the same "
         "parameters at any size); stored in the model (default: from --recipe, tutorial)",
     )
+    parser.add_argument(
+        "--stain",
+        choices=STAIN_NORMALIZATIONS,
+        help="stain normalisation, a layer of the network: none, or grey-world, each "
+        "channel divided by its mean over the cell's pixels (the black background left "
+        "out), so every cell averages to grey whatever its slide's stain; stored in the "
+        "model, so training and every loader apply it alike (default: from --recipe, none)",
+    )
 
 
 def apply_recipe(args: argparse.Namespace) -> None:
@@ -285,7 +294,7 @@ def apply_recipe(args: argparse.Namespace) -> None:
     recipe = RECIPES[args.recipe]
     if args.optimizer not in (None, recipe["optimizer"]) and args.learning_rate is None:
         args.learning_rate = OPTIMIZERS[args.optimizer]  # the recipe's suits its optimizer
-    fields = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "head")
+    fields = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "head", "stain")
     fields += ("optimizer", "bn_statistics", "precision")
     for field in fields:
         if getattr(args, field) is None:

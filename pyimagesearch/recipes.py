@@ -28,6 +28,7 @@ RECIPES: dict[str, dict] = {
         "augmentation": "tutorial",
         "image_size": 64,
         "head": "tutorial",
+        "stain": "none",
         "optimizer": "sgd",
         "bn_statistics": "moving",
         "precision": "float32",
@@ -40,6 +41,7 @@ RECIPES: dict[str, dict] = {
         "augmentation": "tutorial",
         "image_size": 64,
         "head": "tutorial",
+        "stain": "none",
         "optimizer": "sgd",
         "bn_statistics": "moving",
         "precision": "float32",
@@ -52,6 +54,7 @@ RECIPES: dict[str, dict] = {
         "augmentation": "any-orientation",
         "image_size": 64,
         "head": "tutorial",
+        "stain": "none",
         "optimizer": "sgd",
         "bn_statistics": "moving",
         "precision": "float32",
@@ -64,6 +67,7 @@ RECIPES: dict[str, dict] = {
         "augmentation": "any-orientation",
         "image_size": 96,
         "head": "gap",
+        "stain": "none",
         "optimizer": "sgd",
         "bn_statistics": "moving",
         "precision": "float32",
@@ -76,6 +80,7 @@ RECIPES: dict[str, dict] = {
         "augmentation": "tutorial",
         "image_size": 64,
         "head": "tutorial",
+        "stain": "none",
         "optimizer": "adam",
         "bn_statistics": "recomputed",
         "precision": "float32",
@@ -91,6 +96,7 @@ RECIPES: dict[str, dict] = {
         "augmentation": "tutorial",
         "image_size": 64,
         "head": "tutorial",
+        "stain": "none",
         "optimizer": "adam-then-sgd",
         "bn_statistics": "recomputed",
         # bfloat16 where the CPU has AMX (acceleration.training_precision): 1.2x faster
@@ -103,6 +109,9 @@ SCHEDULES = ("time-decay", "cosine")
 # The network's heads (``resnet.ResNet.build``): the article's 8x8 average pooling +
 # Flatten, or global average pooling, whose size does not depend on the input's.
 HEADS = ("tutorial", "gap")
+# Stain normalisation, a layer of the network (``stain.GreyWorld``): none, or each cell's
+# colour cast taken out (docs/accuracy.md).
+STAIN_NORMALIZATIONS = ("none", "grey-world")
 # Optimizers, and the peak learning rate each gets when --optimizer changes it without
 # --learning-rate: SGD's from the stable recipe, Adam's its usual 0.001 (docs/accuracy.md).
 # adam-then-sgd's rate is its SGD phase's; its Adam phase always peaks at Adam's own.

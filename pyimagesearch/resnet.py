@@ -11,7 +11,8 @@ import keras
 from keras import layers
 from keras.regularizers import l2
 
-from pyimagesearch.recipes import HEADS
+from pyimagesearch.recipes import HEADS, STAIN_NORMALIZATIONS
+from pyimagesearch.stain import GreyWorld
 
 
 class ResNet:
@@ -72,17 +73,23 @@ class ResNet:
         bnMom: float = 0.9,
         batch_norm: type[layers.Layer] = layers.BatchNormalization,
         head: str = "tutorial",
+        stain: str = "none",
     ) -> keras.Model:
         """Build the network for channels-last `height x width x depth` inputs.
 
         ``batch_norm`` lets training swap in a faster, weight-compatible layer; ``head``
-        is one of HEADS. The head is a layer of the saved config, so loading needs no flag."""
+        is one of HEADS; ``stain`` one of STAIN_NORMALIZATIONS ("grey-world" puts
+        ``stain.GreyWorld`` before the first layer). Both are layers of the saved config,
+        so loading needs no flag."""
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if stain not in STAIN_NORMALIZATIONS:
+            raise ValueError(f"stain must be one of {STAIN_NORMALIZATIONS}, got {stain!r}")
         chanDim = -1
         inputs = keras.Input(shape=(height, width, depth), name="image")
 
-        x = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(inputs)
+        x = GreyWorld(name="stain")(inputs) if stain == "grey-world" else inputs
+        x = batch_norm(axis=chanDim, epsilon=bnEps, momentum=bnMom)(x)
         x = layers.Conv2D(
             filters[0], (3, 3), use_bias=False, padding="same", kernel_regularizer=l2(reg)
         )(x)

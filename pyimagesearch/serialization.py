@@ -24,6 +24,9 @@ import keras
 
 # Registers FusedBatchNormalization, which training checkpoints hold, with Keras.
 import pyimagesearch.acceleration  # noqa: F401
+
+# Registers GreyWorld, the stain normalisation layer a saved network may begin with.
+import pyimagesearch.stain  # noqa: F401
 from pyimagesearch import safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.modelfile import (  # noqa: F401 (the TF-free half, re-exported)

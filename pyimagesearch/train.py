@@ -78,6 +78,7 @@ class TrainConfig:
     schedule: str = "time-decay"
     augmentation: str = "tutorial"
     head: str = "tutorial"  # resnet.HEADS: the article's pooling + Flatten, or global pooling
+    stain: str = "none"  # stain.STAIN_NORMALIZATIONS: "grey-world" takes each cell's cast out
     optimizer: str = "sgd"  # recipes.OPTIMIZERS
     bn_statistics: str = "moving"  # recipes.BN_STATISTICS: "recomputed" after training
     recipe: str | None = None
@@ -110,6 +111,7 @@ def build_model(
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     batch_norm: type[keras.layers.Layer] = keras.layers.BatchNormalization,
     head: str = "tutorial",
+    stain: str = "none",
 ) -> keras.Model:
     """The tutorial's network: three stages (2, 2, 3) of 32-64-128-256 filters."""
     height, width = image_size
@@ -123,15 +125,16 @@ def build_model(
         reg=0.0005,
         batch_norm=batch_norm,
         head=head,
+        stain=stain,
     )
 
 
 def portable_copy(
-    model: keras.Model, image_size: tuple[int, int], head: str = "tutorial"
+    model: keras.Model, image_size: tuple[int, int], head: str = "tutorial", stain: str = "none"
 ) -> keras.Model:
     """The trained weights in a plain float32 Keras model with stock layers: what users load."""
     with float32_policy():
-        portable = build_model(model.output_shape[-1], image_size, head=head)
+        portable = build_model(model.output_shape[-1], image_size, head=head, stain=stain)
     portable.set_weights(model.get_weights())
     return portable
 
@@ -244,6 +247,7 @@ def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
         "schedule": args.schedule,
         "augmentation": args.augmentation,
         "head": args.head,
+        "stain": args.stain,
         "optimizer": args.optimizer,
         "bn_statistics": args.bn_statistics,
         "image_size": (args.image_size, args.image_size),
@@ -279,6 +283,8 @@ def check_resumable(config: TrainConfig, class_names: list[str]) -> None:
     saved = {**{k: state.get(k) for k in expected}, "image_size": [size["height"], size["width"]]}
     expected["head"] = config.head
     saved["head"] = state.get("head", "tutorial")  # checkpoints from before --head
+    expected["stain"] = config.stain
+    saved["stain"] = state.get("stain", "none")  # ... and before --stain
     expected["optimizer"] = config.optimizer
     saved["optimizer"] = state.get("optimizer", "sgd")  # ... and before --optimizer
     if saved != expected or metadata["class_names"] != class_names:
@@ -372,7 +378,11 @@ def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
         keras.utils.set_random_seed(seed)
         if model is None:
             model = build_model(
-                len(class_names), config.image_size, FusedBatchNormalization, config.head
+                len(class_names),
+                config.image_size,
+                FusedBatchNormalization,
+                config.head,
+                config.stain,
             )
     return model, seed, history
 
@@ -448,6 +458,7 @@ def provenance(config: TrainConfig, arrays: dict, seed: int, history: dict, **ex
         "schedule": config.schedule,
         "augmentation": config.augmentation,
         "head": config.head,
+        "stain": config.stain,
         "optimizer": config.optimizer,
         "bn_statistics": config.bn_statistics,
         "history": history,
@@ -536,7 +547,8 @@ def fit_network(run: Run) -> None:
         state = {"epoch": epoch, "epochs": config.epochs, "batch_size": config.batch_size,
                  "precision": config.precision, "learning_rate": config.learning_rate,
                  "schedule": config.schedule, "augmentation": config.augmentation,
-                 "head": config.head, "optimizer": config.optimizer, "seed": run.seed,
+                 "head": config.head, "stain": config.stain, "optimizer": config.optimizer,
+                 "seed": run.seed,
                  "history": run.history}  # fmt: skip
         save_model(run.model, config.checkpoint, {**run.metadata(), "checkpoint": state})
 
@@ -588,7 +600,7 @@ def evaluate_network(run: Run) -> TrainResult:
     """Step 5, the classification report on the testing split, of exactly the network
     that will be saved; then its temperature, fitted on validation."""
     config, arrays, class_names, positive = run.config, run.arrays, run.class_names, run.positive
-    model = portable_copy(run.model, config.image_size, config.head)
+    model = portable_copy(run.model, config.image_size, config.head, config.stain)
     if config.bn_statistics == "recomputed":
         recompute_batch_norm(model, arrays["training"][0], config.batch_size, run.seed)
     print("[INFO] evaluating network...")

@@ -1,0 +1,59 @@
+"""Stain normalisation inside the network: each cell's colour cast taken out.
+
+The stain differs between patients' slides far more than anything else in the pixels
+(``bench.stain_spread``: per-patient mean hue -50 to +41 degrees between the quartiles,
+saturation 0.47x to 1.22x), and Rajaraman et al. 2018 (PeerJ 6:e4568) name it as the
+cause of the drop from cell-level to patient-level accuracy on the NIH set. Colour
+augmentation teaches a network to ignore the cast; ``GreyWorld`` removes it instead,
+the grey-world assumption of colour constancy (Buchsbaum 1980, J. Franklin Inst.
+310(1)): each channel is divided by its mean over the cell's pixels and multiplied by
+the mean of the three, so every cell averages to grey at its own brightness, and what
+differs inside the cell (a parasite's darker, bluer stain) stays.
+
+Why a layer of the network and not a step of ``preprocessing``: the layer is in the
+saved model's config, so every way of running the model (Keras, the OpenVINO fast
+path, the exports, Grad-CAM) applies it, after training's augmentation and before the
+first convolution, and no loader can forget it. The one preprocessing definition still
+turns a file into the [0, 1] pixels; this layer is the network's first operation, like
+the BatchNormalization after it.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from pyimagesearch.recipes import STAIN_NORMALIZATIONS  # noqa: F401 (the layer's names)
+
+# A pixel belongs to the cell when its brightest channel is above this: the NIH crops
+# have a black background (and training's rotations fill the corners with black).
+BACKGROUND = 0.1
+# The gains are bounded so that a channel the cell barely has (or an all-black image)
+# is not amplified into noise: 4x covers the measured spread with room to spare.
+MAX_GAIN = 4.0
+
+
+@keras.saving.register_keras_serializable(package="pyimagesearch")
+class GreyWorld(keras.layers.Layer):
+    """Scale each channel so that the cell's pixels (not the background) average to grey."""
+
+    def __init__(self, background: float = BACKGROUND, max_gain: float = MAX_GAIN, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # exact means under a bfloat16 policy
+        super().__init__(**kwargs)
+        self.background = float(background)
+        self.max_gain = float(max_gain)
+
+    def call(self, images):
+        images = ops.cast(images, "float32")
+        cell = ops.cast(ops.max(images, axis=-1, keepdims=True) > self.background, "float32")
+        count = ops.maximum(ops.sum(cell, axis=(1, 2), keepdims=True), 1.0)
+        means = ops.sum(images * cell, axis=(1, 2), keepdims=True) / count
+        grey = ops.mean(means, axis=-1, keepdims=True)
+        gain = ops.clip(grey / ops.maximum(means, 1e-6), 1 / self.max_gain, self.max_gain)
+        return images * gain
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "background": self.background, "max_gain": self.max_gain}
