@@ -25,29 +25,27 @@ from keras import ops
 
 from pyimagesearch.recipes import STAIN_NORMALIZATIONS  # noqa: F401 (the layer's names)
 
-# A pixel belongs to the cell when its brightest channel is above this: the NIH crops
-# have a black background (and training's rotations fill the corners with black).
-BACKGROUND = 0.1
-# The gains are bounded so that a channel the cell barely has (or an all-black image)
+# The gains are bounded so that a channel the image barely has (or an all-black image)
 # is not amplified into noise: 4x covers the measured spread with room to spare.
 MAX_GAIN = 4.0
 
 
 @keras.saving.register_keras_serializable(package="pyimagesearch")
 class GreyWorld(keras.layers.Layer):
-    """Scale each channel so that the cell's pixels (not the background) average to grey."""
+    """Scale each channel so that the image's mean colour is grey at its own brightness.
 
-    def __init__(self, background: float = BACKGROUND, max_gain: float = MAX_GAIN, **kwargs):
+    The means are over the whole image: the black background of the NIH crops adds zero
+    to every channel, so the ratios between them, and the gains, are those of the cell
+    alone however much background there is."""
+
+    def __init__(self, max_gain: float = MAX_GAIN, **kwargs):
         kwargs.setdefault("dtype", "float32")  # exact means under a bfloat16 policy
         super().__init__(**kwargs)
-        self.background = float(background)
         self.max_gain = float(max_gain)
 
     def call(self, images):
         images = ops.cast(images, "float32")
-        cell = ops.cast(ops.max(images, axis=-1, keepdims=True) > self.background, "float32")
-        count = ops.maximum(ops.sum(cell, axis=(1, 2), keepdims=True), 1.0)
-        means = ops.sum(images * cell, axis=(1, 2), keepdims=True) / count
+        means = ops.mean(images, axis=(1, 2), keepdims=True)
         grey = ops.mean(means, axis=-1, keepdims=True)
         gain = ops.clip(grey / ops.maximum(means, 1e-6), 1 / self.max_gain, self.max_gain)
         return images * gain
@@ -56,4 +54,4 @@ class GreyWorld(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "background": self.background, "max_gain": self.max_gain}
+        return {**super().get_config(), "max_gain": self.max_gain}
