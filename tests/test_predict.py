@@ -6,9 +6,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from pyimagesearch import compiled, predict

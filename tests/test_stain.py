@@ -21,9 +21,10 @@ def cell(size: int = 32, seed: int = 0) -> np.ndarray:
 
 def test_the_same_cell_under_another_stain_looks_the_same():
     """Slides stain the same cell bluer or redder: after the layer the two are one image
-    (up to brightness, which the layer keeps and BatchNormalization follows), the cell averages to grey at its own brightness, the background stays black, and the
-    parasite's spot still stands out. (Mutation: gains of 1, or the gain taken against
-    the brightest channel instead of the mean of the three, fails it.)"""
+    (up to brightness, which the layer keeps), the cell averages to grey at its own
+    brightness, the background stays black, and the parasite's spot still stands out.
+    (Mutation: gains of 1, or the gain taken against the brightest channel instead of the
+    mean of the three, fails it.)"""
     pink = cell()
     casts = [pink * np.float32([0.7, 1.0, 1.25]), pink * np.float32([1.2, 0.9, 0.8])]
     out = np.asarray(GreyWorld()(np.stack([pink, *casts])))
