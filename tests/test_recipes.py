@@ -16,6 +16,7 @@ from pyimagesearch.recipes import (
     OPTIMIZERS,
     RECIPES,
     SCHEDULES,
+    STAIN_NORMALIZATIONS,
 )
 from pyimagesearch.serialization import read_metadata
 from pyimagesearch.train import build_model, compile_model
@@ -28,14 +29,16 @@ FLAGS = {  # each recipe setting and the save_model.py flag that overrides it
     "augmentation": "--augmentation",
     "image_size": "--image-size",
     "head": "--head",
+    "stain": "--stain",
     "optimizer": "--optimizer",
     "bn_statistics": "--bn-statistics",
     "precision": "--precision",
 }
 OTHER = {"epochs": 3, "batch_size": 5, "learning_rate": 0.007, "schedule": None,
-         "augmentation": None, "image_size": 40, "head": None, "optimizer": None,
+         "augmentation": None, "image_size": 40, "head": None, "stain": None, "optimizer": None,
          "bn_statistics": None, "precision": None}  # fmt: skip
 CHOICES = {"schedule": SCHEDULES, "augmentation": AUGMENTATIONS, "head": HEADS,
+           "stain": STAIN_NORMALIZATIONS,
            "optimizer": tuple(OPTIMIZERS), "bn_statistics": BN_STATISTICS,
            "precision": TRAINING_PRECISIONS}  # fmt: skip
 
