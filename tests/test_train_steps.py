@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+import pytest
+
 from pyimagesearch import train as steps
+from pyimagesearch.errors import UserError
 from pyimagesearch.train import TrainConfig
 from tests.conftest import write_dataset
 
@@ -32,10 +35,7 @@ def test_splits_too_big_for_memory_are_refused_before_decoding(tmp_path: Path, m
     """At --image-size 1024 the tutorial's 500 images need about 8 GiB as float32; with
     less available the run stops in one line naming the size, before any decode.
     (Mutation: removing check_memory from decode_splits lets it decode.)"""
-    import pytest
-
     from pyimagesearch import data
-    from pyimagesearch.errors import UserError
 
     dataset = write_dataset(tmp_path / "data", {"training": 4, "validation": 1, "testing": 1})
     monkeypatch.setattr(data, "available_memory", lambda: 200 << 20)  # 200 MiB
@@ -190,3 +190,29 @@ def test_auto_precision_is_bfloat16_only_with_amx_and_a_resume_keeps_its_checkpo
     save_model(steps.build_model(2, (32, 32)), checkpoint, {**metadata, "checkpoint": state})
     resumed = TrainConfig("d", precision="auto", resume=True, checkpoint=str(checkpoint))
     assert steps.resolve_precision(resumed) == ("mixed_bfloat16", "auto: the checkpoint's")
+
+
+def test_resume_refuses_a_checkpoint_of_another_network(tmp_path: Path):
+    """--head and --stain change the network: a checkpoint made with another of either
+    is refused in one line before anything loads, and one made before --stain existed
+    resumes as "none". (Mutation: leaving "stain" out of check_resumable's comparison
+    lets the grey-world run resume the plain checkpoint.)"""
+    from pyimagesearch.serialization import save_model
+
+    checkpoint = tmp_path / "m.model.checkpoint"
+    metadata = {"class_names": ["a", "b"], "preprocessing": steps.default_recipe((32, 32))}
+    state = {"epoch": 1, "epochs": 2, "batch_size": 4, "precision": "float32",
+             "learning_rate": 0.03, "schedule": "cosine", "augmentation": "none",
+             "head": "tutorial", "optimizer": "sgd", "seed": 1}  # fmt: skip
+    save_model(steps.build_model(2, (32, 32)), checkpoint, {**metadata, "checkpoint": state})
+
+    def config(**changes) -> TrainConfig:
+        fields = {k: state[k] for k in ("epochs", "batch_size", "precision", "learning_rate")}
+        fields |= {k: state[k] for k in ("schedule", "augmentation", "head", "optimizer")}
+        return TrainConfig("d", image_size=(32, 32), resume=True, checkpoint=str(checkpoint),
+                           **{**fields, **changes})  # fmt: skip
+
+    steps.check_resumable(config(), ["a", "b"])  # no "stain" in the state: "none"
+    for change in ({"stain": "grey-world"}, {"head": "gap"}):
+        with pytest.raises(UserError, match="--resume: checkpoint was made with"):
+            steps.check_resumable(config(**change), ["a", "b"])
