@@ -188,6 +188,11 @@ def describe(engine) -> None:
             f"{provenance.get('epochs', '?')} epochs, seed {provenance.get('seed')}"
             + (f", test accuracy {accuracy:.4f}" if accuracy is not None else "")
         )
+    if isinstance(provenance, dict) and provenance.get("stain") == "grey-world":
+        print(
+            "[INFO] stain normalisation: grey-world, a layer of the network (each cell's "
+            "colour cast taken out; plain Keras loads it after `import pyimagesearch.stain`)"
+        )
     ensemble = provenance.get("ensemble") if isinstance(provenance, dict) else None
     if isinstance(ensemble, dict) and isinstance(ensemble.get("members"), list):
         print(

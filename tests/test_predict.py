@@ -83,6 +83,7 @@ def save_fast_model(folder: Path, stain: str = "none") -> Path:
         "class_names": ["Parasitized", "Uninfected"],
         "preprocessing": RECIPE,
         "calibration": {"method": "temperature", "temperature": 1.7, "images": 40},
+        **({"provenance": {"stain": stain}} if stain != "none" else {}),
     }
     path = folder / "fast.model"
     save_model(keras_model, path, metadata, compiled=True)
@@ -150,6 +151,7 @@ def test_stain_normalisation_travels_in_the_compiled_network(images, tmp_path):
     model = save_fast_model(tmp_path, stain="grey-world")
     fast, fast_rows = classify(model, images, tmp_path, "--precision", "float32", blocked=True)
     assert "running on OpenVINO, f32" in fast.stdout
+    assert "[INFO] stain normalisation: grey-world" in fast.stdout  # said, whichever engine
     _, keras_rows = classify(model, images, tmp_path, "--runtime", "tensorflow")
     (tmp_path / "plain").mkdir()
     plain = save_fast_model(tmp_path / "plain")
