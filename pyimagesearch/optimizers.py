@@ -16,7 +16,11 @@ from keras import ops
 
 
 def learning_rate_schedule(
-    schedule: str, epochs: int, steps_per_epoch: int, peak: float
+    schedule: str,
+    epochs: int,
+    steps_per_epoch: int,
+    peak: float,
+    warmup_epochs: int | None = None,
 ) -> keras.optimizers.schedules.LearningRateSchedule:
     """The tutorial's time decay, or a cosine one.
 
@@ -25,12 +29,14 @@ def learning_rate_schedule(
     ``InverseTimeDecay`` with ``decay_steps=1``. After 25 epochs it is still at half
     the peak, so the last epochs move the weights as much as the first ones did and
     the model saved is wherever the noise left it. "cosine" warms up linearly for one
-    epoch, then falls to zero, so the run ends settled.
+    epoch (or WARMUP_EPOCHS), then falls to zero, so the run ends settled.
     """
     if schedule == "cosine":
         # One epoch of warm-up, but at most a tenth of the run: a 2-epoch trial would
         # otherwise spend half of it warming up (and a 1-epoch smoke test has no room).
         warmup = min(steps_per_epoch, epochs * steps_per_epoch // 10) if epochs > 1 else 0
+        if warmup_epochs is not None and epochs > 1:
+            warmup = min(warmup_epochs, epochs - 1) * steps_per_epoch
         return keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else peak,
             decay_steps=max(epochs * steps_per_epoch - warmup, 1),

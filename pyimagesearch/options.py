@@ -22,7 +22,7 @@ from pyimagesearch.recipes import (
     OPTIMIZERS,
     RECIPES,
     SCHEDULES,
-    STAIN_NORMALIZATIONS,
+    STAIN_CHOICES,
 )
 
 SEED_MAX = 2**31 - 1  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
@@ -281,11 +281,13 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stain",
-        choices=STAIN_NORMALIZATIONS,
+        choices=STAIN_CHOICES,
         help="stain normalisation, a layer of the network: none, or grey-world, each "
         "channel divided by its mean over the cell's pixels (the black background left "
         "out), so every cell averages to grey whatever its slide's stain; stored in the "
-        "model, so training and every loader apply it alike (default: from --recipe, none)",
+        "model, so training and every loader apply it alike. auto: grey-world for the NIH "
+        "malaria classes, none for other images, whose colour may tell the classes apart "
+        "(default: from --recipe; auto for the default recipe, none for the others)",
     )
 
 

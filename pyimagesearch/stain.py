@@ -23,7 +23,20 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from pyimagesearch.recipes import STAIN_NORMALIZATIONS  # noqa: F401 (the layer's names)
+from pyimagesearch.splitting import is_nih
+
+
+def resolve(stain: str, class_names: list[str]) -> tuple[str, str]:
+    """(stain normalisation, why) for a run: "auto" made concrete once the classes are
+    known. Grey-world where they are the NIH malaria classes (stained cells, where it was
+    measured on unseen patients); none for any other images, whose colour may be what
+    tells their classes apart (grey-world would take it out)."""
+    if stain != "auto":
+        return stain, "asked for"
+    if is_nih(class_names):
+        return "grey-world", "auto: stained blood cells, the NIH classes"
+    return "none", "auto: not the NIH classes, so colours are kept as they are"
+
 
 # The gains are bounded so that a channel the image barely has (or an all-black image)
 # is not amplified into noise. On 1,500 NIH cells (64 px) they span 0.77-1.12 (red),

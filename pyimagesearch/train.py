@@ -55,11 +55,12 @@ from pyimagesearch.modelfile import read_metadata
 from pyimagesearch.optimizers import AdamThenSGD, SwitchingSchedule, learning_rate_schedule
 from pyimagesearch.options import TRAINING_PRECISIONS
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
-from pyimagesearch.recipes import OPTIMIZERS, adam_epochs
+from pyimagesearch.recipes import OPTIMIZERS, adam_epochs, sgd_warmup_epochs
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.serialization import load_model, save_model
 from pyimagesearch.splitting import read_file_list
+from pyimagesearch.stain import resolve as resolve_stain
 
 
 @dataclass
@@ -152,7 +153,8 @@ def compile_model(
 
     adam-then-sgd: Adam (its own peak, ``OPTIMIZERS["adam"]``, scheduled over the whole
     run, as ``--optimizer adam``) for ``recipes.adam_epochs``, then SGD with PEAK,
-    freshly warmed up and scheduled to zero over the epochs left."""
+    freshly warmed up (``recipes.sgd_warmup_epochs``) and scheduled to zero over the
+    epochs left."""
     if optimizer == "adam-then-sgd":
         switch = adam_epochs(epochs)
         chosen = AdamThenSGD(
@@ -160,7 +162,13 @@ def compile_model(
             SwitchingSchedule(
                 switch * steps_per_epoch,
                 learning_rate_schedule(schedule, epochs, steps_per_epoch, OPTIMIZERS["adam"]),
-                learning_rate_schedule(schedule, max(epochs - switch, 1), steps_per_epoch, peak),
+                learning_rate_schedule(
+                    schedule,
+                    max(epochs - switch, 1),
+                    steps_per_epoch,
+                    peak,
+                    warmup_epochs=sgd_warmup_epochs(epochs),
+                ),
             ),
         )
     elif optimizer == "adam":
@@ -508,6 +516,7 @@ def build_network(run: Run) -> None:
     checkpoint's network, with --resume)."""
     config = run.config
     config.precision, why = resolve_precision(config)
+    config.stain, why_stain = resolve_stain(config.stain, run.class_names)
     if config.resume:
         check_resumable(config, run.class_names)
     trace_faster()
@@ -519,6 +528,7 @@ def build_network(run: Run) -> None:
         print(f"[INFO] {config.distribute} training on {count} devices")
     keras.mixed_precision.set_global_policy(config.precision)
     print(f"[INFO] training precision: {config.precision} ({why})")
+    print(f"[INFO] stain normalisation: {config.stain} ({why_stain})")
     # Model, optimizer and checkpoint variables must be made under the strategy.
     run.model, run.seed, run.history = start_model(config, run.class_names, run.strategy)
 

@@ -231,6 +231,9 @@ def test_save_model_trains_a_flat_10_class_folder_and_reads_right(digits_run, di
     provenance = metadata["provenance"]
     assert provenance["dataset"] == "digits"  # its name, never the training machine's path
     assert provenance["layout"]["layout"] == "flat" and provenance["augmentation"] == "none"
+    # The default recipe normalises stain for the malaria cells only: other images keep
+    # their colours, which may be what tells their classes apart.
+    assert provenance["stain"] == "none" and "stain normalisation: none (auto: not the NIH" in out
     # Four epochs at 32 px (the README's 12-epoch figure is higher); chance is 0.1.
     assert provenance["final_metrics"]["test_accuracy"] >= 0.9
 

@@ -89,6 +89,8 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(dataset: Path, tmp_p
         *BFLOAT16,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # The default recipe's stain "auto" on the NIH classes (the resume below must match it).
+    assert "[INFO] stain normalisation: grey-world (auto: stained blood cells" in result.stdout
 
     part = tmp_path / "part.model"
     process = start_training(dataset, part, *BFLOAT16)
@@ -130,6 +132,7 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(dataset: Path, tmp_p
     model, metadata = load_model(part)
     assert metadata["provenance"]["training_precision"] == "mixed_bfloat16"
     assert {w.dtype for w in model.weights} == {"float32"}
+    assert metadata["provenance"]["stain"] == "grey-world" and model.get_layer("stain")
 
 
 def test_sigkill_never_damages_the_previous_model(dataset: Path, tmp_path: Path):
