@@ -2,14 +2,15 @@
 
 ``tutorial`` is the original article's hyperparameters, unchanged. ``adam-then-sgd``
 (the default) trains the tutorial's network for 12 epochs in batches of 16, Adam for
-the first three and SGD (peak 0.015, warmed up over three epochs) for the rest, and recomputes the
-BatchNormalization statistics after training (``BN_STATISTICS``), in bfloat16 where the
-CPU has AMX (``precision`` "auto"); for the malaria cells it takes each cell's stain
-cast out first (``stain`` "auto": grey-world for the NIH classes only). Judged on
-patients the model never saw it has no failed split in 25 on a Xeon (bfloat16 0.939-0.958,
-mean 0.953; float32 0.947-0.961, mean 0.954), where SGD at 0.03 after a one-epoch warm-up
-and no stain normalisation scored 0.923-0.955 (mean 0.949), and in batches of 32 it
-failed a split (0.612) that it passed on an AMD EPYC (docs/accuracy.md). ``stable``, the default
+the first three and SGD (peak 0.015, warmed up over three epochs) for the rest, and
+recomputes the BatchNormalization statistics after training (``BN_STATISTICS``), in
+bfloat16 where the CPU has AMX (``precision`` "auto"); for the malaria cells it takes
+each cell's stain cast out first (``stain`` "auto": grey-world for the NIH classes
+only). Judged on patients the model never saw it has no failed split in 25 on a Xeon
+(bfloat16 0.939-0.958, mean 0.953; float32 0.947-0.961, mean 0.954), where SGD at 0.03
+after a one-epoch warm-up and no stain normalisation scored 0.923-0.955 (mean 0.949),
+and in batches of 32 it failed a split (0.612) that it passed on an AMD EPYC
+(docs/accuracy.md). ``stable``, the default
 before it, is SGD alone (the smallest change that removed the tutorial's seed lottery
 on its own test split): better on most splits where it learns, but on one split in ten
 it never does (0.695). ``adam`` is ``stable`` with Adam and recomputed statistics: no
@@ -137,17 +138,14 @@ def adam_epochs(epochs: int) -> int:
     return max(1, int(epochs * ADAM_SHARE + 0.5))
 
 
-# adam-then-sgd: SGD's warm-up after the switch, as a share of its epochs (3 of 9). After
-# a one-epoch warm-up (19 steps) SGD threw 2 of 15 grey-world splits off in bfloat16 and
-# left a third short; three epochs learned all three, and with the recipe's lower peak
-# no split of 25 failed (docs/accuracy.md).
-SGD_WARMUP_SHARE = 1 / 3
-
-
 def sgd_warmup_epochs(epochs: int) -> int:
     """Epochs of SGD's warm-up in an adam-then-sgd run of EPOCHS: a third of SGD's
-    epochs, rounded down (a 2-epoch phase has no room for one)."""
-    return int((epochs - adam_epochs(epochs)) * SGD_WARMUP_SHARE + 1e-9)
+    epochs, rounded down (3 of 9; a 2-epoch phase has no room for one).
+
+    After a one-epoch warm-up (19 steps) SGD threw 2 of 15 grey-world splits off in
+    bfloat16 and left a third short; three epochs learned all three, and with the
+    recipe's lower peak no split of 25 failed (docs/accuracy.md)."""
+    return (epochs - adam_epochs(epochs)) // 3
 
 
 # BatchNormalization's statistics in the saved model: the moving averages kept during
