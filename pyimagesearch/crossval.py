@@ -27,7 +27,8 @@ validation; the model trained there classifies fold k. Written to OUTPUT:
   finished run given the same command with ``--ensemble`` only writes the file;
 - with ``--holdout FRACTION``: that share of the groups is set aside before the folds
   are made (``holdout.csv``) and never trained or validated on; ``holdout.md`` judges
-  each fold model, their mean and the ensemble on them.
+  each fold model, their mean and the ensemble on them, and ``holdout-predictions.csv``
+  holds each model's probabilities per held-out image.
 """
 
 from __future__ import annotations
@@ -410,7 +411,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         help="set aside about this share of the groups (stratified by class) before the "
         "folds are made; no fold sees them, and holdout.md judges the fold models and the "
-        "ensemble on them (e.g. 0.2)",
+        "ensemble on them, with each model's probabilities per image in "
+        "holdout-predictions.csv (e.g. 0.2)",
     )
     parser.add_argument(
         "--ensemble",
@@ -482,7 +484,8 @@ def judge_holdout(
     args: argparse.Namespace, held: list[dict], class_names: list[str], ensemble: bool
 ) -> str:
     """holdout.md: each finished fold model, their mean, and the ensemble, on the held-out
-    groups (which no fold trained or validated on)."""
+    groups (which no fold trained or validated on); holdout-predictions.csv: every model's
+    probabilities per image, so that two runs on the same held-out groups pair cell by cell."""
     from pyimagesearch.serialization import load_model
 
     output = Path(args.output)
@@ -490,12 +493,22 @@ def judge_holdout(
     labels = np.array([class_names.index(row["label"]) for row in held])
     models = sorted(output.glob("fold-*/result.json"), key=lambda p: int(p.parent.name[5:]))
     judged = {}
+    rows = [dict(row) for row in held]
+    predicted = set(range(len(held)))
     for name, path in [(p.parent.name, p.parent / "model.keras") for p in models] + (
         [("ensemble", Path(args.ensemble))] if ensemble else []
     ):
         model, metadata = load_model(path)
         kept, probabilities = predict_files(model, metadata, paths)
         judged[name] = fold_metrics(labels[kept], probabilities, class_names, args.positive_class)
+        predicted &= set(kept.tolist())
+        for index, probs in zip(kept, probabilities, strict=True):
+            rows[index][f"{name}_predicted"] = class_names[int(probs.argmax())]
+            rows[index].update(
+                {f"{name}_prob_{c}": f"{p:.6f}" for c, p in zip(class_names, probs, strict=True)}
+            )
+    # An image that would not decode has no predictions to pair.
+    write_csv(output / "holdout-predictions.csv", [rows[i] for i in sorted(predicted)])
     folds = [m for name, m in judged.items() if name != "ensemble"]
     metrics = list(folds[0])
     word = args.word

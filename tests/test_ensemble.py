@@ -109,3 +109,55 @@ def test_ensemble_refuses_missing_folds(tmp_path: Path, capsys):
     assert len(printed.err.splitlines()) == 1, printed.err
     assert "--ensemble needs all 3 folds" in printed.err and "fold(s) 2 " in printed.err
     assert "training on" not in printed.out and not output.exists()
+
+
+def test_holdout_judges_each_fold_and_the_ensemble_on_the_same_cells(tmp_path: Path):
+    """crossval --holdout's figures: holdout.md's rows are each model's on the held-out
+    images, and holdout-predictions.csv holds, per image, what each model said (the
+    ensemble's the mean of the folds'), so that two runs on the same held-out patients
+    can be compared cell by cell. An image that will not decode is in neither.
+    (Mutation: writing every held-out row, decoded or not, fails on the broken file;
+    judging the ensemble with the first fold's model fails on the mean.)"""
+    import argparse
+
+    from pyimagesearch.crossval import judge_holdout
+    from pyimagesearch.ensemble import write_ensemble
+
+    output = tmp_path / "cv"
+    paths = fold_models(output)
+    for path in paths:
+        (path.parent / "result.json").write_text("{}")
+    write_ensemble(paths, output / "ensemble.model")
+    held = [
+        {"path": str(write_image(tmp_path / "held" / name / f"P{i}_{i}.png", seed=i)),
+         "patient": f"P{i}", "label": name}
+        for i, name in enumerate(CLASSES * 4)
+    ]  # fmt: skip
+    broken = tmp_path / "held" / "Uninfected" / "P9_broken.png"
+    broken.write_bytes(b"not a png")
+    held.append({"path": str(broken), "patient": "P9", "label": "Uninfected"})
+    for row in held:
+        row["file"] = Path(row["path"]).name
+    args = argparse.Namespace(
+        output=str(output), ensemble=str(output / "ensemble.model"), holdout=0.2,
+        word="patient", positive_class=None,
+    )  # fmt: skip
+
+    table = judge_holdout(args, held, CLASSES, ensemble=True)
+
+    with open(output / "holdout-predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["file"] for r in rows] == [row["file"] for row in held[:-1]]
+    probs = {
+        name: np.array([[float(r[f"{name}_prob_{c}"]) for c in CLASSES] for r in rows])
+        for name in ("fold-1", "fold-2", "fold-3", "ensemble")
+    }
+    folds = [probs[f"fold-{k}"] for k in (1, 2, 3)]
+    assert np.abs(folds[0] - folds[1]).max() > 1e-3, "the folds must differ to test a mean"
+    np.testing.assert_allclose(probs["ensemble"], np.mean(folds, axis=0), atol=1e-5)
+    for name in probs:
+        right = np.mean([r[f"{name}_predicted"] == r["label"] for r in rows])
+        line = next(x for x in table.splitlines() if x.startswith(f"| {name} |"))
+        assert f"| {right:.4f} |" in line, (name, right, line)
+    assert (output / "holdout.md").read_text() == table
+    assert "| mean of folds |" in table
