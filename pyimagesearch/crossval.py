@@ -320,7 +320,8 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
     word = args.word
     grouping = f"{word.capitalize()}-grouped" if args.group_pattern else "Stratified"
     lines = [
-        f"{grouping} {args.folds}-fold cross-validation of `--recipe {args.recipe}` on "
+        f"{grouping} {args.folds}-fold cross-validation of `--recipe {args.recipe}"
+        f"{args.overrides}` on "
         f"{len(rows)} images"
         + (f" of {len({r[word] for r in rows})} {word}s" if args.group_pattern else "")
         + f" (`--seed {args.seed}`)"
@@ -581,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in vars(args).items()
         if k not in ("debug", "output", "only", "ensemble") and v is not None
     }
+    # The recipe as the command line gave it, for summary.md's first line.
+    args.overrides = "".join(
+        f" --{k.replace('_', '-')} {settings[k]}"
+        for k in (*options.RECIPE_FIELDS, "image_size")
+        if k in settings
+    )
     options.apply_recipe(args)  # after: settings hold what the command line said
     pattern = args.group_pattern or default_group_pattern(class_names)
     args.group_pattern = pattern

@@ -291,14 +291,17 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# What a --recipe sets and the command line may override (besides --image-size).
+RECIPE_FIELDS = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "head")
+RECIPE_FIELDS += ("stain", "optimizer", "bn_statistics", "precision")
+
+
 def apply_recipe(args: argparse.Namespace) -> None:
     """Fill every field the command line left unset from --recipe."""
     recipe = RECIPES[args.recipe]
     if args.optimizer not in (None, recipe["optimizer"]) and args.learning_rate is None:
         args.learning_rate = OPTIMIZERS[args.optimizer]  # the recipe's suits its optimizer
-    fields = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "head", "stain")
-    fields += ("optimizer", "bn_statistics", "precision")
-    for field in fields:
+    for field in RECIPE_FIELDS:
         if getattr(args, field) is None:
             setattr(args, field, recipe[field])
     if args.image_size is None:

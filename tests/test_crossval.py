@@ -142,6 +142,8 @@ def read_rows(path: Path) -> list[dict]:
 def assert_one_fold_summarised(output: Path) -> None:
     partial = (output / "summary.md").read_text()
     assert "1 of 2 folds finished so far" in partial
+    # What the run overrode of its recipe is named with it, not only in settings.json.
+    assert "--epochs 2 --image-size 32` on " in partial.splitlines()[0]
     mean_row = next(line for line in partial.splitlines() if line.startswith("| mean"))
     assert "+/-" not in mean_row.split("|", 2)[2], "one fold has no spread to report"
 
