@@ -1,0 +1,60 @@
+"""The one channel for what the commands tell their user: ``[INFO]`` lines to stdout,
+``[WARNING]`` and ``[ERROR]`` lines to stderr, in the tutorial's own style.
+
+They go through the standard ``logging`` logger ``"pyimagesearch"``, so a Python caller
+silences them with ``logging.getLogger("pyimagesearch").setLevel(logging.ERROR)`` (or
+:func:`quiet`) and redirects them with its own handler. TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LOGGER = logging.getLogger("pyimagesearch")
+
+
+class _TutorialHandler(logging.Handler):
+    """Writes ``[LEVEL] message`` to the *current* sys.stdout or sys.stderr.
+
+    logging.StreamHandler keeps the stream it was given at import; pytest's capsys and
+    a caller's contextlib.redirect_stdout replace sys.stdout later, so the stream is
+    looked up at each line instead."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
+            if record.levelno >= logging.WARNING:
+                sys.stdout.flush()  # a warning never lands in the middle of an info line
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # logging's own rule: a failing handler never stops the caller
+            self.handleError(record)
+
+
+if not any(isinstance(handler, _TutorialHandler) for handler in LOGGER.handlers):
+    _handler = _TutorialHandler()
+    _handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    LOGGER.addHandler(_handler)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+def info(message: str) -> None:
+    """An ``[INFO]`` line: progress, on stdout."""
+    LOGGER.info(message)
+
+
+def warning(message: str) -> None:
+    """A ``[WARNING]`` line on stderr, starting on a line of its own."""
+    LOGGER.warning(message)
+
+
+def error(message: str) -> None:
+    """An ``[ERROR]`` line on stderr."""
+    LOGGER.error(message)
+
+
+def quiet(level: int = logging.ERROR) -> None:
+    """Hide lines below LEVEL, for Python callers that want the library silent."""
+    LOGGER.setLevel(level)
