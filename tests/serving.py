@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from tests.conftest import NO_BROWSER
+
 # The limits both test servers run with (serve_model.py --max-images 4 --max-request-mb 1).
 MAX_IMAGES = 4
 MAX_REQUEST_BYTES = 1 << 20
@@ -168,10 +170,9 @@ def chromium(width: int = 1100, height: int = 760) -> Iterator:
 
     binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (binary and driver_path):
-        message = "the browser test needs Debian's chromium and chromium-driver (apt-get)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(f"REQUIRE_BROWSER is set, but {NO_BROWSER}", pytrace=False)
+        pytest.skip(NO_BROWSER)
     os.environ.setdefault("SE_AVOID_STATS", "true")  # should Selenium Manager ever run
     options = webdriver.ChromeOptions()
     options.binary_location = binary

@@ -36,9 +36,10 @@ def test_folder_nested_cell_images_and_zip_are_accepted(tmp_path: Path):
         resolve_malaria_source(str(tmp_path / "missing"), tmp_path / "s4")
 
 
-def pytest_in_a_fresh_process(test: str, source: str | None) -> str:
+def pytest_in_a_fresh_process(test: str, source: str | None, **extra_env: str) -> str:
     """Run pytest on TEST with our conftest and MALARIA_SOURCE set to SOURCE (or unset)."""
-    env = {k: v for k, v in os.environ.items() if k != "MALARIA_SOURCE"}
+    hidden = ("MALARIA_SOURCE", "REQUIRE_BROWSER")
+    env = {k: v for k, v in os.environ.items() if k not in hidden} | extra_env
     if source is not None:
         env["MALARIA_SOURCE"] = source
     result = subprocess.run(
@@ -67,3 +68,22 @@ def test_real_data_tests_fail_instead_of_skipping_when_malaria_source_is_set(tmp
     usable = pytest_in_a_fresh_process(str(test), str(nih_folder(tmp_path / "cells")))
     assert usable.startswith("rc=1") and "1 failed, 1 passed" in usable, usable
     assert "MALARIA_SOURCE is set, but this real-data test skipped: Skipped: some reason" in usable
+
+
+def test_a_missing_browser_skips_under_malaria_source_unless_ci_requires_it(tmp_path: Path):
+    """README command 2 on a machine without Chromium passes; .ci/run (REQUIRE_BROWSER=1)
+    still fails the browser test where the browser is missing."""
+    test = tmp_path / "test_browser.py"
+    test.write_text(
+        "from tests.serving import chromium\n"
+        "def test_page(malaria_source, monkeypatch):\n"
+        "    monkeypatch.setattr('shutil.which', lambda name: None)\n"
+        "    with chromium():\n"
+        "        pass\n"
+    )
+    cells = str(nih_folder(tmp_path / "cells"))
+    readme = pytest_in_a_fresh_process(str(test), cells)
+    assert readme.startswith("rc=0") and "1 skipped" in readme, readme
+    ci = pytest_in_a_fresh_process(str(test), cells, REQUIRE_BROWSER="1")
+    assert ci.startswith("rc=1") and "1 failed" in ci, ci
+    assert "REQUIRE_BROWSER is set" in ci
