@@ -110,12 +110,18 @@ def decode_rgb(source: str | Path | bytes, max_pixels: int | None = None) -> np.
 
     Grayscale is replicated, alpha dropped, 16-bit reduced to 8-bit, and only the
     first frame of an animation decoded, so every valid image gives the same layout.
+    The EXIF orientation tag is applied (Pillow's ``ImageOps.exif_transpose``): a phone
+    photo stored sideways with "rotate 90" in its header is read upright, as every
+    viewer shows it, in training and inference alike.
     """
+    from PIL import ImageOps
+
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     image = open_checked(handle, max_pixels)
     try:
         with image:
             image.seek(0)  # the first frame only: later frames are never decoded
+            image = ImageOps.exif_transpose(image)  # a copy, upright as viewers show it
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # Pillow keeps 16-bit grey as integers; take the high byte, as a
                 # 16-to-8-bit reduction does.
