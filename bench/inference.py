@@ -40,8 +40,9 @@ from bench.measure import (
     run_child,
     warm_cache,
 )
-from bench.serve import drive, get_json, multipart_one, stop, wait_until_ready
+from bench.serve import drive, multipart_one
 from pyimagesearch import options
+from pyimagesearch.server_process import get_json, stop, wait_until_ready
 
 SAMPLE = 16
 PEER_BATCH = 256

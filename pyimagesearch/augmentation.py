@@ -21,7 +21,7 @@ AUGMENTATIONS = (
 )
 COLOUR = "+colour"
 # "+colour": the stain varies between patients' slides far more than anything else in
-# the pixels. Measured by `python -m bench.stain_spread` (15 cells of each of the 160
+# the pixels. Measured by `python -m studies.stain_spread` (15 cells of each of the 160
 # patients of the 12,000-image NIH subset, the cells' pixels without the black
 # background), per-patient means between the quartiles (5th to 95th percentile): hue,
 # weighted by saturation, -50 to +41 degrees around the circular mean (-73 to +47);

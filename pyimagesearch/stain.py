@@ -1,7 +1,7 @@
 """Stain normalisation inside the network: each cell's colour cast taken out.
 
 The stain differs between patients' slides far more than anything else in the pixels
-(``bench.stain_spread``: per-patient mean hue -50 to +41 degrees between the quartiles,
+(``studies.stain_spread``: per-patient mean hue -50 to +41 degrees between the quartiles,
 saturation 0.47x to 1.22x), and Rajaraman et al. 2018 (PeerJ 6:e4568) name it as the
 cause of the drop from cell-level to patient-level accuracy on the NIH set. Colour
 augmentation teaches a network to ignore the cast; ``GreyWorld`` removes it instead,

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.serve import running_server
 from pyimagesearch.palette import LABEL_BOX, class_colours
 from pyimagesearch.preprocessing import default_recipe, load_image
 from pyimagesearch.serialization import load_model, save_model
 from pyimagesearch.serve import Limits, MicroBatcher, Service, create_app, page_title
+from pyimagesearch.server_process import running_server
 from pyimagesearch.train import build_model
 from tests.conftest import run_script, write_image
 from tests.serving import (

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.serve import running_server
 from pyimagesearch.palette import LABEL_BOX, class_colours
+from pyimagesearch.server_process import running_server
 from tests.conftest import run_script, write_image
 from tests.serving import (
     CASES,

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.serve import stop, wait_until_ready
+from pyimagesearch.server_process import stop, wait_until_ready
 from tests.conftest import ROOT
 from tests.serving import BOUNDARY, MULTIPART, good_request
 from tests.test_safety import MEMORY_CAP

@@ -1,6 +1,6 @@
 """Does test-time augmentation help on unseen patients? Measured on a cross-validation run.
 
-    python -m bench.tta --cv cv [--images DIR]
+    python -m studies.tta --cv cv [--images DIR]
 
 For each finished fold of a ``pyimagesearch.crossval`` run, the fold's saved model
 classifies its held-out patients' images twice: as ``load_model.py`` does (one view),

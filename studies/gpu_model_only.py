@@ -1,6 +1,6 @@
 """Seconds per epoch of the tutorial run on a GPU, model only, on any Keras 3 backend.
 
-    KERAS_BACKEND=jax python -m bench.gpu_model_only
+    KERAS_BACKEND=jax python -m studies.gpu_model_only
 
 For GPU machines without TensorFlow (the project's input pipeline needs it): the
 same ResNet, optimizer and schedule, fed the tutorial's 360 training images' worth

@@ -1,8 +1,9 @@
-"""bench.patients: a recipe judged on patients its training never saw.
+"""studies.patients: a recipe judged on patients its training never saw.
 
 One run on a small synthetic NIH-like source (file names carry the patient as in the NIH
 set), one seed, one epoch: the held-out patients never reach training, every image of
-theirs is judged, and the figures are what the predictions say."""
+theirs is judged, and the figures are what the predictions say. The study runs in fresh
+processes (its command, or its hold_out under ``python -c``): the tests import no study."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.patients import hold_out
 from tests.conftest import run_script
 
 PATIENT = re.compile(r"^C\d+(P\d+)|^(C\d+)")
@@ -64,7 +64,7 @@ def read(path: Path) -> list[dict]:
 def test_the_held_out_patients_are_judged_and_never_trained_on(source: Path, tmp_path: Path):
     output = tmp_path / "judged"
     result = run_script(
-        "-m", "bench.patients", "--source", str(source), "--seeds", "3", "--output",
+        "-m", "studies.patients", "--source", str(source), "--seeds", "3", "--output",
         str(output), "--epochs", "1", "--image-size", "32", timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -103,11 +103,24 @@ def test_the_held_out_patients_are_judged_and_never_trained_on(source: Path, tmp
     assert (output / "seed-3-plot.png").read_bytes().startswith(b"\x89PNG")
 
 
+HOLD_OUT_BOTH_ORDERS = """
+import json, sys
+from studies.patients import hold_out
+files = json.loads(sys.argv[1])
+shuffled = {n: list(reversed(names)) for n, names in files.items()}
+print(json.dumps([hold_out(files)[1], {n: sorted(f) for n, f in hold_out(shuffled)[1].items()}]))
+"""
+
+
 def test_the_held_out_patients_are_the_same_whatever_the_order(source: Path):
+    """(Mutation: shuffling the entries with an unseeded generator before the split.)"""
     files = {n: sorted(f.name for f in (source / n).iterdir()) for n in ("Parasitized",
              "Uninfected")}  # fmt: skip
-    shuffled = {n: list(reversed(names)) for n, names in files.items()}
-    assert hold_out(files)[1] == {n: sorted(f) for n, f in hold_out(shuffled)[1].items()}
+    result = run_script("-c", HOLD_OUT_BOTH_ORDERS, json.dumps(files), timeout=120)
+    assert result.returncode == 0, result.stderr
+    in_order, reversed_order = json.loads(result.stdout)
+    assert in_order == reversed_order
+    assert 0 < sum(map(len, in_order.values())) < sum(map(len, files.values()))
 
 
 @pytest.mark.parametrize(
@@ -120,7 +133,7 @@ def test_the_held_out_patients_are_the_same_whatever_the_order(source: Path):
 )
 def test_bad_input_is_one_line_and_status_2(source: Path, args: list[str], message: str):
     args = args if args[0] == "--source" else ["--source", str(source), *args]
-    result = run_script("-m", "bench.patients", *args, timeout=120)
+    result = run_script("-m", "studies.patients", *args, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

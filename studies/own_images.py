@@ -1,6 +1,6 @@
 """The README's "Your own images" figures: save_model.py on scikit-learn's digits.
 
-    python -m bench.own_images [--seeds 1 2 3] [--output bench/OWN_IMAGES.md]
+    python -m studies.own_images [--seeds 1 2 3] [--output bench/OWN_IMAGES.md]
 
 Writes the 10-class digits set (48x48 grey PNGs, ``pyimagesearch.example_sets``) to a
 scratch folder, then trains the README's command on it, as a user would (a fresh

@@ -1,4 +1,4 @@
-"""python -m bench.patients --source DIR [--recipe stable] [--seeds 1-5] [--output DIR]
+"""python -m studies.patients --source DIR [--recipe stable] [--seeds 1-5] [--output DIR]
                            [save_model.py options, e.g. --augmentation tutorial+colour]
 
 Judges a training command on patients its training never saw (issue 22): the figure a
@@ -247,7 +247,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.patients",
+        prog="python -m studies.patients",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # anything not ours goes to save_model.py whole

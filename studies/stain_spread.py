@@ -1,4 +1,4 @@
-"""python -m bench.stain_spread --source DIR [--cells 15]
+"""python -m studies.stain_spread --source DIR [--cells 15]
 
 How much the colour of the cells differs between patients' slides: the measurement
 behind the ranges of the ``+colour`` augmentation (``pyimagesearch/augmentation.py``).
@@ -37,7 +37,7 @@ def cell_colour(path: Path) -> tuple[float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.stain_spread", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m studies.stain_spread", description=__doc__)
     parser.add_argument("--source", default=os.environ.get("MALARIA_SOURCE"))
     parser.add_argument("--cells", type=int, default=15, help="cells per patient (default 15)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")

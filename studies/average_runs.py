@@ -1,7 +1,7 @@
 """Would averaging models help on unseen patients? Measured from finished cross-validation
 runs, with no training.
 
-    python -m bench.average_runs full='docs/crossval/fold-*/predictions.csv' \\
+    python -m studies.average_runs full='docs/crossval/fold-*/predictions.csv' \\
         grey='docs/crossval/trials/grey-world/fold-*/predictions.csv'
 
 Each argument names a run and the ``predictions.csv`` files of its folds (a glob). The

@@ -1,6 +1,6 @@
 """What does a recipe cost against another? Trained in turn, in one process.
 
-    python -m bench.recipe_time --dataset DIR [--recipes stable adam-then-sgd] [--rounds 1]
+    python -m studies.recipe_time --dataset DIR [--recipes stable adam-then-sgd] [--rounds 1]
 
 Whole-command times on a shared 2-core machine vary by a third between identical runs,
 so two recipes whose costs are close cannot be ranked that way (docs/accuracy.md).
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     from pyimagesearch.recipes import RECIPES
 
     parser = argparse.ArgumentParser(
-        prog="python -m bench.recipe_time",
+        prog="python -m studies.recipe_time",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
