@@ -28,10 +28,17 @@ def test_test_and_lint_tools_are_not_runtime_requirements():
     assert {"pytest", "ruff"} <= {re.split("[=<>]", line)[0] for line in dev[1:]}
 
 
-def test_python_floor_is_3_11_everywhere():
-    """numpy 2.4 and datetime.UTC (train.py) need 3.11; the README and pyproject say so."""
+def test_python_floor_is_the_same_wherever_it_is_stated():
+    """numpy 2.4 and datetime.UTC (train.py) need 3.11. A user reads the floor in the
+    README, pip reads pyproject.toml, CI checks it in .ci/run: each floor they state,
+    wherever it appears, is the same one. (Mutations: the README saying "Python 3.10+"
+    in its set-up, or .ci/run checking (3, 12), fails.)"""
     assert PYPROJECT["project"]["requires-python"] == ">=3.11"
-    assert "Python 3.11+" in (ROOT / "README.md").read_text()
+    floor = PYPROJECT["project"]["requires-python"].removeprefix(">=")
+    readme = re.findall(r"Python (\d+\.\d+)\+", (ROOT / "README.md").read_text())
+    assert readme and set(readme) == {floor}, readme
+    ci = re.findall(r"sys\.version_info < \((\d+), (\d+)\)", (ROOT / ".ci/run").read_text())
+    assert ci and {".".join(found) for found in ci} == {floor}, ci
 
 
 def test_every_pinned_package_installs_on_the_python_floor():

@@ -1,0 +1,72 @@
+"""The front door holds: the README stays a short guide whose links lead somewhere, and
+the tests depend on the product alone (neither the benchmarks nor the studies)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+README_LIMIT = 9000
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but '-' and '_' dropped, spaces
+    to '-'."""
+    found = set()
+    for heading in re.findall(r"^#+ (.+)$", markdown, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links in PATH whose file, or whose #heading, does not exist."""
+    broken = []
+    for target in LINK.findall(path.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto: outside this repository
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text()):
+            broken.append(target)
+    return broken
+
+
+def test_readme_is_a_short_guide():
+    """Studies and history belong in docs/; the README stays a guide a newcomer reads."""
+    size = len((ROOT / "README.md").read_bytes())
+    assert size <= README_LIMIT, f"README.md is {size} bytes; move detail to docs/"
+
+
+def test_readme_docs_and_studies_links_lead_somewhere():
+    """Every figure in the README links to where it was measured: the link must resolve,
+    to the file and to its heading."""
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "studies" / "README.md"]
+    pages += sorted((ROOT / "docs").glob("*.md"))
+    broken = {str(p.relative_to(ROOT)): b for p in pages if (b := broken_links(p))}
+    assert not broken, broken
+
+
+def test_the_tests_import_neither_the_benchmarks_nor_the_studies():
+    """The product's tests must not depend on research code: a study may change or go
+    without a product test noticing. Studies are tested as commands in a fresh process."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            offenders += [
+                f"{path.name}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] in {"bench", "studies"}
+            ]
+    assert not offenders, offenders
