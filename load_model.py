@@ -263,8 +263,8 @@ def classify(
     with contextlib.ExitStack() as outputs:
         writer = None
         if csv_path:
-            temporary = outputs.enter_context(safety.replacing(csv_path))
-            writer = csv.writer(outputs.enter_context(open(temporary, "w", newline="")))
+            handle = outputs.enter_context(safety.open_replacing(csv_path, "w", newline=""))
+            writer = csv.writer(handle)
             writer.writerow(["path", "label", *[f"p_{name}" for name in class_names]])
         predictions = iter_predictions(
             engine.predict, paths, recipe, batch_size, skipped, max_pixels

@@ -273,9 +273,10 @@ def write_split(
                 target.mkdir(parents=True)
                 copy_files([(root / class_name / f, target / f) for f in file_names], link)
                 print(f"[INFO] {split_name}/{class_name}: {len(file_names)} images")
-        (output / MARKER).write_text(
+        safety.write_text(
+            output / MARKER,
             "Built by python -m pyimagesearch.build_dataset; --overwrite may replace the\n"
-            "training/, validation/ and testing/ folders here (nothing else).\n"
+            "training/, validation/ and testing/ folders here (nothing else).\n",
         )
         for split_name in SPLITS:
             if (output / split_name).exists():

@@ -254,19 +254,15 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         "calibration": metadata.get("calibration"),
     }
     # Written last: its presence is what marks the fold finished.
-    temporary = folder / "result.json.tmp"
-    temporary.write_text(json.dumps(summary, indent=2))
-    temporary.replace(folder / "result.json")
+    safety.write_text(folder / "result.json", json.dumps(summary, indent=2))
     return summary
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as handle:
+    with safety.open_replacing(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    temporary.replace(path)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -360,9 +356,10 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
         + " | |"
     )
     text = "\n".join(lines) + "\n"
-    (output / "summary.md").write_text(text)
-    (output / "summary.json").write_text(
-        json.dumps({"arguments": vars(args), "folds": results}, indent=2, default=str)
+    safety.write_text(output / "summary.md", text)
+    safety.write_text(
+        output / "summary.json",
+        json.dumps({"arguments": vars(args), "folds": results}, indent=2, default=str),
     )
     return text
 
@@ -530,7 +527,7 @@ def judge_holdout(
         result = judged["ensemble"]
         lines.append("| ensemble | " + " | ".join(f"{result[m]:.4f}" for m in metrics) + " |")
     text = "\n".join(lines) + "\n"
-    (output / "holdout.md").write_text(text)
+    safety.write_text(output / "holdout.md", text)
     return text
 
 
@@ -637,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', '.join(map(str, missing))} are neither done nor in --only"
             )
     output.mkdir(parents=True, exist_ok=True)
-    settings_file.write_text(json.dumps(settings, indent=2))
+    safety.write_text(settings_file, json.dumps(settings, indent=2))
     if held:
         write_csv(output / "holdout.csv", held)
     if args.ensemble:

@@ -94,7 +94,7 @@ def quantize(path: str, folder: str, limit: int, seed: int) -> int:
             compiled.INT8_XML: target.read_bytes(),
             compiled.INT8_BIN: target.with_suffix(".bin").read_bytes(),
         }
-    with safety.replacing(path) as temporary, zipfile.ZipFile(path) as source:
+    with safety.open_replacing(path, "wb") as temporary, zipfile.ZipFile(path) as source:
         manifest = compiled.read_manifest(source)
         with zipfile.ZipFile(temporary, "w") as archive:
             for info in source.infolist():

@@ -16,6 +16,8 @@ bigger than memory:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -26,7 +28,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from pyimagesearch.errors import UserError
 
@@ -143,24 +145,101 @@ def _check_parent(path: Path, flag: str) -> None:
 HOST = re.sub(r"[^\w.-]", "_", socket.gethostname()) or "localhost"
 
 
+def _boot_id() -> str:
+    """This boot's id (Linux), so that a temporary from before a reboot is known dead."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().replace("-", "")[:8] or "0"
+    except OSError:
+        return "0"
+
+
+BOOT = _boot_id()
+_counter = itertools.count()
+
+
+def process_start(pid: int) -> str:
+    """When process PID started (clock ticks since boot, Linux), "0" where unknown: a pid
+    that is alive but started at another time is a new process, not the writer."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
+
+
 def temporary_prefix(path: Path, kind: str = "writing") -> str:
-    """Start of the temporary name a write uses beside PATH; the writer's pid follows.
+    """Start of the temporary name a write uses beside PATH.
 
     It carries the host's name: on shared storage (multi-worker training) other hosts
     write beside us, and their process ids mean nothing here."""
     return f".{path.name}.{kind}.{HOST}."
 
 
-def remove_stale_temporaries(path: Path, kind: str = "writing") -> None:
-    """Delete half-written files left beside PATH by a process that was killed (SIGKILL,
-    power loss). Their name carries the writer's host and process id; only this host's,
-    whose writer is gone, are garbage. Another host's file is never touched: it may be
-    a write in progress."""
+def _seal(prefix: str, fields: str, suffix: str) -> str:
+    """The digest that proves a temporary's name was made by :func:`temporary_name`."""
+    text = "\0".join(("pyimagesearch temporary", prefix, fields, suffix))
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def temporary_name(path: Path, kind: str = "writing", suffix: str | None = None) -> Path:
+    """A new temporary name beside PATH whose owner can be proven.
+
+    ``.NAME.KIND.HOST.PID.BOOT.START.N.SEAL SUFFIX``: the writer's process id, boot and
+    start time, a counter, and a digest of all of them. A file a user made (or another
+    tool) does not carry a valid digest, so :func:`remove_stale_temporaries` never takes
+    it for ours, whatever it is called.
+    """
     prefix = temporary_prefix(path, kind)
-    for leftover in path.parent.glob(f"{prefix}*"):
-        pid = leftover.name[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    pid = os.getpid()
+    fields = f"{pid}.{BOOT}.{process_start(pid)}.{next(_counter)}"
+    return path.parent / f"{prefix}{fields}.{_seal(prefix, fields, suffix)}{suffix}"
+
+
+_FIELDS = re.compile(r"(\d+)\.(\w+)\.(\d+)\.(\d+)\.([0-9a-f]{16})(.*)", re.ASCII | re.DOTALL)
+
+
+def _writer_gone(pid: int, boot: str, start: str) -> bool:
+    """Is the process that wrote a temporary gone (its pid free, reused, or a reboot)?"""
+    if boot != BOOT:
+        return True
+    if pid != os.getpid() and not process_alive(pid):
+        return True
+    now = process_start(pid)
+    return "0" not in (start, now) and now != start
+
+
+def remove_stale_temporaries(path: Path, kind: str = "writing") -> None:
+    """Delete temporaries left beside PATH by a writer that was killed (SIGKILL, power
+    loss), and nothing else.
+
+    A leftover is deleted only when all of these hold: its name is one
+    :func:`temporary_name` made (its digest checks), for this host; it is a regular file
+    (not a folder, not a symbolic link) owned by this user; and its writer is gone (its
+    process ended, its pid now belongs to a process started at another time, or the
+    machine was rebooted since). Another host's file is never touched: it may be a write
+    in progress. Names are compared as text, so no character in PATH acts as a pattern.
+    """
+    prefix = temporary_prefix(path, kind)
+    try:
+        with os.scandir(path.parent) as entries:
+            candidates = [entry for entry in entries if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in candidates:
+        match = _FIELDS.fullmatch(entry.name[len(prefix) :])
+        if match is None:
+            continue
+        pid, boot, start, count, seal, suffix = match.groups()
+        if seal != _seal(prefix, f"{pid}.{boot}.{start}.{count}", suffix):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if _writer_gone(int(pid), boot, start):
+                os.unlink(entry.path)
+        except FileNotFoundError:  # another writer swept it first
+            continue
 
 
 def process_alive(pid: int) -> bool:
@@ -170,35 +249,98 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, owned by someone else
         return True
+    except OverflowError:  # no such pid on this system
+        return False
     return True
 
 
-@contextlib.contextmanager
-def replacing(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside PATH (same suffix, so writers pick the same format);
-    on success rename it over PATH, on any failure delete it and leave PATH as it was.
+def _finish(temporary: Path, path: Path) -> None:
+    """Flush TEMPORARY to disk, give it the usual mode and rename it over PATH."""
+    with open(temporary, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(temporary, 0o666 & ~_umask())
+    os.replace(temporary, path)
 
-    A failed write (full disk, permissions) becomes a UserError, never a false "written".
+
+@contextlib.contextmanager
+def replacing(path: str | Path, kind: str = "writing", suffix: str | None = None) -> Iterator[Path]:
+    """The one atomic writer: yield a temporary path beside PATH (same suffix, so writers
+    such as Keras, matplotlib and OpenCV pick the same format); on success rename it over
+    PATH, on any failure delete it and leave PATH as it was.
+
+    The name proves its owner (:func:`temporary_name`), so a write killed by SIGKILL is
+    swept by the next write to PATH and no file of anyone else's ever is. A failed write
+    (full disk, permissions) becomes a UserError, never a false "written".
     """
     path = Path(path)
-    remove_stale_temporaries(path)  # a run killed by SIGKILL left its temporary behind
-    fd, name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    temporary = Path(name)
+    remove_stale_temporaries(path, kind)
+    temporary = temporary_name(path, kind, suffix)
     try:
+        # Created here, exclusively and private, so the writer fills our own file.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield temporary
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        umask = os.umask(0)  # mkstemp makes the file private; give it the usual mode
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
+        _finish(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise UserError(f"cannot write '{path}': {error.strerror or error}") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _anonymous_file(folder: Path) -> int | None:
+    """A nameless file in FOLDER (Linux O_TMPFILE), or None where the OS or file system
+    has none: a writer killed while it writes one leaves nothing behind."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, flag | os.O_RDWR, 0o666 & ~_umask())
+    except OSError:  # EOPNOTSUPP, EISDIR on old kernels, ...
+        return None
+
+
+@contextlib.contextmanager
+def open_replacing(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Like :func:`replacing`, for writers that take an open file (CSV, JSON, zip): the
+    file has no name until it is complete (O_TMPFILE, then linkat), so even SIGKILL leaves
+    nothing beside PATH. Elsewhere it falls back to :func:`replacing`'s named temporary.
+    ``mode`` and ``kwargs`` are :func:`open`'s ("w", "wb", newline="", ...)."""
+    path = Path(path)
+    fd = _anonymous_file(path.resolve().parent) if "w" in mode else None
+    if fd is None:
+        with replacing(path) as temporary, open(temporary, mode, **kwargs) as handle:
+            yield handle
+        return
+    try:
+        with open(fd, mode, closefd=False, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(fd)
+            # linkat cannot replace a file, so the finished file gets a provable name for
+            # the instant before the rename.
+            temporary = temporary_name(path)
+            folder = os.open(temporary.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:  # with dir fds Python calls linkat(AT_SYMLINK_FOLLOW), not link()
+                os.link(f"/proc/self/fd/{fd}", temporary.name, src_dir_fd=folder,
+                        dst_dir_fd=folder, follow_symlinks=True)  # fmt: skip
+            finally:
+                os.close(folder)
+            try:
+                os.replace(temporary, path)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+    except OSError as error:
+        raise UserError(f"cannot write '{path}': {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Replace PATH with TEXT atomically (:func:`open_replacing`)."""
+    with open_replacing(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
 
 
 def replace_folder(staging: Path, output: Path) -> None:

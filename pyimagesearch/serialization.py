@@ -12,7 +12,6 @@ file is written beside PATH and then renamed over it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -81,15 +80,9 @@ def save_model(
     path = Path(path)
     legacy = path.suffix.lower() in LEGACY_SUFFIXES
     document = json.dumps({"format": METADATA_FORMAT, **metadata}, indent=2)
-    safety.remove_stale_temporaries(path, SAVING)
-    # Same folder as PATH, so the final rename never crosses file systems.
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f"{temporary_prefix(path)}{os.getpid()}.",
-        suffix=".h5" if legacy else ".keras",
-        dir=path.parent,
-    )
-    os.close(fd)
-    try:
+    # The one atomic writer (safety.replacing), with the suffix Keras picks its format by.
+    with safety.replacing(path, SAVING, suffix=".h5" if legacy else ".keras") as temporary:
+        tmp_name = str(temporary)
         model.save(tmp_name)
         if legacy:
             import h5py
@@ -101,19 +94,6 @@ def save_model(
                 archive.writestr(METADATA_NAME, document)
             if compiled:
                 add_compiled_network(tmp_name, model, metadata)
-        with open(tmp_name, "rb+") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-    except OSError as error:  # a full disk or lost permission: say so, keep any earlier file
-        Path(tmp_name).unlink(missing_ok=True)
-        raise UserError(f"cannot save to '{path}': {error.strerror or error}") from error
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def add_compiled_network(path: str, model: keras.Model, metadata: dict) -> None:

@@ -115,20 +115,18 @@ def test_montage_and_audit_tiles_pass_the_same_gate(tmp_path: Path):
 
 
 def test_a_csv_left_half_written_by_a_killed_run_is_swept_by_the_next(tmp_path: Path):
-    """load_model.py --csv writes a temporary beside the CSV; SIGKILL leaves it. The next
+    """A named write killed by SIGKILL leaves its temporary beside the output. The next
     write to that path removes this host's leftovers whose writer is dead, and nothing
-    else. (Mutation: dropping remove_stale_temporaries from safety.replacing fails this.)"""
-    import subprocess
-    import sys
-
+    else (issue 41: the name proves its owner; the look-alike cases are in
+    test_untouched.py). Mutation: dropping remove_stale_temporaries from
+    safety.replacing fails this."""
     from pyimagesearch import safety
+    from tests.test_untouched import killed_write
 
     output = tmp_path / "out.csv"
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    leftover = tmp_path / f"{safety.temporary_prefix(output)}{dead.pid}.abc.csv"
-    leftover.write_text("path,label\n")
-    other_host = tmp_path / f".out.csv.writing.other-host.{dead.pid}.abc.csv"
+    killed_write(output)
+    (leftover,) = tmp_path.iterdir()
+    other_host = tmp_path / leftover.name.replace(f".{safety.HOST}.", ".other-host.", 1)
     other_host.write_text("path,label\n")
     with safety.replacing(output) as temporary:
         temporary.write_text("path,label\n")

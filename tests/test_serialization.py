@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from pyimagesearch import safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import default_recipe
 from pyimagesearch.serialization import (
@@ -68,9 +69,14 @@ def test_a_save_sweeps_only_this_hosts_dead_temporaries(tmp_path: Path, model, m
     prefix = temporary_prefix(path)
     assert prefix.startswith(".m.model.saving.") and len(prefix) > len(".m.model.saving.")
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
-        stale = tmp_path / f"{prefix}{dead.pid}.a1.keras"
-        busy = tmp_path / f"{prefix}{alive.pid}.a2.keras"
-        elsewhere = tmp_path / f".m.model.saving.other-host.{dead.pid}.a3.keras"
+
+        def leftover(pid: int) -> str:  # the name safety.temporary_name gives PID's save
+            fields = f"{pid}.{safety.BOOT}.{safety.process_start(pid)}.0"
+            return f"{prefix}{fields}.{safety._seal(prefix, fields, '.keras')}.keras"
+
+        stale = tmp_path / leftover(dead.pid)
+        busy = tmp_path / leftover(alive.pid)
+        elsewhere = tmp_path / leftover(dead.pid).replace(f".{HOST}.", ".other-host.", 1)
         for leftover in (stale, busy, elsewhere):
             leftover.write_bytes(b"half")
         save_model(model, path, METADATA)
