@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyimagesearch import options, predict, safety
+from pyimagesearch import options, predict, report, safety
 from pyimagesearch.errors import UserError, run_command
 
 MONTAGE_TILES = 16
@@ -129,7 +129,7 @@ def save_explanations(
     chosen = [paths[i] for i in kept]
     folder, bound = args.explain_dir, args.max_pixels
     names: set[str] = set()
-    print(f"[INFO] saving Grad-CAM overlays of {len(chosen)} images to '{folder}'...")
+    report.info(f"saving Grad-CAM overlays of {len(chosen)} images to '{folder}'...")
     with safety.staged_folder(folder) as staging:
         for index, heatmap in iter_heatmaps(model, chosen, recipe, predicted, max_pixels=bound):
             stem, number = Path(chosen[index]).stem, 1
@@ -144,7 +144,7 @@ def save_explanations(
             "Grad-CAM overlays written by load_model.py --explain-dir (of the predicted "
             "class); a later --explain-dir may replace this folder.\n"
         )
-    print(f"[INFO] {len(names)} Grad-CAM overlays written to '{folder}'")
+    report.info(f"{len(names)} Grad-CAM overlays written to '{folder}'")
 
 
 def gather_images(sources: list[str], max_pixels: int) -> list[str]:
@@ -170,7 +170,7 @@ def choose_samples(paths: list[str], samples: int, seed: int | None) -> list[str
     if samples == 0:
         return paths
     if samples > len(paths):
-        print(f"[INFO] --samples {samples} is more than the {len(paths)} images found; using all")
+        report.info(f"--samples {samples} is more than the {len(paths)} images found; using all")
         return paths
     return random.Random(seed).sample(paths, samples)
 
@@ -182,38 +182,35 @@ def describe(engine) -> None:
     if provenance:
         metrics = provenance.get("final_metrics", {})
         accuracy = metrics.get("test_accuracy")
-        print(
-            f"[INFO] model: classes {metadata['class_names']}, saved "
+        report.info(
+            f"model: classes {metadata['class_names']}, saved "
             f"{provenance.get('saved_at', '?')} with Keras {provenance.get('keras_version', '?')}, "
             f"{provenance.get('epochs', '?')} epochs, seed {provenance.get('seed')}"
             + (f", test accuracy {accuracy:.4f}" if accuracy is not None else "")
         )
     if isinstance(provenance, dict) and provenance.get("stain") == "grey-world":
-        print(
-            "[INFO] stain normalisation: grey-world, a layer of the network (each cell's "
+        report.info(
+            "stain normalisation: grey-world, a layer of the network (each cell's "
             "colour cast taken out; plain Keras loads it after `import pyimagesearch.stain`)"
         )
     ensemble = provenance.get("ensemble") if isinstance(provenance, dict) else None
     if isinstance(ensemble, dict) and isinstance(ensemble.get("members"), list):
-        print(
-            f"[INFO] ensemble: the mean of {len(ensemble['members'])} models' calibrated "
+        report.info(
+            f"ensemble: the mean of {len(ensemble['members'])} models' calibrated "
             "probabilities (python -m pyimagesearch.crossval --ensemble)"
         )
     if "calibration" in metadata:
         calibration = metadata["calibration"]
         images = calibration.get("images")
-        print(
-            f"[INFO] probabilities calibrated with temperature {calibration['temperature']}"
+        report.info(
+            f"probabilities calibrated with temperature {calibration['temperature']}"
             + (f" (fitted on {images} validation images)" if type(images) is int else "")
         )
     keras = sys.modules.get("keras")  # only on the Keras path: the fast path needs none
     saved_with = provenance.get("keras_version") if provenance else None
     if keras is not None and saved_with and saved_with != keras.__version__:
-        print(
-            f"[WARNING] model saved with Keras {saved_with}, running Keras {keras.__version__}",
-            file=sys.stderr,
-        )
-    print(f"[INFO] running on {engine.description}")
+        report.warning(f"model saved with Keras {saved_with}, running Keras {keras.__version__}")
+    report.info(f"running on {engine.description}")
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -258,7 +255,7 @@ def classify(
     class_names = engine.metadata["class_names"]
     recipe = engine.metadata["preprocessing"]
     results, skipped = Results(), []
-    print(f"[INFO] classifying {len(paths)} images...")
+    report.info(f"classifying {len(paths)} images...")
     progress = tqdm(total=len(paths), unit="image", disable=len(paths) <= 256)
     with contextlib.ExitStack() as outputs:
         writer = None
@@ -284,7 +281,7 @@ def classify(
         if not results.kept:
             raise UserError("none of the images could be read")
     if csv_path:
-        print(f"[INFO] predictions written to '{csv_path}'")
+        report.info(f"predictions written to '{csv_path}'")
     return results
 
 
@@ -294,14 +291,14 @@ def warn_skipped(paths: list[str], kept: list[int], reasons: dict[int, str]) -> 
     skipped = [(i, path) for i, path in enumerate(paths) if i not in kept_set]
     for index, path in skipped[:20]:
         why = f": {reasons[index]}" if index in reasons else ""
-        print(f"[WARNING] skipping unreadable image '{path}'{why}", file=sys.stderr)
+        report.warning(f"skipping unreadable image '{path}'{why}")
     if len(skipped) > 20:
-        print(f"[WARNING] ... and {len(skipped) - 20} more", file=sys.stderr)
+        report.warning(f"... and {len(skipped) - 20} more")
     if skipped:
-        print(f"[WARNING] skipped {len(skipped)} unreadable file(s)", file=sys.stderr)
+        report.warning(f"skipped {len(skipped)} unreadable file(s)")
 
 
-def report(args: argparse.Namespace, engine, paths: list[str], results: Results) -> None:
+def report_scores(args: argparse.Namespace, engine, paths: list[str], results: Results) -> None:
     """The report and confusion matrix over the images whose folder names their class."""
     import numpy as np
 
@@ -311,7 +308,7 @@ def report(args: argparse.Namespace, engine, paths: list[str], results: Results)
     known = [i for i, truth in enumerate(results.truths) if truth is not None]
     if not known:
         if args.confusion:
-            print("[INFO] no folder names a class, so there is no confusion matrix to draw")
+            report.info("no folder names a class, so there is no confusion matrix to draw")
         return
     requested = args.positive_class or engine.metadata.get("positive_class")
     labels = np.asarray([class_names.index(results.truths[i]) for i in known])
@@ -330,7 +327,7 @@ def report(args: argparse.Namespace, engine, paths: list[str], results: Results)
                 class_names,
                 str(temporary),
             )
-        print(f"[INFO] confusion matrix written to '{args.confusion}'")
+        report.info(f"confusion matrix written to '{args.confusion}'")
 
 
 def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Results):
@@ -346,7 +343,7 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
     if args.explain:
         from pyimagesearch.gradcam import iter_heatmaps
 
-        print(f"[INFO] Grad-CAM of the {len(shown)} montage tiles...")
+        report.info(f"Grad-CAM of the {len(shown)} montage tiles...")
         recipe = engine.metadata["preprocessing"]
         shown_paths = [paths[i] for i in shown]
         heat = dict(
@@ -369,7 +366,7 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
     with safety.replacing(args.output) as temporary:
         if not cv2.imwrite(str(temporary), montage):
             raise OSError("OpenCV could not write the image")
-    print(f"[INFO] montage written to '{args.output}'")
+    report.info(f"montage written to '{args.output}'")
     return montage
 
 
@@ -378,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs(args)
     paths = choose_samples(gather_images(args.images, args.max_pixels), args.samples, args.seed)
 
-    print("[INFO] loading pre-trained network...")
+    report.info("loading pre-trained network...")
     engine = predict.load_engine(
         args.model,
         args.runtime,
@@ -391,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     describe(engine)
 
     results = classify(engine, paths, args.batch_size, args.csv, args.max_pixels)
-    report(args, engine, paths, results)
+    report_scores(args, engine, paths, results)
     montage = draw_montage(args, engine, paths, results)
 
     if args.explain_dir:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimagesearch import options, safety
+from pyimagesearch import options, report, safety
 from pyimagesearch.distribute import is_chief
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 from pyimagesearch.modelfile import check_is_checkpoint, checkpoint_path_for
@@ -134,7 +134,7 @@ def write_calibration_plot(calibration, path: str) -> None:
     from pyimagesearch.plots import plot_reliability
 
     if calibration is None or not len(calibration.test_labels):
-        print(f"[INFO] no temperature was fitted, so '{path}' was not written")
+        report.info(f"no temperature was fitted, so '{path}' was not written")
         return
     before = calibration.test_probabilities
     with safety.replacing(path) as temporary:
@@ -145,7 +145,7 @@ def write_calibration_plot(calibration, path: str) -> None:
             calibration.temperature,
             str(temporary),
         )
-    print(f"[INFO] calibration plot written to '{path}'")
+    report.info(f"calibration plot written to '{path}'")
 
 
 def training_config(args: argparse.Namespace) -> TrainConfig:
@@ -195,8 +195,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     if args.chief and Path(checkpoint).exists():
         check_is_checkpoint(checkpoint)
         if not args.resume:
-            print(
-                f"[INFO] '{checkpoint}' is left from an interrupted run; starting afresh "
+            report.info(
+                f"'{checkpoint}' is left from an interrupted run; starting afresh "
                 "(add --resume to continue it instead)"
             )
 
@@ -207,7 +207,7 @@ def save_plots(args: argparse.Namespace, result) -> None:
 
     with safety.replacing(args.plot) as temporary:
         plot_history(result.history, str(temporary))
-    print(f"[INFO] plot written to '{args.plot}'")
+    report.info(f"plot written to '{args.plot}'")
     if args.calibration_plot:
         write_calibration_plot(result.calibration, args.calibration_plot)
 
@@ -227,17 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         steps.fit_network(run)  # model.fit, a checkpoint after every epoch
     except steps.TrainingInterrupted as stop:
-        print(f"[INFO] training interrupted: {stop}")
+        report.info(f"training interrupted: {stop}")
         if Path(config.checkpoint).exists():
-            print("[INFO] continue with the same command plus --resume")
+            report.info("continue with the same command plus --resume")
         return 130
     result = steps.evaluate_network(run)  # classification_report on the testing split
-    print(result.report)
+    report.plain(result.report)
     if not config.chief:
-        print(NOT_CHIEF)
+        report.plain(NOT_CHIEF)
         return 0
 
-    print(f"[INFO] serializing network to '{args.model}'...")
+    report.info(f"serializing network to '{args.model}'...")
     save_model(result.model, args.model, result.metadata, compiled=True)
     Path(config.checkpoint).unlink(missing_ok=True)
     save_plots(args, result)

@@ -25,7 +25,7 @@ import os
 import socket
 import sys
 
-from pyimagesearch import options
+from pyimagesearch import options, report
 from pyimagesearch.errors import UserError, run_command
 
 MAX_TITLE_LENGTH = 120
@@ -218,7 +218,7 @@ def run_server(service, settings, sock: socket.socket, args: argparse.Namespace)
     os.environ[SETTINGS_VARIABLE] = settings.to_json()
     from uvicorn.supervisors import Multiprocess
 
-    print(f"[INFO] starting {args.workers} worker processes", flush=True)
+    report.info(f"starting {args.workers} worker processes")
     config = uvicorn.Config(
         "pyimagesearch.serve:app_from_environment",
         factory=True,
@@ -235,19 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     sock = listen(args.host, args.port)  # before the model: a taken port fails at once
     port = sock.getsockname()[1]  # the one the system chose for --port 0
     settings = settings_from(args)
-    print("[INFO] loading pre-trained network...")
+    report.info("loading pre-trained network...")
     service = build_service(settings)  # in this process too: a bad model fails here, once
     classes = service.class_names
     shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
-    print(f"[INFO] {len(classes)} classes: {shown}; running on {service.runtime}")
+    report.info(f"{len(classes)} classes: {shown}; running on {service.runtime}")
     if not is_loopback(args.host):
-        print(
-            f"[WARNING] listening on {args.host}: anyone who can reach this machine can use "
-            "the model (there is no authentication)",
-            file=sys.stderr,
+        report.warning(
+            f"listening on {args.host}: anyone who can reach this machine can use "
+            "the model (there is no authentication)"
         )
-    print(f"[INFO] page title: {service.title}")
-    print(f"[INFO] serving on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
+    report.info(f"page title: {service.title}")
+    report.info(f"serving on http://{args.host}:{port}/ (Ctrl+C stops)")
     if args.workers > 1:
         service = None  # each worker loads its own; this process only supervises
     run_server(service, settings, sock, args)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import options, safety
+from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
 REQUIRED = ("path", "file", "fold", "label", "predicted")
@@ -208,25 +208,23 @@ def fold_heatmaps(
         if not members:
             continue
         if not model_path.is_file():
-            print(
-                f"[WARNING] '{model_path}' not found: fold {fold}'s {len(members)} suspect(s) "
-                "are drawn without Grad-CAM",
-                file=sys.stderr,
+            report.warning(
+                f"'{model_path}' not found: fold {fold}'s {len(members)} suspect(s) "
+                "are drawn without Grad-CAM"
             )
             continue
         try:
             model, metadata = load_model(model_path)
         except UserError as error:
-            print(f"[WARNING] no Grad-CAM for fold {fold}: {error}", file=sys.stderr)
+            report.warning(f"no Grad-CAM for fold {fold}: {error}")
             continue
         if metadata["class_names"] != class_names:
-            print(
-                f"[WARNING] no Grad-CAM for fold {fold}: '{model_path}' has classes "
-                f"{metadata['class_names']}, oof.csv {class_names}",
-                file=sys.stderr,
+            report.warning(
+                f"no Grad-CAM for fold {fold}: '{model_path}' has classes "
+                f"{metadata['class_names']}, oof.csv {class_names}"
             )
             continue
-        print(f"[INFO] Grad-CAM of {len(members)} suspect(s) with fold {fold}'s model...")
+        report.info(f"Grad-CAM of {len(members)} suspect(s) with fold {fold}'s model...")
         paths = [str(files[r["rank"]]) for r in members]
         chosen = [class_names.index(r["suggested_label"]) for r in members]
         recipe = metadata["preprocessing"]
@@ -283,11 +281,9 @@ def draw_suspects(
     files = {r["rank"]: resolve_image(r["path"], images) for r in suspects}
     missing = [r["path"] for r in suspects if files[r["rank"]] is None]
     for path in missing[:10]:
-        print(f"[WARNING] image '{path}' not found; left out of the montages", file=sys.stderr)
+        report.warning(f"image '{path}' not found; left out of the montages")
     if missing:
-        print(
-            f"[WARNING] {len(missing)} suspect image(s) not found (see --images)", file=sys.stderr
-        )
+        report.warning(f"{len(missing)} suspect image(s) not found (see --images)")
     files = {rank: path for rank, path in files.items() if path is not None}
     if not files:
         return 0, 0
@@ -349,15 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--output '{output}' is a file; give a folder name")
     safety.check_own_folder(output, "--output", MARKER, owned, args.overwrite)
 
-    print(f"[INFO] reading '{args.oof}'...")
+    report.info(f"reading '{args.oof}'...")
     oof = read_oof(args.oof)
     word = oof.word
-    print(
-        f"[INFO] {len(oof.rows)} images, {len({r['group'] for r in oof.rows})} {word}s, "
+    report.info(
+        f"{len(oof.rows)} images, {len({r['group'] for r in oof.rows})} {word}s, "
         f"classes {oof.class_names}"
     )
     start_tensorflow(args.debug)  # before cleanlab, which may import it, mutes its start-up log
-    print("[INFO] finding label issues (cleanlab, confident learning)...")
+    report.info("finding label issues (cleanlab, confident learning)...")
     ranked, quality = find_issues(oof.labels, oof.probabilities)
     issues = issue_rows(oof, ranked, quality)
     groups = group_rows(oof, ranked)
@@ -380,22 +376,21 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:  # any failure to draw leaves the tables, said in one line
             if args.debug:
                 raise
-            print(f"[WARNING] the suspect montages were not drawn: {error}", file=sys.stderr)
+            report.warning(f"the suspect montages were not drawn: {error}")
             drawn, pages = 0, 0
     share = len(issues) / len(oof.rows)
-    print(
-        f"[INFO] {len(issues)} of {len(oof.rows)} images ({share:.2%}) look mislabelled; "
+    report.info(
+        f"{len(issues)} of {len(oof.rows)} images ({share:.2%}) look mislabelled; "
         f"written to '{output / 'issues.csv'}'"
     )
     worst = [g for g in groups if g["issues"]][:5]
     if worst:
         listed = ", ".join(f"{g[word]} ({g['issues']} of {g['images']})" for g in worst)
-        print(f"[INFO] {word}s with most issues: {listed}")
-    print(f"[INFO] per-{word} counts written to '{output / per_group}'")
+        report.info(f"{word}s with most issues: {listed}")
+    report.info(f"per-{word} counts written to '{output / per_group}'")
     if pages:
-        print(
-            f"[INFO] {drawn} suspects drawn on {pages} montage page(s) "
-            f"'{output / 'suspects-01.png'}'..."
+        report.info(
+            f"{drawn} suspects drawn on {pages} montage page(s) '{output / 'suspects-01.png'}'..."
         )
     return 0
 

@@ -32,7 +32,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pyimagesearch import options, safety
+from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command
 from pyimagesearch.splitting import NIH_GROUP_PATTERN, SPLIT_FOLDERS, allocate, group_of
 
@@ -83,7 +83,7 @@ def resolve_source(source: str) -> Path:
     if source.startswith(("http://", "https://")):
         import keras  # only to download: a local source needs no TensorFlow
 
-        print(f"[INFO] downloading '{source}' (cached after the first time)...")
+        report.info(f"downloading '{source}' (cached after the first time)...")
         try:
             archive = keras.utils.get_file(origin=source, extract=False)
         except Exception as error:
@@ -97,7 +97,7 @@ def resolve_source(source: str) -> Path:
             raise UserError(f"source '{source}' is neither a folder nor a zip archive")
         extracted = path.with_name(path.stem + "_extracted")
         if not extracted.is_dir():
-            print(f"[INFO] extracting '{path}'...")
+            report.info(f"extracting '{path}'...")
             partial = path.with_name(path.stem + "_extracting")
             shutil.rmtree(partial, ignore_errors=True)
             with zipfile.ZipFile(path) as handle:
@@ -179,10 +179,9 @@ def patient_split(
                     split[split_name][name].extend(by_patient[patient][name])
 
     if any(unknown.values()):
-        print(
-            f"[WARNING] {sum(map(len, unknown.values()))} files have no patient id in their "
-            "name; they are split per image, which can leak a patient across splits",
-            file=sys.stderr,
+        report.warning(
+            f"{sum(map(len, unknown.values()))} files have no patient id in their "
+            "name; they are split per image, which can leak a patient across splits"
         )
         for name in CLASSES:
             shuffled = sorted(unknown[name])
@@ -197,7 +196,7 @@ def patient_split(
     for split_name in SPLITS:
         patients = {patient_of(f) for c in CLASSES for f in split[split_name][c]} - {None}
         sizes = ", ".join(f"{len(split[split_name][c])} {c}" for c in CLASSES)
-        print(f"[INFO] {split_name}: {len(patients)} patients, {sizes}")
+        report.info(f"{split_name}: {len(patients)} patients, {sizes}")
     return split
 
 
@@ -225,7 +224,7 @@ def fraction_split(
             name, file_name = entries[i]
             split[split_name][name].append(file_name)
         counts = ", ".join(f"{len(split[split_name][c])} {c}" for c in names)
-        print(f"[INFO] {split_name}: {counts}")
+        report.info(f"{split_name}: {counts}")
     return split
 
 
@@ -258,8 +257,8 @@ def write_split(
     output.mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pyimagesearch-building.", dir=output))
     total = sum(len(files) for classes in split.values() for files in classes.values())
-    print(
-        f"[INFO] {'hard-linking' if link else 'copying'} {total} images "
+    report.info(
+        f"{'hard-linking' if link else 'copying'} {total} images "
         + (
             "(--link: no extra space; an image edited in place changes the original too)"
             if link
@@ -272,7 +271,7 @@ def write_split(
                 target = staging / split_name / class_name
                 target.mkdir(parents=True)
                 copy_files([(root / class_name / f, target / f) for f in file_names], link)
-                print(f"[INFO] {split_name}/{class_name}: {len(file_names)} images")
+                report.info(f"{split_name}/{class_name}: {len(file_names)} images")
         safety.write_text(
             output / MARKER,
             "Built by python -m pyimagesearch.build_dataset; --overwrite may replace the\n"
@@ -343,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     root = resolve_source(args.source)
     safety.check_paths({"--output": output}, {"--source": root})
     files = list_class_files(root)
-    print(f"[INFO] source '{root}': " + ", ".join(f"{len(v)} {k}" for k, v in files.items()))
+    report.info(f"source '{root}': " + ", ".join(f"{len(v)} {k}" for k, v in files.items()))
     nih = tuple(files) == CLASSES
     method = args.split or ("tutorial" if nih else "fractions")
     if method in ("tutorial", "patient") and not nih:
@@ -358,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         split = tutorial_split(files, args.seed)
     write_split(root, output, split, args.link)
-    print(f"[INFO] dataset written to '{args.output}'")
+    report.info(f"dataset written to '{args.output}'")
     return 0
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from pyimagesearch import report
+
 # Bounds of the fit, and of any temperature a model file may carry: outside them the
 # probabilities are squashed to one-hot or to uniform, which no real fit produces.
 MIN_TEMPERATURE = 0.05
@@ -205,13 +207,13 @@ def fit_on_validation(
     than carry a temperature that 40 easy images happened to push to an extreme.
     """
     if validation_probabilities is None or len(validation_labels) == 0:
-        print("[INFO] calibration: no validation images, so no temperature is stored")
+        report.info("calibration: no validation images, so no temperature is stored")
         return None
     temperature = fit_temperature(validation_probabilities, validation_labels)
     if on_bound(temperature):
         errors = int((validation_probabilities.argmax(axis=1) != validation_labels).sum())
-        print(
-            f"[INFO] calibration: the temperature fit on {len(validation_labels)} validation "
+        report.info(
+            f"calibration: the temperature fit on {len(validation_labels)} validation "
             f"images ({errors} misclassified) ran to its bound {temperature:.2f}; "
             "no temperature is stored, probabilities stay uncalibrated"
         )
@@ -219,13 +221,13 @@ def fit_on_validation(
     result = Calibration(
         round(temperature, 4), len(validation_labels), np.asarray(test_labels), test_probabilities
     )
-    print(
-        f"[INFO] calibration: temperature {result.temperature:.4f} fitted on "
+    report.info(
+        f"calibration: temperature {result.temperature:.4f} fitted on "
         f"{result.validation_images} validation images"
     )
     if len(result.test_labels):
-        print(
-            f"[INFO] test expected calibration error ({ECE_BINS} bins): "
+        report.info(
+            f"test expected calibration error ({ECE_BINS} bins): "
             f"{result.test_ece_before:.4f} before, {result.test_ece_after:.4f} after "
             "(accuracy is unchanged)"
         )

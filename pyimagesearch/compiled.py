@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pyimagesearch import modelfile
+from pyimagesearch import modelfile, report
 from pyimagesearch.errors import UserError
 
 IR_XML = "openvino/model.xml"
@@ -75,7 +75,7 @@ def inference_precision(requested: str) -> str:
     if requested == "auto":
         return "bf16" if cpu_has_bfloat16() else "f32"
     if requested == "mixed_bfloat16" and not cpu_has_bfloat16():
-        print("[INFO] this CPU has no native bfloat16; computing in float32", file=sys.stderr)
+        report.info("this CPU has no native bfloat16; computing in float32")
         return "f32"
     return PRECISIONS[requested]
 

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import options, safety
+from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
 POSITIVE = "Parasitized"
@@ -640,8 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ensemble:
         safety.check_output_file(args.ensemble, "--ensemble")
     grouped = f"grouped by {args.word}" if pattern else "stratified by class, one file a group"
-    print(
-        f"[INFO] {len(paths)} images"
+    report.info(
+        f"{len(paths)} images"
         + (f" of {len(set(patients))} {args.word}s" if pattern else "")
         + f", {args.folds} folds {grouped}"
     )
@@ -651,13 +651,13 @@ def main(argv: list[str] | None = None) -> int:
         folder = output / f"fold-{fold.number}"
         if (folder / "result.json").exists():
             results.append(json.loads((folder / "result.json").read_text()))
-            print(f"[INFO] fold {fold.number}/{args.folds} already done, skipping")
+            report.info(f"fold {fold.number}/{args.folds} already done, skipping")
             continue
         if args.only and fold.number not in args.only:
-            print(f"[INFO] fold {fold.number}/{args.folds} left for another run (--only)")
+            report.info(f"fold {fold.number}/{args.folds} left for another run (--only)")
             continue
-        print(
-            f"[INFO] fold {fold.number}/{args.folds}: training on {len(fold.training)} images, "
+        report.info(
+            f"fold {fold.number}/{args.folds}: training on {len(fold.training)} images, "
             f"validating on {len(fold.validation)}, testing {len(fold.testing)}"
             + (
                 f" ({len({patients[i] for i in fold.testing})} unseen {args.word}s)"
@@ -668,21 +668,21 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = run_fold(args, fold, (paths, labels, class_names, patients), folder)
         except TrainingInterrupted as stop:
-            print(f"[INFO] fold {fold.number}/{args.folds} interrupted: {stop}")
+            report.info(f"fold {fold.number}/{args.folds} interrupted: {stop}")
             if results:
-                print(summarise(args, results, class_names))
-            print("[INFO] run the same command again to continue where it stopped")
+                report.plain(summarise(args, results, class_names))
+            report.info("run the same command again to continue where it stopped")
             return 130
         results.append(result)
         done = len(results)
         elapsed = time.monotonic() - started
-        print(
-            f"[INFO] fold {fold.number}/{args.folds}: accuracy {result['metrics']['accuracy']:.4f} "
+        report.info(
+            f"fold {fold.number}/{args.folds}: accuracy {result['metrics']['accuracy']:.4f} "
             f"in {result['training_seconds'] / 60:.1f} min ({done}/{args.folds} folds done, "
             f"{elapsed / 60:.1f} min so far)"
         )
-    print(summarise(args, results, class_names))
-    print(f"[INFO] out-of-sample predictions written to '{output / 'oof.csv'}'")
+    report.plain(summarise(args, results, class_names))
+    report.info(f"out-of-sample predictions written to '{output / 'oof.csv'}'")
     if args.ensemble:
         from pyimagesearch.ensemble import write_ensemble
 
@@ -693,8 +693,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"crossval": {"folds": args.folds, "seed": args.seed, "holdout": args.holdout}}
         write_ensemble([f / "model.keras" for f in folders], args.ensemble, extra)
     if held and results:
-        print(judge_holdout(args, held, class_names, bool(args.ensemble)))
-        print(f"[INFO] held-out figures written to '{output / 'holdout.md'}'")
+        report.plain(judge_holdout(args, held, class_names, bool(args.ensemble)))
+        report.info(f"held-out figures written to '{output / 'holdout.md'}'")
     return 0
 
 

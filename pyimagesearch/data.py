@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pyimagesearch import report
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
 from pyimagesearch.safety import MAX_PIXELS
@@ -117,8 +117,8 @@ def scan_dataset(
                 f"{fractions[SPLITS.index(name)]:.0%}"
             )
     by = f"by group ('{pattern}')" if pattern else "by file"
-    print(
-        f"[INFO] '{root}' is a flat folder of {len(everything.class_names)} classes: split "
+    report.info(
+        f"'{root}' is a flat folder of {len(everything.class_names)} classes: split "
         + "/".join(f"{f:.0%}" for f in fractions)
         + f" {by}, stratified by class (--split-seed {split_seed})"
     )
@@ -153,8 +153,8 @@ def pool_dataset(dataset_dir: str | Path, max_pixels: int = MAX_PIXELS) -> Split
             np.concatenate([part.labels for part in parts]),
             names,
         )
-        print(
-            f"[INFO] '{root}' is split into "
+        report.info(
+            f"'{root}' is split into "
             + ", ".join(f"{folder.name}/" for folder in layout.folders.values())
             + f"; pooling their {len(pooled.paths)} images for the folds"
         )
@@ -189,10 +189,10 @@ def warn_skipped(paths: list[str], kept: np.ndarray, reasons: dict | None = None
     if skipped:
         for index, path in skipped[:20]:
             why = f": {reasons[index]}" if index in reasons else ""
-            print(f"[WARNING] skipping unreadable image '{path}'{why}", file=sys.stderr)
+            report.warning(f"skipping unreadable image '{path}'{why}")
         if len(skipped) > 20:
-            print(f"[WARNING] ... and {len(skipped) - 20} more", file=sys.stderr)
-        print(f"[WARNING] skipped {len(skipped)} unreadable file(s)", file=sys.stderr)
+            report.warning(f"... and {len(skipped) - 20} more")
+        report.warning(f"skipped {len(skipped)} unreadable file(s)")
     return [path for _, path in skipped]
 
 

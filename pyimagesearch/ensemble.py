@@ -22,6 +22,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from pyimagesearch import report
 from pyimagesearch.calibration import temperature_of
 from pyimagesearch.errors import UserError
 
@@ -102,8 +103,7 @@ def write_ensemble(paths: list[Path], output: str | Path, extra: dict | None = N
     temperatures = ", ".join(
         str(m["temperature"]) for m in metadata["provenance"]["ensemble"]["members"]
     )
-    print(
-        f"[INFO] ensemble of {len(paths)} fold models (temperatures {temperatures}) "
-        f"written to '{output}'"
+    report.info(
+        f"ensemble of {len(paths)} fold models (temperatures {temperatures}) written to '{output}'"
     )
     return metadata

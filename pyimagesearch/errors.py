@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
+from pyimagesearch import report
+
 
 class UserError(Exception):
     """Bad input from the user: report it in one line and exit with status 2."""
@@ -25,7 +27,7 @@ def run_command(main: Callable[[list[str] | None], int | None], argv=None) -> in
     except UserError as error:
         if "--debug" in argv:
             raise
-        print(f"[ERROR] {error}", file=sys.stderr)
+        report.error(f"{error}")
         return 2
 
 

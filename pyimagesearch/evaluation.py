@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pyimagesearch import report
 from pyimagesearch.errors import UserError
 
 # The figures below are scikit-learn's (recall_score, roc_auc_score, confusion_matrix,
@@ -210,29 +211,29 @@ def print_report(
     doubtful labels."""
     positive = positive or choose_positive(class_names)
     predicted = probabilities.argmax(axis=1)
-    print(f"[INFO] {int((predicted == labels).sum())}/{len(labels)} correct where the folder "
+    report.info(f"{int((predicted == labels).sum())}/{len(labels)} correct where the folder "
           "names the class")  # fmt: skip
-    print(report_table(labels, predicted, class_names))
-    print("[INFO] confusion matrix (rows: true class, columns: predicted class)")
-    print(confusion_text(labels, predicted, class_names))
+    report.plain(report_table(labels, predicted, class_names))
+    report.info("confusion matrix (rows: true class, columns: predicted class)")
+    report.plain(confusion_text(labels, predicted, class_names))
     metrics = clinical_metrics(labels, probabilities, class_names, positive.index)
     if positive.reason and positive.index is not None:
-        print(f"[INFO] {positive.reason}")
+        report.info(f"{positive.reason}")
     if metrics:
-        print(f"[INFO] {format_metrics(metrics, class_names, positive.index)}")
+        report.info(f"{format_metrics(metrics, class_names, positive.index)}")
     if len(labels) < MIN_IMAGES_FOR_CONFIDENT_ERRORS:
         return
     doubtful = confident_errors(labels, probabilities)
-    print(
-        f"[INFO] {plural(len(doubtful), 'error')} "
+    report.info(
+        f"{plural(len(doubtful), 'error')} "
         + ("was" if len(doubtful) == 1 else "were")
         + f" made with confidence >= {CONFIDENT:.2f} (an overconfident model or a wrong label)"
         + ("; most confident first:" if len(doubtful) else "")
     )
     for index in doubtful[:listed]:
-        print(
+        report.plain(
             f"  {probabilities[index].max():.3f} {class_names[predicted[index]]}, folder says "
             f"{class_names[labels[index]]}: {paths[index]}"
         )
     if len(doubtful) > listed:
-        print(f"  ... and {len(doubtful) - listed} more (all are in --csv)")
+        report.plain(f"  ... and {len(doubtful) - listed} more (all are in --csv)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pyimagesearch import options
+from pyimagesearch import options, report
 from pyimagesearch.errors import UserError, run_command
 
 SETS = ("digits", "zero-one")
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if output.exists():
         raise UserError(f"--output '{output}' already exists; give a new folder")
     counts = write_set(args.name, output)
-    print(
-        f"[INFO] wrote {sum(counts.values())} images of {len(counts)} classes to '{output}': "
+    report.info(
+        f"wrote {sum(counts.values())} images of {len(counts)} classes to '{output}': "
         + ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
     )
     return 0

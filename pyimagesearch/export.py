@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimagesearch import options, safety
+from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
 if TYPE_CHECKING:  # imported lazily below: --help and early errors need no TensorFlow
@@ -484,8 +484,8 @@ def check_export(
     fmt: str, folder: Path, answers: KerasAnswers, class_names: list[str]
 ) -> CheckResult:
     """Run the export in FOLDER on the checked images and print what differs."""
-    print(
-        f"[INFO] --check: classifying {len(answers.paths)} images with the {fmt} export "
+    report.info(
+        f"--check: classifying {len(answers.paths)} images with the {fmt} export "
         f"({CHECK_RUNTIMES[fmt]})..."
     )
     try:
@@ -498,14 +498,14 @@ def check_export(
         raise UserError(
             f"--check cannot run the {fmt} export: {type(error).__name__}: {reason}"
         ) from error
-    print(
-        f"[INFO] --check: {result.images} images, largest probability difference "
+    report.info(
+        f"--check: {result.images} images, largest probability difference "
         f"{result.largest_difference:.2g}, {len(result.changed)} labels changed"
     )
     for path, keras_label, export_label in result.changed[:CHECK_LISTED]:
-        print(f"[INFO] --check: label changed: '{path}' Keras {keras_label}, {fmt} {export_label}")
+        report.info(f"--check: label changed: '{path}' Keras {keras_label}, {fmt} {export_label}")
     if len(result.changed) > CHECK_LISTED:
-        print(f"[INFO] --check: ... and {len(result.changed) - CHECK_LISTED} more")
+        report.info(f"--check: ... and {len(result.changed) - CHECK_LISTED} more")
     return result
 
 
@@ -523,18 +523,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyimagesearch.serialization import load_model
 
-    print(f"[INFO] loading '{args.model}'...")
+    report.info(f"loading '{args.model}'...")
     model, metadata = load_model(args.model)
     check_recipe(args.format, metadata["preprocessing"])
     answers = None
     if args.check is not None:
         # The Keras side first: a folder with no readable image fails before the export.
-        print(f"[INFO] --check: classifying {len(check_images)} images with the Keras model...")
+        report.info(f"--check: classifying {len(check_images)} images with the Keras model...")
         answers = keras_answers(model, metadata, check_images)
-    print(f"[INFO] exporting to {args.format} (classes {metadata['class_names']})...")
+    report.info(f"exporting to {args.format} (classes {metadata['class_names']})...")
     if "calibration" in metadata:
         temperature = metadata["calibration"]["temperature"]
-        print(f"[INFO] the exported probabilities are calibrated (temperature {temperature})")
+        report.info(f"the exported probabilities are calibrated (temperature {temperature})")
     # Build beside OUTPUT and rename at the end: a failed export leaves OUTPUT as it was.
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.resolve().parent))
     try:
@@ -556,11 +556,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if result.changed:
             shutil.rmtree(staging, ignore_errors=True)
-            print(
-                f"[ERROR] --check: {len(result.changed)} of {result.images} labels changed "
+            report.error(
+                f"--check: {len(result.changed)} of {result.images} labels changed "
                 f"between the Keras model and the {args.format} export; '{output}' was not "
-                "written (rerun without --check to write it anyway)",
-                file=sys.stderr,
+                "written (rerun without --check to write it anyway)"
             )
             return 1
     staging.chmod(0o755)  # mkdtemp makes it private; OUTPUT should look like any folder
@@ -569,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise UserError(f"cannot write '{output}': {error.strerror or error}") from None
-    print(f"[INFO] {args.format} export written to '{output}'")
+    report.info(f"{args.format} export written to '{output}'")
     return 0
 
 

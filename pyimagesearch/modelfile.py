@@ -11,12 +11,11 @@ framework they protect.
 from __future__ import annotations
 
 import json
-import sys
 import zipfile
 import zlib
 from pathlib import Path
 
-from pyimagesearch import safety
+from pyimagesearch import report, safety
 from pyimagesearch.calibration import check_temperature
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import INTERPOLATIONS
@@ -178,7 +177,7 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
             )
     positive = metadata.get("positive_class")
     if positive is not None and positive not in names:
-        print(f"[WARNING] '{path}': ignoring its positive class {_shown(positive)}, not a class")
+        report.warning(f"'{path}': ignoring its positive class {_shown(positive)}, not a class")
         del metadata["positive_class"]
     provenance = metadata.get("provenance")
     if provenance is not None:
@@ -190,7 +189,7 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
             or not isinstance(accuracy, int | float | None)
             or isinstance(accuracy, bool)
         ):
-            print(f"[WARNING] '{path}': ignoring its malformed provenance", file=sys.stderr)
+            report.warning(f"'{path}': ignoring its malformed provenance")
             metadata["provenance"] = {}
     return metadata
 

@@ -9,6 +9,7 @@ import cv2
 import imutils
 import numpy as np
 
+from pyimagesearch import report
 from pyimagesearch.palette import LABEL_BOX, WRONG, bgr, colour_for
 from pyimagesearch.preprocessing import decode_rgb
 
@@ -167,14 +168,14 @@ def show_montage(montage: np.ndarray, path: str) -> None:
     if sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
-        print(
-            "[INFO] no display (DISPLAY and WAYLAND_DISPLAY are unset), so --show cannot "
+        report.info(
+            "no display (DISPLAY and WAYLAND_DISPLAY are unset), so --show cannot "
             f"open a window; the montage is in '{path}'"
         )
         return
     if window_backend() is None:
-        print(
-            "[INFO] matplotlib found no backend that opens windows here (none installed, "
+        report.info(
+            "matplotlib found no backend that opens windows here (none installed, "
             f"e.g. tkinter or PyQt, or the display refused it); the montage is in '{path}'"
         )
         return
@@ -188,4 +189,4 @@ def show_montage(montage: np.ndarray, path: str) -> None:
         axis.set_axis_off()
         plt.show()
     except Exception as error:  # a toolkit failing at run time must not fail the command
-        print(f"[INFO] the window could not open ({error}); the montage is in '{path}'")
+        report.info(f"the window could not open ({error}); the montage is in '{path}'")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pyimagesearch import report
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
 
@@ -185,11 +186,11 @@ def load_engine(
             except compiled.Stale as why:
                 if precision != "int8":
                     raise
-                print(f"[INFO] '{path}': {why}; using its float network")
+                report.info(f"'{path}': {why}; using its float network")
                 precision = "auto"
                 network, metadata = compiled.load(path, precision, batch_size)
         except compiled.Stale as why:
-            print(f"[INFO] '{path}': {why}; loading it with Keras (TensorFlow)")
+            report.info(f"'{path}': {why}; loading it with Keras (TensorFlow)")
         else:
             if need_keras:
                 model = load_keras(path, debug)[0]

@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pyimagesearch import compiled, modelfile, options, safety
+from pyimagesearch import compiled, modelfile, options, report, safety
 from pyimagesearch.errors import UserError, run_command
 
 MAX_CALIBRATION_IMAGES = 300
@@ -83,7 +83,7 @@ def quantize(path: str, folder: str, limit: int, seed: int) -> int:
     except compiled.Stale as why:
         raise UserError(f"'{path}': {why}; save it again with save_model.py") from None
     names, batches = calibration_set(folder, metadata["preprocessing"], limit, seed)
-    print(f"[INFO] calibrating on {len(batches)} images from '{folder}'...")
+    report.info(f"calibrating on {len(batches)} images from '{folder}'...")
     ov = compiled.import_openvino()
     network = ov.Core().read_model(xml, ov.Tensor(weights))
     quantized = nncf.quantize(network, nncf.Dataset(batches), subset_size=len(batches))
@@ -112,7 +112,7 @@ def quantize(path: str, folder: str, limit: int, seed: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     count = quantize(args.model, args.images, args.limit, args.seed)
-    print(f"[INFO] int8 network written into '{args.model}' (calibrated on {count} images); "
+    report.info(f"int8 network written into '{args.model}' (calibrated on {count} images); "
           "use it with load_model.py --precision int8")  # fmt: skip
     return 0
 

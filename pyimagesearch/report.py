@@ -14,6 +14,15 @@ import sys
 LOGGER = logging.getLogger("pyimagesearch")
 
 
+class _TutorialFormatter(logging.Formatter):
+    """``[LEVEL] message``; a ``plain`` line (a report table, a summary) as it is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "plain", False):
+            return record.getMessage()
+        return f"[{record.levelname}] {record.getMessage()}"
+
+
 class _TutorialHandler(logging.Handler):
     """Writes ``[LEVEL] message`` to the *current* sys.stdout or sys.stderr.
 
@@ -34,7 +43,7 @@ class _TutorialHandler(logging.Handler):
 
 if not any(isinstance(handler, _TutorialHandler) for handler in LOGGER.handlers):
     _handler = _TutorialHandler()
-    _handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    _handler.setFormatter(_TutorialFormatter())
     LOGGER.addHandler(_handler)
     LOGGER.setLevel(logging.INFO)
     LOGGER.propagate = False
@@ -43,6 +52,12 @@ if not any(isinstance(handler, _TutorialHandler) for handler in LOGGER.handlers)
 def info(message: str) -> None:
     """An ``[INFO]`` line: progress, on stdout."""
     LOGGER.info(message)
+
+
+def plain(message: str) -> None:
+    """Lines without a prefix on stdout (a classification report, a summary table),
+    silenced with the ``[INFO]`` lines."""
+    LOGGER.info(message, extra={"plain": True})
 
 
 def warning(message: str) -> None:

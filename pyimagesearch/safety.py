@@ -23,13 +23,13 @@ import re
 import shutil
 import socket
 import stat
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from pyimagesearch import report
 from pyimagesearch.errors import UserError
 
 
@@ -510,9 +510,9 @@ def usable_images(
         else:
             skipped.append((path, reason))
     for path, reason in skipped[:20]:
-        print(f"[WARNING] skipping '{path}': {reason}", file=sys.stderr)
+        report.warning(f"skipping '{path}': {reason}")
     if len(skipped) > 20:
-        print(f"[WARNING] ... and {len(skipped) - 20} more", file=sys.stderr)
+        report.warning(f"... and {len(skipped) - 20} more")
     if skipped:
-        print(f"[WARNING] skipped {len(skipped)} file(s) before decoding", file=sys.stderr)
+        report.warning(f"skipped {len(skipped)} file(s) before decoding")
     return kept

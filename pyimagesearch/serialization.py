@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -26,7 +25,7 @@ import pyimagesearch.acceleration  # noqa: F401
 
 # Registers GreyWorld, the stain normalisation layer a saved network may begin with.
 import pyimagesearch.stain  # noqa: F401
-from pyimagesearch import safety
+from pyimagesearch import report, safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.modelfile import (  # noqa: F401 (the TF-free half, re-exported)
     HDF5_SIGNATURE,
@@ -105,10 +104,9 @@ def add_compiled_network(path: str, model: keras.Model, metadata: dict) -> None:
         write_ir(path, model, temperature_of(metadata))
     except (ImportError, RuntimeError) as error:  # no OpenVINO, or it cannot convert
         reason = " ".join(str(error).split())[:200]
-        print(
-            f"[WARNING] the model is saved without its OpenVINO network ({reason}); "
-            "load_model.py will load it with Keras",
-            file=sys.stderr,
+        report.warning(
+            f"the model is saved without its OpenVINO network ({reason}); "
+            "load_model.py will load it with Keras"
         )
 
 

@@ -32,7 +32,6 @@ import html
 import math
 import os
 import re
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +46,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from pyimagesearch import safety
+from pyimagesearch import report, safety
 from pyimagesearch.connections import ConnectionRules, Tally
 from pyimagesearch.palette import LABEL_BOX, class_colours
 
@@ -356,17 +355,17 @@ class Service:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        print(f"[INFO] warming up the network ({self.runtime})...", flush=True)
+        report.info(f"warming up the network ({self.runtime})...")
         try:
             predict = await loop.run_in_executor(self.decoders, self._prepare)
         except Exception as error:
             self.failure = f"{type(error).__name__}: {error}"
-            print(f"[ERROR] the network could not be prepared: {self.failure}", flush=True)
+            report.error(f"the network could not be prepared: {self.failure}")
             return
         self.batcher = MicroBatcher(predict, self.max_batch, self.max_wait_ms / 1000)
         self.worker = asyncio.create_task(self.batcher.run())
         self.ready = True
-        print("[INFO] ready", flush=True)
+        report.info("ready")
 
     def close(self) -> None:
         if self.worker is not None:
@@ -494,12 +493,10 @@ class RequestGuard:
             client = scope.get("client") or ("?", 0)
             declared = Headers(scope=scope).get("content-length")
             of = f" of {int(declared):,}" if declared and declared.isdigit() else ""
-            print(
-                f"[WARNING] {client[0]}:{client[1]} closed the connection after "
+            report.warning(
+                f"{client[0]}:{client[1]} closed the connection after "
                 f"{body.received:,}{of} bytes of its {scope['method']} {scope['path']} "
-                "request; nothing was answered",
-                file=sys.stderr,
-                flush=True,
+                "request; nothing was answered"
             )
         finally:
             self.active -= 1

@@ -17,14 +17,13 @@ import csv
 import os
 import random
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import safety
+from pyimagesearch import report, safety
 from pyimagesearch.errors import UserError
 from pyimagesearch.safety import MAX_PIXELS, is_image_file, usable_images
 
@@ -145,11 +144,10 @@ def groups_for(paths: Sequence[str], pattern: str | None, word: str = "group") -
     if unmatched == len(paths):
         raise UserError(f"--group-pattern '{pattern}' matches none of the {len(paths)} file names")
     if unmatched:
-        print(
-            f"[WARNING] {unmatched} of {len(paths)} file names have no {word} (the pattern "
+        report.warning(
+            f"{unmatched} of {len(paths)} file names have no {word} (the pattern "
             f"'{pattern}' does not match them); each is its own {word}, so a {word} may be "
-            "spread over splits",
-            file=sys.stderr,
+            "spread over splits"
         )
     return [g or f"file:{p}" for g, p in zip(groups, paths, strict=True)]
 

@@ -15,6 +15,7 @@ import datetime
 import platform
 import random
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import pyimagesearch
+from pyimagesearch import report
 from pyimagesearch.acceleration import (
     FusedBatchNormalization,
     float32_policy,
@@ -223,7 +225,7 @@ def _catch_stop_signals(stopper: _EpochCheckpoints):
 
     def request_stop(signum, frame):
         stopper.requested = signum
-        print("\n[INFO] stop requested; finishing the current batch (press Ctrl-C again to abort)")
+        report.info("stop requested; finishing the current batch (press Ctrl-C again to abort)")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -350,7 +352,7 @@ def select_splits(
         if not kept.paths:
             raise UserError(f"'{config.exclude}' lists every training image; none is left")
         splits = {**splits, "training": kept}
-        print(f"[INFO] left {excluded} training images listed in '{config.exclude}' out")
+        report.info(f"left {excluded} training images listed in '{config.exclude}' out")
     return splits, layout, excluded
 
 
@@ -363,7 +365,7 @@ def decode_splits(
     check_memory(splits, recipe)
     arrays = {}
     for name, split in splits.items():
-        print(f"Found {len(split.paths)} images belonging to {len(class_names)} classes.")
+        report.plain(f"Found {len(split.paths)} images belonging to {len(class_names)} classes.")
         arrays[name] = load_split(split, recipe, max_pixels=max_pixels)
     missing = sorted(set(range(len(class_names))) - set(arrays["training"][1].tolist()))
     if missing:
@@ -377,7 +379,7 @@ def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
     with strategy.scope():
         if config.resume:
             model, state = _restore(config)
-            print(f"[INFO] resuming from '{config.checkpoint}' after epoch {state['epoch']}")
+            report.info(f"resuming from '{config.checkpoint}' after epoch {state['epoch']}")
             seed, history = state["seed"], state["history"]
         else:
             seed = config.seed if config.seed is not None else random.randrange(2**31)
@@ -410,7 +412,7 @@ def fit(
     switch = adam_epochs(config.epochs)
     two_rules = config.optimizer == "adam-then-sgd" and switch < config.epochs
     rules = f" (Adam for {switch}, then SGD)" if two_rules else ""
-    print(f"[INFO] training network for {config.epochs} epochs{rules}...")
+    report.info(f"training network for {config.epochs} epochs{rules}...")
     # Every epoch gets a fresh, (seed, epoch)-seeded pipeline, so resuming needs no RNG
     # state; they are chained into one dataset for a single fit() call, since each
     # call costs 1-3 s of set-up on a 2-core CPU (about 10% of an epoch here).
@@ -429,7 +431,7 @@ def fit(
                 initial_epoch=first,
                 epochs=config.epochs,
                 steps_per_epoch=epoch_steps(len(arrays["training"][1]), config.batch_size),
-                verbose=config.verbose,
+                verbose=progress_bar(config.verbose),
                 shuffle=False,
                 callbacks=[stopper],
             )
@@ -525,10 +527,10 @@ def build_network(run: Run) -> None:
     run.strategy = make_strategy(config.distribute)
     if config.distribute:
         count = run.strategy.num_replicas_in_sync
-        print(f"[INFO] {config.distribute} training on {count} devices")
+        report.info(f"{config.distribute} training on {count} devices")
     keras.mixed_precision.set_global_policy(config.precision)
-    print(f"[INFO] training precision: {config.precision} ({why})")
-    print(f"[INFO] stain normalisation: {config.stain} ({why_stain})")
+    report.info(f"training precision: {config.precision} ({why})")
+    report.info(f"stain normalisation: {config.stain} ({why_stain})")
     # Model, optimizer and checkpoint variables must be made under the strategy.
     run.model, run.seed, run.history = start_model(config, run.class_names, run.strategy)
 
@@ -582,7 +584,7 @@ def recompute_batch_norm(
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers or len(images) == 0:
         return
-    print(f"[INFO] recomputing BatchNormalization statistics on {len(images)} training images...")
+    report.info(f"recomputing BatchNormalization statistics on {len(images)} training images...")
     momentum = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.0  # read when traced: each call leaves its batch's statistics
@@ -606,6 +608,13 @@ def recompute_batch_norm(
         layer.momentum = value
 
 
+def progress_bar(verbose: int) -> int:
+    """Keras' progress bar (verbose 1) redraws its line with escape sequences, which a
+    redirected log (save_model.py ... > train.log) shows as garbage: there, one plain
+    line per epoch (verbose 2)."""
+    return 2 if verbose == 1 and not sys.stdout.isatty() else verbose
+
+
 def evaluate_network(run: Run) -> TrainResult:
     """Step 5, the classification report on the testing split, of exactly the network
     that will be saved; then its temperature, fitted on validation."""
@@ -613,16 +622,16 @@ def evaluate_network(run: Run) -> TrainResult:
     model = portable_copy(run.model, config.image_size, config.head, config.stain)
     if config.bn_statistics == "recomputed":
         recompute_batch_norm(model, arrays["training"][0], config.batch_size, run.seed)
-    print("[INFO] evaluating network...")
+    report.info("evaluating network...")
     test_labels = arrays["testing"][1]
     probabilities = model.predict(make_dataset(*arrays["testing"], config.batch_size), verbose=0)
     metrics = classification_metrics(test_labels, probabilities, class_names, positive.index)
-    report = report_table(test_labels, probabilities.argmax(axis=1), class_names)
+    summary = report_table(test_labels, probabilities.argmax(axis=1), class_names)
     extra = {k: v for k, v in metrics.items() if k != "accuracy"}
     if positive.reason and positive.index is not None:
-        report += f"\n[INFO] {positive.reason}"
+        summary += f"\n[INFO] {positive.reason}"
     if extra:
-        report += "\n" + format_metrics(extra, class_names, positive.index) + "\n"
+        summary += "\n" + format_metrics(extra, class_names, positive.index) + "\n"
     metadata = run.metadata()
     listed = {"list": Path(config.exclude).name, "images": run.excluded} if config.exclude else None
     metadata["provenance"] = provenance(
@@ -644,7 +653,7 @@ def evaluate_network(run: Run) -> TrainResult:
     calibration = fit_on_validation(validation, validation_labels, probabilities, test_labels)
     if calibration is not None:
         metadata["calibration"] = calibration.metadata()
-    return TrainResult(model, run.history, report, metadata, calibration)
+    return TrainResult(model, run.history, summary, metadata, calibration)
 
 
 def train(config: TrainConfig, splits: dict[str, Split] | None = None) -> TrainResult:
