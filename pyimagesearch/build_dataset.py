@@ -4,7 +4,10 @@
     python -m pyimagesearch.build_dataset --source path/to/cell_images --output malaria
     python -m pyimagesearch.build_dataset --source photos --output split --fractions 0.8 0.1 0.1
 
-SOURCE is a folder of one sub-folder of images per class, a zip of one, or a URL. The
+SOURCE is a folder of one sub-folder of images per class, a zip of one, or a URL. A zip
+is extracted inside OUTPUT, into a hidden folder this command makes and removes (nothing
+beside the zip is written), once its directory shows it fits the disk and is no zip
+bomb. The
 default is the worked example, the NIH malaria download (cached by Keras under
 ~/.keras/datasets; $MALARIA_SOURCE, when set, replaces it), whose Parasitized/ and
 Uninfected/ may also sit under cell_images/.
@@ -27,6 +30,7 @@ import os
 import random
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
@@ -78,8 +82,98 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def resolve_source(source: str) -> Path:
-    """Turn a folder, a zip or a URL into a local folder of class sub-folders."""
+# Bounds on a --source zip, checked against its directory before anything is extracted
+# (a zip bomb is refused in one line). The NIH download holds 27,560 PNGs, which barely
+# compress (ratio about 1); a photo zip is much the same.
+MAX_ZIP_MEMBERS = 500_000
+MAX_ZIP_RATIO = 100  # uncompressed / compressed, for the archive or any member ...
+ZIP_RATIO_FLOOR = 64 << 20  # ... once it unpacks to more than this (tiny files may compress well)
+DISK_MARGIN = 0.9  # of the free space on --output's file system that extraction may take
+# Extracted inside --output, removed when the command ends.
+EXTRACTING = ".pyimagesearch-extracting."
+
+
+def check_source(source: str) -> None:
+    """Refuse, in one line, a local source that is not a folder or a regular file: a FIFO
+    or a device would hang or never end, a symbolic link loop has no target."""
+    try:
+        mode = os.stat(source).st_mode
+    except FileNotFoundError:
+        raise UserError(f"source '{source}' does not exist") from None
+    except OSError as error:  # ELOOP, EACCES, ENAMETOOLONG, ...
+        raise UserError(f"cannot read source '{source}': {error.strerror or error}") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        kind = (
+            "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        )
+        raise UserError(f"source '{source}' is {kind}; give a folder of class folders or a zip")
+
+
+def zip_images(archive: zipfile.ZipFile, path: Path, free: int) -> list[zipfile.ZipInfo]:
+    """The image members of ARCHIVE, once its directory shows nothing that would flood
+    the disk: at most MAX_ZIP_MEMBERS members, at most MAX_ZIP_RATIO compression, and
+    all of it within DISK_MARGIN of FREE bytes. Declared sizes bind: Python's zipfile
+    stops a member at its declared size (and fails its CRC)."""
+    members = archive.infolist()
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise UserError(
+            f"source '{path}' holds {len(members):,} members, more than the bound of "
+            f"{MAX_ZIP_MEMBERS:,}; refusing to extract it"
+        )
+    images = [
+        info
+        for info in members
+        if not info.is_dir()
+        and safety.is_image_file(info.filename)
+        and not info.filename.startswith("__MACOSX/")  # macOS' resource forks, not images
+    ]
+    total = sum(info.file_size for info in images)
+    packed = sum(info.compress_size for info in images)
+    for info in images:
+        if info.file_size > ZIP_RATIO_FLOOR and info.file_size > MAX_ZIP_RATIO * max(
+            info.compress_size, 1
+        ):
+            raise UserError(
+                f"source '{path}': member '{info.filename}' unpacks {info.compress_size:,} "
+                f"bytes to {info.file_size:,} (more than {MAX_ZIP_RATIO}x); refusing a zip bomb"
+            )
+    if total > ZIP_RATIO_FLOOR and total > MAX_ZIP_RATIO * max(packed, 1):
+        raise UserError(
+            f"source '{path}' unpacks {packed:,} bytes to {total:,} (more than "
+            f"{MAX_ZIP_RATIO}x); refusing a zip bomb"
+        )
+    if total > DISK_MARGIN * free:
+        raise UserError(f"source '{path}' unpacks to {total:,} bytes; the disk has {free:,} free")
+    return images
+
+
+def extract_source(path: Path, output: Path) -> Path:
+    """Extract the zip PATH's images into a new hidden folder inside OUTPUT (made here;
+    the caller removes it). Nothing beside the zip is read, written or deleted."""
+    folder = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            free = shutil.disk_usage(output if output.is_dir() else output.resolve().parent).free
+            images = zip_images(archive, path, free)
+            output.mkdir(exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=EXTRACTING, dir=output))
+            report.info(f"extracting {len(images)} images from '{path}'...")
+            for info in images:
+                archive.extract(info, folder)  # zipfile drops '..' and leading '/'
+    except BaseException as error:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(error, zipfile.BadZipFile | zipfile.LargeZipFile | NotImplementedError):
+            raise UserError(f"cannot read source '{path}': {error}") from None
+        if isinstance(error, OSError):
+            raise UserError(f"cannot extract '{path}': {error.strerror or error}") from None
+        raise
+    return folder
+
+
+def resolve_source(source: str, output: Path) -> tuple[Path, Path | None]:
+    """Turn a folder, a zip or a URL into a local folder of class sub-folders, and the
+    folder extracted for it inside OUTPUT (None for a folder), which the caller removes."""
     if source.startswith(("http://", "https://")):
         import keras  # only to download: a local source needs no TensorFlow
 
@@ -89,22 +183,18 @@ def resolve_source(source: str) -> Path:
         except Exception as error:
             raise UserError(f"cannot download '{source}': {error}") from error
         source = archive
+    check_source(source)
     path = Path(source)
-    if not path.exists():
-        raise UserError(f"source '{source}' does not exist")
-    if path.is_file():
-        if not zipfile.is_zipfile(path):
-            raise UserError(f"source '{source}' is neither a folder nor a zip archive")
-        extracted = path.with_name(path.stem + "_extracted")
-        if not extracted.is_dir():
-            report.info(f"extracting '{path}'...")
-            partial = path.with_name(path.stem + "_extracting")
-            shutil.rmtree(partial, ignore_errors=True)
-            with zipfile.ZipFile(path) as handle:
-                handle.extractall(partial)
-            partial.rename(extracted)
-        path = extracted
-    return find_class_root(path, nih_only=False)
+    if path.is_dir():
+        return find_class_root(path, nih_only=False), None
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"source '{source}' is neither a folder nor a zip archive")
+    extracted = extract_source(path, output)
+    try:
+        return find_class_root(extracted, nih_only=False), extracted
+    except BaseException:
+        shutil.rmtree(extracted, ignore_errors=True)
+        raise
 
 
 def list_class_files(root: Path) -> dict[str, list[str]]:
@@ -228,16 +318,26 @@ def fraction_split(
     return split
 
 
-def copy_files(pairs: list[tuple[Path, Path]], link: bool) -> None:
-    """Copy (or with LINK hard-link, falling back to a copy across file systems)."""
+def copy_files(pairs: list[tuple[Path, Path]], how: str) -> None:
+    """Copy, hard-link ("link") or move ("move": the run's own extraction) each pair."""
     for source, target in pairs:
-        if link:
-            try:
-                os.link(source, target)
-                continue
-            except OSError:
-                pass
-        shutil.copy2(source, target)
+        if how == "move":
+            os.replace(source, target)
+        elif how == "link":
+            os.link(source, target)
+        else:
+            shutil.copy2(source, target)
+
+
+def can_link(source: Path, folder: Path) -> bool:
+    """Whether files of SOURCE's file system can be hard-linked into FOLDER."""
+    probe = folder / ".pyimagesearch-link-probe"
+    try:
+        os.link(source, probe)
+    except OSError:
+        return False
+    probe.unlink()
+    return True
 
 
 def split_entry(relative: str) -> bool:
@@ -250,27 +350,46 @@ def split_entry(relative: str) -> bool:
 
 
 def write_split(
-    root: Path, output: Path, split: dict[str, dict[str, list[str]]], link: bool = False
+    root: Path,
+    output: Path,
+    split: dict[str, dict[str, list[str]]],
+    link: bool = False,
+    move: bool = False,
 ) -> None:
     """Build the splits in a hidden folder inside OUTPUT, then swap them in: a failed run
-    leaves the earlier splits as they were. OUTPUT was checked by ``check_output``."""
+    leaves the earlier splits as they were. OUTPUT was checked by ``check_output``.
+    LINK hard-links the images (copying, with a warning, across file systems); MOVE
+    moves them (ROOT is the run's own extraction of a zip)."""
     output.mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pyimagesearch-building.", dir=output))
     total = sum(len(files) for classes in split.values() for files in classes.values())
-    report.info(
-        f"{'hard-linking' if link else 'copying'} {total} images "
-        + (
-            "(--link: no extra space; an image edited in place changes the original too)"
-            if link
-            else "(copies: editing one never touches the original; --link saves the space)"
-        )
+    first = next(
+        (root / c / f[0] for classes in split.values() for c, f in classes.items() if f), None
     )
+    how = "move" if move else "link" if link else "copy"
+    if how == "link" and first is not None and not can_link(first, staging):
+        report.warning(
+            f"--link: '{root}' and '{output}' are on different file systems, where hard "
+            "links cannot be made; copying the images instead"
+        )
+        how = "copy"
+    if how == "move":
+        report.info(f"moving {total} images out of the extracted zip")
+    else:
+        report.info(
+            f"{'hard-linking' if how == 'link' else 'copying'} {total} images "
+            + (
+                "(--link: no extra space; an image edited in place changes the original too)"
+                if how == "link"
+                else "(copies: editing one never touches the original; --link saves the space)"
+            )
+        )
     try:
         for split_name in SPLITS:
             for class_name, file_names in split[split_name].items():
                 target = staging / split_name / class_name
                 target.mkdir(parents=True)
-                copy_files([(root / class_name / f, target / f) for f in file_names], link)
+                copy_files([(root / class_name / f, target / f) for f in file_names], how)
                 report.info(f"{split_name}/{class_name}: {len(file_names)} images")
         safety.write_text(
             output / MARKER,
@@ -337,10 +456,27 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--fractions must be positive and add up to 1, got {args.fractions}")
     output = Path(args.output)
     local_source = None if args.source.startswith(("http://", "https://")) else args.source
+    if local_source is not None:
+        check_source(local_source)
     safety.check_paths({"--output": output}, {"--source": local_source})
     safety.check_own_folder(output, "--output", MARKER, split_entry, args.overwrite, SPLITS)
-    root = resolve_source(args.source)
-    safety.check_paths({"--output": output}, {"--source": root})
+    created, extracted = not output.exists(), None
+    try:
+        root, extracted = resolve_source(args.source, output)
+        build(args, output, root, moved=extracted is not None)
+    finally:
+        if extracted is not None:
+            shutil.rmtree(extracted, ignore_errors=True)
+        if created and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()  # a refused source leaves no empty --output behind
+    report.info(f"dataset written to '{args.output}'")
+    return 0
+
+
+def build(args: argparse.Namespace, output: Path, root: Path, moved: bool) -> None:
+    """Split ROOT's classes into OUTPUT; MOVED: ROOT is this run's own extraction."""
+    if not moved:
+        safety.check_paths({"--output": output}, {"--source": root})
     files = list_class_files(root)
     report.info(f"source '{root}': " + ", ".join(f"{len(v)} {k}" for k, v in files.items()))
     nih = tuple(files) == CLASSES
@@ -356,9 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         split = fraction_split(files, tuple(args.fractions), args.seed, args.group_pattern)
     else:
         split = tutorial_split(files, args.seed)
-    write_split(root, output, split, args.link)
-    report.info(f"dataset written to '{args.output}'")
-    return 0
+    write_split(root, output, split, link=args.link, move=moved)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ and an address-space cap).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from pyimagesearch import safety
 from tests.conftest import ROOT, run_script
@@ -20,6 +23,8 @@ from tests.test_safety import model_file, run_capped  # noqa: F401 (a fixture)
 KILLED_WRITER = """
 import os, sys
 from pathlib import Path
+
+import pytest
 from pyimagesearch import safety
 with safety.replacing(Path(sys.argv[1]), sys.argv[2]) as temporary:
     temporary.write_text("half")
@@ -168,3 +173,159 @@ def test_the_commands_leave_the_users_look_alikes(tmp_path: Path, model_file: Pa
     assert sorted(saved.iterdir()) == sorted(
         [saved / "sv.keras", saved / f".sv.keras.saving.{safety.HOST}.99999.txt", *theirs]
     )
+
+
+# --- build_dataset --source: nothing beside the source, no bombs, no hangs --------------
+
+
+def class_zip(path: Path, classes: dict[str, int]) -> Path:
+    """A zip of class folders of small real PNGs."""
+    import zipfile
+
+    from tests.conftest import write_image
+
+    scratch = path.parent / f"{path.stem}-images"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, count in classes.items():
+            for i in range(count):
+                image = write_image(scratch / name / f"{name}{i}.png", size=(8, 8), seed=i)
+                archive.write(image, f"{name}/{image.name}")
+    return path
+
+
+def listing(folder: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_a_zip_source_touches_nothing_beside_it(tmp_path: Path):
+    """The probe: build_dataset --source photos.zip deleted a user's photos_extracting/,
+    wrote photos_extracted/ beside the zip, and built from an existing photos_extracted/
+    (classes x/y) instead of the zip (a/b). Now the zip is extracted inside --output, in
+    a folder the command makes and removes, and the images are moved (not copied) from
+    there. Mutation: the old resolve_source (extract to PATH.stem + '_extracted', reuse
+    it when present) fails every assertion."""
+    home = tmp_path / "home"
+    zipped = class_zip(home / "photos.zip", {"a": 6, "b": 6})
+    shutil.rmtree(home / "photos-images")
+    for folder, classes in (("photos_extracting", ("mine",)), ("photos_extracted", "xy")):
+        for name in classes:
+            (home / folder / name).mkdir(parents=True)
+            (home / folder / name / "note.png").write_bytes(b"the user's")
+    before = listing(home)
+    output = tmp_path / "out"
+    result = run_capped("-m", "pyimagesearch.build_dataset", "--source", str(zipped),
+                        "--output", str(output), timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert listing(home) == before
+    assert sorted(p.name for p in (output / "training").iterdir()) == ["a", "b"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        ".pyimagesearch-dataset", "testing", "training", "validation",
+    ]  # fmt: skip
+    assert len(list(output.rglob("*.png"))) == 12
+
+
+def zip_bomb(path: Path, members: int = 2, each: int = 200 << 20) -> Path:
+    """A zip of MEMBERS PNG-named members of EACH zero bytes: about 200 KB on disk per
+    200 MB declared, written in 1 MB chunks (never whole in memory)."""
+    import zipfile
+
+    chunk = bytes(1 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(members):
+            with archive.open(f"{'ab'[i % 2]}/{i}.png", "w", force_zip64=True) as member:
+                for _ in range(each >> 20):
+                    member.write(chunk)
+    return path
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path: Path):
+    """The probe: a 3.3 MB zip extracted 3 GB beside itself and copied 3 GB more. Now
+    the directory's declared sizes are checked first: one line, exit 2, nothing written
+    (no --output either), under run_capped's address-space cap. Mutation: skipping the ratio
+    checks in zip_images extracts 400 MB (and the test finds the output)."""
+    from tests.test_safety import refused
+
+    bomb = zip_bomb(tmp_path / "bomb.zip")
+    assert bomb.stat().st_size < 2 << 20
+    output = tmp_path / "out"
+    result = run_capped("-m", "pyimagesearch.build_dataset", "--source", str(bomb),
+                        "--output", str(output), timeout=120)  # fmt: skip
+    refused(result, "refusing a zip bomb")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]
+
+
+def test_zip_bounds_on_members_and_free_disk(tmp_path: Path, monkeypatch, capsys):
+    """A zip of more members than MAX_ZIP_MEMBERS, or one that unpacks to more than the
+    free disk, is refused from its directory alone. Mutations: dropping the member-count
+    check, or the free-space check, lets the run through."""
+    from pyimagesearch import build_dataset
+    from pyimagesearch.errors import UserError
+
+    zipped = class_zip(tmp_path / "photos.zip", {"a": 6, "b": 6})
+    monkeypatch.setattr(build_dataset, "MAX_ZIP_MEMBERS", 11)
+    argv = ["--source", str(zipped), "--output", str(tmp_path / "out")]
+    with pytest.raises(UserError, match="12 members, more than the bound of 11"):
+        build_dataset.main(argv)
+    monkeypatch.undo()
+
+    class Usage:  # a nearly full disk
+        free = 1000
+
+    monkeypatch.setattr(build_dataset.shutil, "disk_usage", lambda path: Usage)
+    with pytest.raises(UserError, match="the disk has 1,000 free"):
+        build_dataset.main(argv)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos-images", "photos.zip"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "loop", "device"])
+def test_a_source_that_would_hang_or_loop_is_one_line(tmp_path: Path, kind: str):
+    """The probe: --source on a FIFO (NotADirectoryError), a symlink loop (RuntimeError:
+    Symlink loop). Now one line, exit 2, for them and for a device. Mutation: dropping
+    check_source from main gives the tracebacks back (and /dev/zero never ends: the
+    timeout fails it)."""
+    from tests.test_safety import refused
+
+    source = tmp_path / "source"
+    if kind == "fifo":
+        os.mkfifo(source)
+    elif kind == "loop":
+        source.symlink_to(source)
+    else:
+        source = Path("/dev/zero")
+    result = run_capped("-m", "pyimagesearch.build_dataset", "--source", str(source),
+                        "--output", str(tmp_path / "out"), timeout=60)  # fmt: skip
+    expected = {"fifo": "is a FIFO", "loop": "symbolic links", "device": "is a device"}[kind]
+    refused(result, expected)
+    assert not (tmp_path / "out").exists()
+
+
+def test_link_across_file_systems_says_it_copies(tmp_path: Path, monkeypatch, capsys):
+    """The probe: --link across devices said "hard-linking" while it copied. Now one
+    warning says the images are copied, and the copy line says copying. Mutation:
+    write_split without the can_link probe prints "hard-linking" (and os.link fails:
+    the run is refused)."""
+    from pyimagesearch import build_dataset
+    from tests.conftest import write_image
+
+    for name in "ab":
+        for i in range(5):
+            write_image(tmp_path / "src" / name / f"{name}{i}.png", size=(8, 8), seed=i)
+
+    real_link = os.link
+
+    def cross_device(source, target, *args, **kwargs):  # src/ is on "another device"
+        if str(source).startswith(str(tmp_path / "src")):
+            raise OSError(18, "Invalid cross-device link")
+        return real_link(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(build_dataset.os, "link", cross_device)
+    argv = ["--source", str(tmp_path / "src"), "--output", str(tmp_path / "out"), "--link"]
+    assert build_dataset.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "different file systems" in captured.err and "copying the images instead" in captured.err
+    assert "hard-linking" not in captured.out and "copying 10 images" in captured.out
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 10
