@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pyimagesearch import modelfile, report
+from pyimagesearch import modelfile, report, safety
 from pyimagesearch.errors import UserError
 
 IR_XML = "openvino/model.xml"
@@ -42,6 +42,15 @@ MANIFEST_FORMAT = 1
 # The members an IR is built from: a change to any of them makes it stale.
 SOURCES = ("config.json", "model.weights.h5", modelfile.METADATA_NAME)
 MAX_MANIFEST_BYTES = 1 << 20
+# Bounds on the stored network, from the zip's directory, checked before a byte of it is
+# read. model.bin holds the network's parameters (4 bytes each, as model.weights.h5 does,
+# which also holds the optimizer's slots when there are any), so its bound follows the
+# weights member's size with a generous margin; model.xml describes the layers (105 KB
+# for the tutorial's 82), bounded outright. PYIMAGESEARCH_MAX_NETWORK_BYTES caps both.
+NETWORK_MARGIN = 1.25
+NETWORK_SLACK = 1 << 20
+MAX_XML_BYTES = 16 << 20
+MAX_NETWORK_BYTES = safety._env_int("PYIMAGESEARCH_MAX_NETWORK_BYTES", 1 << 30)
 # Names of the precisions (--precision), as OpenVINO's inference precision hints (int8
 # runs a quantized network; its remaining float operations compute in float32).
 PRECISIONS = {"float32": "f32", "mixed_bfloat16": "bf16", "int8": "f32"}
@@ -163,6 +172,31 @@ def read_manifest(archive: zipfile.ZipFile) -> dict:
     return manifest
 
 
+def network_bound(archive: zipfile.ZipFile, name: str) -> int:
+    """The most bytes the member NAME of a stored network may declare (see NETWORK_MARGIN)."""
+    if name.endswith(".xml"):
+        return min(MAX_XML_BYTES, MAX_NETWORK_BYTES)
+    try:
+        weights = archive.getinfo("model.weights.h5").file_size
+    except KeyError:
+        weights = 0
+    return min(int(NETWORK_MARGIN * weights) + NETWORK_SLACK, MAX_NETWORK_BYTES)
+
+
+def check_network_sizes(archive: zipfile.ZipFile, names: Iterable[str]) -> None:
+    """Raise Stale for a network member bigger than any honest one (a 3 GB model.bin of
+    zeros is 6 MB deflated): its declared size binds, as zipfile stops reading there."""
+    present = set(archive.namelist())
+    for name in names:
+        if name in present and name.startswith("openvino/") and name != MANIFEST:
+            size, bound = archive.getinfo(name).file_size, network_bound(archive, name)
+            if size > bound:
+                raise Stale(
+                    f"its compiled network's {name} declares {size:,} bytes, more than the "
+                    f"{bound:,} its weights allow (altered)"
+                )
+
+
 def read_ir(path: str | Path, metadata: dict, int8: bool = False) -> tuple[str, np.ndarray]:
     """The IR's XML text and weights from PATH (the int8 one with INT8), after checking
     them against the file.
@@ -179,7 +213,9 @@ def read_ir(path: str | Path, metadata: dict, int8: bool = False) -> tuple[str, 
         xml_name, bin_name = (INT8_XML, INT8_BIN) if int8 else (IR_XML, IR_BIN)
         if int8 and INT8_XML not in hashes:
             raise Stale("it carries no int8 network (python -m pyimagesearch.quantize adds one)")
-        for name in (*SOURCES, IR_XML, IR_BIN, *((INT8_XML, INT8_BIN) if int8 else ())):
+        members = (*SOURCES, IR_XML, IR_BIN, *((INT8_XML, INT8_BIN) if int8 else ()))
+        check_network_sizes(archive, members)
+        for name in members:
             if name not in names or hashes.get(name) != _sha256(archive, name):
                 raise Stale(f"its compiled network does not match its {name} (stale or altered)")
         xml = archive.read(xml_name).decode("utf-8")

@@ -329,3 +329,89 @@ def test_link_across_file_systems_says_it_copies(tmp_path: Path, monkeypatch, ca
     assert "different file systems" in captured.err and "copying the images instead" in captured.err
     assert "hard-linking" not in captured.out and "copying 10 images" in captured.out
     assert len(list((tmp_path / "out").rglob("*.png"))) == 10
+
+
+# --- bounded reads of a model file's members -------------------------------------------
+
+
+def run_limited(code: str, *args: str, memory: int = 1 << 30, timeout: int = 120):
+    """Python CODE in a child process under an address-space cap (1 GiB by default)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def swap_member(model: Path, target: Path, name: str, size: int, fill: bytes = b"\0") -> Path:
+    """A copy of MODEL whose member NAME is SIZE bytes of FILL (deflated, written in 1 MB
+    chunks: a few MB on disk, never whole in memory), with the manifest's SHA-256
+    rewritten to match, as an attacker would."""
+    import hashlib
+    import json
+    import zipfile
+
+    from pyimagesearch import compiled
+
+    chunk = fill * ((1 << 20) // len(fill))
+    digest = hashlib.sha256()
+    with (
+        zipfile.ZipFile(model) as source,
+        zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+    ):
+        manifest = compiled.read_manifest(source)
+        for info in source.infolist():
+            if info.filename not in (name, compiled.MANIFEST):
+                archive.writestr(info, source.read(info.filename))
+        with archive.open(name, "w", force_zip64=True) as member:
+            for _ in range(size // len(chunk)):
+                member.write(chunk)
+                digest.update(chunk)
+        manifest["sha256"][name] = digest.hexdigest()
+        archive.writestr(compiled.MANIFEST, json.dumps(manifest))
+    return target
+
+
+LOAD_COMPILED = """
+import sys
+from pyimagesearch import compiled
+try:
+    compiled.load(sys.argv[1])
+except compiled.Stale as why:
+    print("Stale:", why)
+    sys.exit(3)
+print("loaded")
+"""
+
+
+@pytest.mark.parametrize(
+    "member, size", [("openvino/model.bin", 3 << 30), ("openvino/model.xml", 1536 << 20)]
+)
+def test_an_oversized_network_member_is_never_read(
+    tmp_path: Path,
+    model_file: Path,  # noqa: F811
+    member: str,
+    size: int,
+):
+    """The probe: a 3 GB model.bin of zeros (5.7 MB deflated) with a matching manifest
+    was read whole (MemoryError at 4.2 GB); a 1.5 GB model.xml loaded at 4.7 GB peak.
+    Now the zip's directory bounds each network member before it is read (the bin by
+    the weights' size, the XML outright): the compiled network is refused as altered
+    (Keras would load the honest weights instead), in a child capped at 1 GiB of address
+    space. Mutation: dropping check_network_sizes from read_ir reads the member and
+    fails with MemoryError under the cap."""
+    swapped = swap_member(model_file, tmp_path / "swapped.keras", member, size)
+    assert swapped.stat().st_size < 16 << 20
+    result = run_limited(LOAD_COMPILED, str(swapped))
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert f"{member} declares {size:,} bytes" in result.stdout
+    result = run_limited(LOAD_COMPILED, str(model_file))  # the honest file loads so capped
+    assert result.returncode == 0 and "loaded" in result.stdout, result.stderr[-2000:]
