@@ -26,3 +26,10 @@ def test_load_model_prints_only_its_own_lines(tmp_path: Path):
     assert debug.returncode == 0, debug.stderr[-2000:]
     assert re.search(r"^[IWEF]\d{4} ", debug.stderr, re.MULTILINE), debug.stderr[-2000:]
     assert debug.stdout == result.stdout  # the same run, only louder on stderr
+
+
+def test_a_redirected_training_log_is_plain_lines(digits_run):
+    """save_model.py ... > train.log: one plain line per epoch, no progress-bar escapes."""
+    _, result = digits_run
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert re.findall(r"^Epoch (\d+)/4$", result.stdout, re.MULTILINE) == ["1", "2", "3", "4"]
