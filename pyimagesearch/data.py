@@ -235,7 +235,9 @@ def load_split(
     Decoding once and augmenting the cached arrays each epoch is what makes an
     epoch cheap: the legacy generator re-read and re-decoded every PNG each epoch.
     """
-    progress = keras.utils.Progbar(len(split.paths), unit_name="image", verbose=1)
+    progress = keras.utils.Progbar(
+        len(split.paths), unit_name="image", verbose=report.keras_verbosity()
+    )
     chunks, kept, failed = [], [], []
     for indices, images in iter_decoded_batches(
         split.paths, recipe, batch_size, failed, max_pixels

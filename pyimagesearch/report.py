@@ -70,6 +70,13 @@ def error(message: str) -> None:
     LOGGER.error(message)
 
 
+def keras_verbosity(verbose: int = 1) -> int:
+    """Keras' progress bar (verbose 1) redraws its line with escape sequences, which a
+    redirected log (save_model.py ... > train.log) shows as garbage: there, one plain
+    line per epoch (verbose 2)."""
+    return 2 if verbose == 1 and not sys.stdout.isatty() else verbose
+
+
 def quiet(level: int = logging.ERROR) -> None:
     """Hide lines below LEVEL, for Python callers that want the library silent."""
     LOGGER.setLevel(level)

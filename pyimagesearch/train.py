@@ -15,7 +15,6 @@ import datetime
 import platform
 import random
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,7 +430,7 @@ def fit(
                 initial_epoch=first,
                 epochs=config.epochs,
                 steps_per_epoch=epoch_steps(len(arrays["training"][1]), config.batch_size),
-                verbose=progress_bar(config.verbose),
+                verbose=report.keras_verbosity(config.verbose),
                 shuffle=False,
                 callbacks=[stopper],
             )
@@ -606,13 +605,6 @@ def recompute_batch_norm(
         layer.moving_mean.assign(mean / len(starts))
         layer.moving_variance.assign(variance / len(starts))
         layer.momentum = value
-
-
-def progress_bar(verbose: int) -> int:
-    """Keras' progress bar (verbose 1) redraws its line with escape sequences, which a
-    redirected log (save_model.py ... > train.log) shows as garbage: there, one plain
-    line per epoch (verbose 2)."""
-    return 2 if verbose == 1 and not sys.stdout.isatty() else verbose
 
 
 def evaluate_network(run: Run) -> TrainResult:
