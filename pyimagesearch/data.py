@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from pyimagesearch import report
 from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
+from pyimagesearch.preprocessing import iter_readable_batches, to_model_input
 from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.splitting import check_dataset, find_layout, list_images
 
@@ -174,11 +174,8 @@ def iter_decoded_batches(
     Unreadable files drop out (their indices never appear); each is appended to
     SKIPPED as (index, reason) when a list is given.
     """
-    for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size, max_pixels):
-        if skipped is not None:
-            skipped.extend(failed)
-        if len(indices):
-            yield indices, to_model_input(pixels)
+    for indices, pixels in iter_readable_batches(paths, recipe, batch_size, skipped, max_pixels):
+        yield indices, to_model_input(pixels)
 
 
 def warn_skipped(paths: list[str], kept: np.ndarray, reasons: dict | None = None) -> list[str]:

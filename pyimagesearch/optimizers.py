@@ -147,8 +147,3 @@ class AdamThenSGD(keras.optimizers.Optimizer):
             }
         )
         return config
-
-
-def _handle(variable):
-    """The resource handle TensorFlow's kernels update (of a Keras or a tf.Variable)."""
-    return (variable.value if isinstance(variable, keras.Variable) else variable).handle

@@ -21,7 +21,7 @@ import numpy as np
 
 from pyimagesearch import report
 from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import iter_pixel_batches, to_model_input
+from pyimagesearch.preprocessing import iter_readable_batches, to_model_input
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 # Converting a Keras network to OpenVINO at load time costs about 1.5-2 s (trace,
@@ -135,11 +135,7 @@ def iter_predictions(
     """
 
     def batches():
-        for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size, max_pixels):
-            if skipped is not None:
-                skipped.extend(failed)
-            if len(indices):
-                yield indices, pixels
+        return iter_readable_batches(paths, recipe, batch_size, skipped, max_pixels)
 
     stream = getattr(predict, "stream", None)
     if stream is not None:

@@ -206,3 +206,20 @@ def iter_pixel_batches(
                 )
                 yield indices, images, failed
             pending = submitted
+
+
+def iter_readable_batches(
+    paths: list[str],
+    recipe: dict,
+    batch_size: int,
+    skipped: list[tuple[int, str]] | None = None,
+    max_pixels: int | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (indices into PATHS, resized pixels) for the batches that kept any image;
+    unreadable files drop out, each appended to SKIPPED as (index, reason) when a list
+    is given. The one batch decoder of classification, Grad-CAM and the audit."""
+    for indices, pixels, failed in iter_pixel_batches(paths, recipe, batch_size, max_pixels):
+        if skipped is not None:
+            skipped.extend(failed)
+        if len(indices):
+            yield indices, pixels

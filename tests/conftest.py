@@ -220,8 +220,7 @@ def train_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Traine
 
     def make_dataset(images, *args, **kwargs):
         dataset = real_make_dataset(images, *args, **kwargs)
-        if kwargs.get("augment") is None:
-            run.fed.append((images, dataset))
+        run.fed.append((images, dataset))  # make_dataset never augments (train.py does)
         return dataset
 
     monkeypatch.setattr(training, "evaluate_network", evaluate_network)
