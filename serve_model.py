@@ -22,14 +22,18 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import socket
 import sys
+import threading
 
 from pyimagesearch import options, report
 from pyimagesearch.errors import UserError, run_command
 
 MAX_TITLE_LENGTH = 120
 MAX_TIMEOUT_S = 3600
+# --workers beyond this many per CPU only add memory (each holds a network) and contend.
+MAX_WORKERS_PER_CPU = 4
 
 
 def port_number(text: str) -> int:
@@ -86,8 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         type=options.positive_count,
         default=1,
-        help="server processes, each holding one compiled network (default: 1; memory per "
-        "worker: docs/serve.md)",
+        help="server processes, each holding one compiled network (default: 1; at most 4 "
+        "per CPU; memory per worker: docs/serve.md)",
     )
     parser.add_argument(
         "--max-batch",
@@ -225,11 +229,63 @@ def run_server(service, settings, sock: socket.socket, args: argparse.Namespace)
         workers=args.workers,
         **server_options,
     )
-    Multiprocess(config, sockets=[sock]).run()
+    supervisor(Multiprocess)(config, sockets=[sock]).run()
+
+
+def supervisor(multiprocess: type) -> type:
+    """uvicorn's Multiprocess, stopped at once by SIGTERM or SIGINT.
+
+    uvicorn only queues a signal and reads the queue between its rounds, so a SIGTERM
+    that came while it started workers (or while it checked them, one health check at a
+    time) left it starting more, and restarting those the signal had ended. Here the
+    signal sets a flag that stops both, and the usual round then ends every worker."""
+
+    class Supervisor(multiprocess):
+        stopping = False
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, self.stop)
+            self.should_exit = _Stopping(self)
+
+        def stop(self, number: int, frame: object) -> None:
+            self.stopping = True  # a plain assignment: safe in a signal handler
+            self.signal_queue.append(number)
+
+        def init_processes(self) -> None:
+            from uvicorn.supervisors.multiprocess import Process
+
+            for _ in range(self.processes_num):
+                if self.stopping:
+                    break
+                process = Process(self.config, self.sockets)
+                process.start()
+                self.processes.append(process)
+
+    return Supervisor
+
+
+class _Stopping(threading.Event):
+    """An Event that also reads as set once the supervisor has a stop signal, so that no
+    worker is started or restarted after it."""
+
+    def __init__(self, owner: object) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def is_set(self) -> bool:
+        return self.owner.stopping or super().is_set()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if args.workers > most:
+        raise UserError(
+            f"--workers {args.workers} is more than {MAX_WORKERS_PER_CPU} per CPU ({most} "
+            f"on this machine's {os.cpu_count() or 1}); each worker holds its own network"
+        )
     from pyimagesearch.serve import build_service
 
     sock = listen(args.host, args.port)  # before the model: a taken port fails at once

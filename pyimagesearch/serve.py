@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import html
+import logging
 import math
 import os
 import re
@@ -49,6 +50,10 @@ from starlette.requests import ClientDisconnect
 from pyimagesearch import report, safety
 from pyimagesearch.connections import ConnectionRules, Tally
 from pyimagesearch.palette import LABEL_BOX, class_colours
+
+# A malformed multipart body is answered with a 400 naming it; the parser's own warning
+# ("Expected boundary character 45, got 65 at index 2") would be a stray line in the log.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 FIELD = "files"
 FORMATS = "PNG, JPEG, BMP or GIF"
@@ -317,7 +322,7 @@ class Service:
     def description(self) -> dict:
         """What GET /model returns: the public metadata (no absolute path from the
         training machine), the page's title and class colours, runtime and limits."""
-        from pyimagesearch.serialization import public_metadata
+        from pyimagesearch.modelfile import public_metadata
 
         public = public_metadata(self.metadata)
         return finite(

@@ -6,6 +6,7 @@ and an address-space cap).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -415,3 +416,132 @@ def test_an_oversized_network_member_is_never_read(
     assert f"{member} declares {size:,} bytes" in result.stdout
     result = run_limited(LOAD_COMPILED, str(model_file))  # the honest file loads so capped
     assert result.returncode == 0 and "loaded" in result.stdout, result.stderr[-2000:]
+
+
+# --- the server: TensorFlow-free on every route, bounded workers, SIGTERM ends all -----
+
+
+def resident_kb(pid: int) -> int:
+    """The process's resident memory (VmRSS) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_every_route_answers_with_tensorflow_and_keras_unimportable(
+    tmp_path: Path,
+    model_file: Path,  # noqa: F811
+):
+    """The probe: GET /model, which the page asks for on opening, imported Keras and
+    TensorFlow into the TensorFlow-free server (173 MB -> 826 MB per worker), and a
+    malformed multipart body left "Expected boundary character 45, got 65 at index 2"
+    in the log. Here the server runs where importing TensorFlow, Keras or scikit-learn
+    fails, every route is called, and GET /model leaves its memory where it was.
+    Mutations: Service.description importing public_metadata from serialization (Keras)
+    makes /model a 500; dropping the python_multipart log level puts the line back."""
+    import httpx
+
+    from pyimagesearch.server_process import stop, wait_until_ready
+    from tests.conftest import without_tensorflow
+    from tests.serving import good_request
+
+    log = tmp_path / "server.log"
+    command = [sys.executable, *without_tensorflow("serve_model.py"), "--model",
+               str(model_file), "--port", "0", "--precision", "float32"]  # fmt: skip
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        url = wait_until_ready(process, log, 180)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for path in ("/", "/app.js", "/style.css", "/healthz", "/readyz"):
+                assert client.get(path).status_code == 200, path
+            assert client.get("/model").status_code == 200
+            before = resident_kb(process.pid)
+            for _ in range(5):
+                answer = client.get("/model")
+                assert answer.status_code == 200 and answer.json()["class_names"]
+            grown = resident_kb(process.pid) - before
+            assert client.request(**good_request()).status_code == 200
+            bad = client.post(
+                "/predict",
+                content=b"--AAAA\r\nnot a part\r\n",
+                headers={"Content-Type": "multipart/form-data; boundary=-xyz"},
+            )
+            assert 400 <= bad.status_code < 500, bad.text
+            assert client.get("/nowhere").status_code == 404
+    finally:
+        stop(process)
+    text = log.read_text()
+    assert grown < 20_000, f"GET /model grew the server by {grown} KiB"
+    assert "Traceback" not in text and "blocked by the test" not in text, text[-3000:]
+    assert "Expected boundary" not in text, text[-3000:]
+
+
+def test_workers_are_capped_before_anything_loads(model_file: Path):  # noqa: F811
+    """The probe: --workers 1000 was accepted (about 100 processes in 5 s). Now more
+    than 4 per CPU is one line and exit 2, before the model loads. Mutation: dropping
+    the check in serve_model.main starts the workers (the run times out)."""
+    from tests.conftest import without_tensorflow
+    from tests.test_safety import refused
+
+    command = [sys.executable, *without_tensorflow("serve_model.py"), "--model",
+               str(model_file), "--port", "0", "--workers", "1000"]  # fmt: skip
+    # Its own session, so that a regression's workers all end with the test.
+    with subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    ) as process:  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    refused(result, "--workers 1000 is more than 4 per CPU")
+
+
+def test_a_stop_signal_stops_the_supervisor_starting_workers(monkeypatch):
+    """SIGTERM while uvicorn's supervisor starts its workers: uvicorn only queued it and
+    started the rest (and restarted those the signal had ended). The supervisor here
+    starts none after the signal and restarts none. Mutation: serve_model.supervisor
+    returning uvicorn's Multiprocess unchanged starts all 50 (and restarts the dead)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess, multiprocess
+
+    import serve_model
+
+    started = []
+
+    class Worker:  # a stand-in for uvicorn's Process: no real process is started
+        def __init__(self, config, sockets) -> None:
+            self.pid = len(started)
+
+        def start(self) -> None:
+            started.append(self)
+            if len(started) == 3:  # the operator's SIGTERM, while workers start
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def is_alive(self, timeout: float = 5) -> bool:
+            return False  # the signal ended them all
+
+        def kill(self) -> None: ...
+        def join(self) -> None: ...
+        def terminate(self) -> None: ...
+
+        exitcode = -signal.SIGTERM
+
+    monkeypatch.setattr(multiprocess, "Process", Worker)
+    previous = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        config = uvicorn.Config("pyimagesearch.serve:app_from_environment", workers=50)
+        supervisor = serve_model.supervisor(Multiprocess)(config, sockets=[])
+        supervisor.init_processes()
+        supervisor.keep_subprocess_alive()  # a dead worker after the signal: no restart
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert len(started) == 3
