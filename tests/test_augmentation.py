@@ -1,7 +1,6 @@
 """The two augmentations: the tutorial's keeps cells roughly upright, the full recipe's does not."""
 
 import numpy as np
-import pytest
 
 from pyimagesearch.augmentation import build_augmenter
 
@@ -21,9 +20,19 @@ def test_full_recipe_augmentation_turns_cells_any_way():
     assert 0.3 < upside_down_share("any-orientation") < 0.7
 
 
-def test_unknown_augmentation_is_refused():
-    with pytest.raises(ValueError, match="unknown augmentation"):
-        build_augmenter(kind="sideways")
+def test_none_and_flip_do_only_what_they_say():
+    """For images with a left and a right, or no symmetry at all (digits, text), a user
+    picks --augmentation none (the images as they are) or flip (each image as it is or
+    mirrored left to right, nothing else: never turned or moved). (Mutations: "flip"
+    with "horizontal_and_vertical", or "none" given the tutorial's layers, fails.)"""
+    assert build_augmenter(seed=1, kind="none") is None
+    rng = np.random.default_rng(0)
+    images = rng.random((64, 32, 32, 3), dtype="float32")
+    out = np.asarray(build_augmenter(seed=1, kind="flip")(images, training=True))
+    same = [np.allclose(o, i) for o, i in zip(out, images, strict=True)]
+    mirrored = [np.allclose(o, i[:, ::-1]) for o, i in zip(out, images, strict=True)]
+    assert all(s or m for s, m in zip(same, mirrored, strict=True))
+    assert 10 < sum(mirrored) < 54  # about half mirrored, so it is not a no-op
 
 
 def disc_images(count: int = 64) -> np.ndarray:
