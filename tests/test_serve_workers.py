@@ -3,6 +3,7 @@ and --workers N processes sharing one port."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -31,10 +32,21 @@ def test_two_workers_answer_on_one_port_without_tensorflow(fast_model: Path, tmp
     # float32 pinned: "auto" runs bfloat16 on CPUs that compute it natively (AMX).
     flags = ("--runtime", "auto", "--precision", "float32", "--workers", "2")
     with capped_server(fast_model, log, *flags) as url:
+        # Both workers must come up: each answers /readyz only once it is warm. Each probe
+        # is a fresh connection, so the probes reach either worker; wait (at most 120 s)
+        # for 20 ready answers in a row, then every one of them names the fast runtime.
+        # (Mutation: /readyz answering 200 with "ready": false, or a worker on the
+        # TensorFlow runtime, fails here; the old check filtered unready answers out.)
+        answered: list[dict] = []
+        deadline = time.monotonic() + 120
+        while len(answered) < 20 and time.monotonic() < deadline:
+            response = httpx.get(url + "readyz", timeout=30)
+            answered = [*answered, response.json()] if response.status_code == 200 else []
+            if not answered:
+                time.sleep(0.5)
+        assert len(answered) == 20, f"no 20 ready answers in a row within 120 s: {log.read_text()}"
+        assert all(body["ready"] and body["runtime"] == "OpenVINO, f32" for body in answered)
         with httpx.Client(base_url=url, timeout=30) as client:
-            # Both workers must come up: each answers /readyz only once it is warm.
-            ready = [client.get("/readyz").json() for _ in range(20)]
-            assert all(body["runtime"] == "OpenVINO, f32" for body in ready if body["ready"])
             answers = [client.request(**good_request()) for _ in range(8)]
     assert all(answer.status_code == 200 for answer in answers), answers[0].text
     assert {a.json()["predictions"][0]["label"] for a in answers} <= {"cat", "dog"}
