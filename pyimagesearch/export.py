@@ -413,7 +413,7 @@ class CheckResult:
 
 
 def keras_answers(model: keras.Model, metadata: dict, paths: list[str]) -> KerasAnswers:
-    """load_model.py's classification of PATHS: ``load_image``'s preprocessing, the float32
+    """load_model.py's classification of PATHS: the one preprocessing, the float32
     network on TensorFlow, the stored temperature applied by ``calibration.forward``."""
     import numpy as np
 

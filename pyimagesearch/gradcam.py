@@ -5,8 +5,9 @@ the mean gradient of the class score over each map, keep the positive part, and
 upsample to the input. Here the score is the class logit (the input of the softmax),
 so a stored softmax temperature changes nothing but a scale that normalising removes.
 
-The heatmaps are computed on the images ``preprocessing.load_image`` made, with the
-float32 Keras model ``serialization.load_model`` returns, in inference mode.
+The heatmaps are computed on the model inputs the one preprocessing makes
+(``data.iter_decoded_batches``, as classification decodes them), with the float32 Keras
+model ``serialization.load_model`` returns, in inference mode.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def heatmaps(
 ) -> np.ndarray:
     """Grad-CAM heatmaps, one per image, at the input's height x width, each in [0, 1].
 
-    ``images`` are model inputs (N x H x W x 3, from ``preprocessing.load_image``).
+    ``images`` are model inputs (N x H x W x 3, as ``data.iter_decoded_batches`` yields).
     ``class_indices`` picks the class explained per image; by default the predicted one.
     Pass ``explainer`` (from :func:`gradcam_model`) to reuse it across batches. A map
     with no positive evidence anywhere is all zeros.
@@ -100,8 +101,8 @@ def iter_heatmaps(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (index into PATHS, heatmap) batch by batch, so memory stays one batch deep.
 
-    The files are decoded by the data pipeline (``preprocessing.load_image``), exactly as
-    for classification; files that cannot be read are left out, as they are there.
+    The files are decoded by the data pipeline (``data.iter_decoded_batches``), exactly
+    as for classification; files that cannot be read are left out, as they are there.
     ``class_indices`` (one per path) picks the class explained; by default the predicted.
     """
     from pyimagesearch.data import iter_decoded_batches

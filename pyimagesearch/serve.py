@@ -2,11 +2,12 @@
 
     python serve_model.py --model saved_model.model [--host 127.0.0.1] [--port 8000]
 
-The model is loaded once, as load_model.py loads it (``serialization.load_model``: safe
-mode, metadata checked). Uploads are decoded from bytes by ``pyimagesearch.preprocessing``
-with the recipe stored in the model, and the network runs in ``pyimagesearch.predict``'s
-predictor (with the model's stored temperature, if any), so a file gets the probabilities
-``load_model.py`` gives it.
+The model is loaded once, as load_model.py loads it (``predict.load_engine``: the
+network compiled into the file, run by OpenVINO without TensorFlow, or else Keras in safe
+mode; metadata checked either way). Uploads are decoded from bytes by
+``pyimagesearch.preprocessing`` with the recipe stored in the model, and the engine's
+predictor applies the model's stored temperature, if any, so a file gets the
+probabilities ``load_model.py`` gives it.
 
 Why micro-batching: on a CPU one batch of 16 images costs far less than 16 batches of
 one, so requests that arrive while the network is busy (or within ``max_wait_ms`` of the

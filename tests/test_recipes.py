@@ -127,7 +127,8 @@ def test_cosine_over_one_epoch_needs_no_warm_up():
 
 def test_saved_model_records_the_recipe_that_made_it(trained_model):
     provenance = read_metadata(trained_model)["provenance"]
-    # The fixture trains with the default recipe and --epochs 2 --learning-rate 0.01.
+    # The fixture trains with --recipe stable (named, so that it does not move with the
+    # default recipe), --epochs 2 and --learning-rate 0.01.
     assert provenance["recipe"] == "stable"
     assert provenance["learning_rate"] == 0.01
     assert provenance["schedule"] == "cosine"
