@@ -3,7 +3,8 @@
 Three steps, each defined once: :func:`decode_rgb` (a file to RGB pixels),
 :func:`resize` (to the recipe's size) and :func:`to_model_input` (scaled to [0, 1]).
 Training (``data.load_split``), inference (``predict.iter_predictions``), the audit,
-Grad-CAM and quantization take the first two in batches from :func:`iter_pixel_batches`;
+Grad-CAM and quantization take the first two in batches from :func:`iter_pixel_batches`
+(:func:`iter_readable_batches` drops the unreadable files for them);
 the server calls them on each upload; the montages call :func:`decode_rgb`.
 :func:`load_image` is the three for one file, for Python callers and the tests.
 Nothing else in the project decodes, resizes or scales images for the model. The recipe
