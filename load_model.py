@@ -206,6 +206,10 @@ def describe(engine) -> None:
             f"probabilities calibrated with temperature {calibration['temperature']}"
             + (f" (fitted on {images} validation images)" if type(images) is int else "")
         )
+    from pyimagesearch.evaluation import not_learnt_warning
+
+    if isinstance(provenance, dict) and (warning := not_learnt_warning(provenance.get("learning"))):
+        report.warning(warning)
     keras = sys.modules.get("keras")  # only on the Keras path: the fast path needs none
     saved_with = provenance.get("keras_version") if provenance else None
     if keras is not None and saved_with and saved_with != keras.__version__:

@@ -241,7 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     save_model(result.model, args.model, result.metadata, compiled=True)
     Path(config.checkpoint).unlink(missing_ok=True)
     save_plots(args, result)
+    warn_if_not_learnt(result.metadata)
     return 0
+
+
+def warn_if_not_learnt(metadata: dict) -> None:
+    """The last line a user sees, when the model is no better than guessing."""
+    from pyimagesearch.evaluation import not_learnt_warning
+
+    warning = not_learnt_warning(metadata.get("provenance", {}).get("learning"))
+    if warning:
+        report.warning(warning)
 
 
 if __name__ == "__main__":

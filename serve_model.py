@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     classes = service.class_names
     shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
     report.info(f"{len(classes)} classes: {shown}; running on {service.runtime}")
+    if warning := service.not_learnt():
+        report.warning(warning)
     if not is_loopback(args.host):
         report.warning(
             f"listening on {args.host}: anyone who can reach this machine can use "

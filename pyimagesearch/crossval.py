@@ -48,6 +48,7 @@ import numpy as np
 
 from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch.evaluation import not_learnt_warning
 
 POSITIVE = "Parasitized"
 
@@ -62,14 +63,20 @@ class Fold:
     testing: np.ndarray
 
 
-def groups_of(paths: list[str], pattern: str | None, word: str) -> list[str]:
+def groups_of(
+    paths: list[str], pattern: str | None, word: str, root: str | Path | None = None
+) -> list[str]:
     """Each image's group (its patient for the malaria set); a file without one, or every
-    file when there is no pattern, is its own group, named after the file."""
+    file when there is no pattern, is its own group, named by its path under ROOT (its
+    class folder included: IMG_0001.jpg in two class folders is two files, two groups)."""
     from pyimagesearch.splitting import groups_for
 
+    def own(path: str) -> str:
+        relative = os.path.relpath(path, root) if root is not None else path
+        return "file:" + Path(relative).as_posix()
+
     return [
-        g if not g.startswith("file:") else f"file:{os.path.basename(g[5:])}"
-        for g in groups_for(paths, pattern, word)
+        g if not g.startswith("file:") else own(g[5:]) for g in groups_for(paths, pattern, word)
     ]
 
 
@@ -252,7 +259,10 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         "diagnosis_threshold": threshold,
         "training_seconds": round(trained, 1),
         "calibration": metadata.get("calibration"),
+        "learning": metadata["provenance"].get("learning"),
     }
+    if warning := not_learnt_warning(summary["learning"]):
+        report.warning(f"fold {fold.number}: {warning}")
     # Written last: its presence is what marks the fold finished.
     safety.write_text(folder / "result.json", json.dumps(summary, indent=2))
     return summary
@@ -314,7 +324,11 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
         key=["accuracy", "sensitivity", "specificity", "auc", "auc_macro_ovr"].index,
     )
     word = args.word
-    grouping = f"{word.capitalize()}-grouped" if args.group_pattern else "Stratified"
+    grouping = (
+        ("Patient-grouped" if word == "patient" else "Grouped")
+        if args.group_pattern
+        else "Stratified"
+    )
     lines = [
         f"{grouping} {args.folds}-fold cross-validation of `--recipe {args.recipe}"
         f"{args.overrides}` on "
@@ -355,6 +369,14 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
         + (f" | {right}/{len(diagnosis)}" if args.diagnose else "")
         + " | |"
     )
+    weak = [r["fold"] for r in results if not_learnt_warning(r.get("learning"))]
+    if weak:
+        lines += [
+            "",
+            f"**Fold(s) {', '.join(map(str, weak))} did not learn** (validation balanced "
+            "accuracy near chance, or one class taking nearly every answer; result.json "
+            "holds the figures): their figures above, and an audit of this run, say little.",
+        ]
     text = "\n".join(lines) + "\n"
     safety.write_text(output / "summary.md", text)
     safety.write_text(
@@ -591,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     args.word = "patient" if is_nih(class_names) and pattern else "group"
     # The patients' diagnosis is the malaria example's: Parasitized cells per patient.
     args.diagnose = bool(is_nih(class_names) and pattern)
-    patients = groups_of(paths, pattern, args.word)
+    patients = groups_of(paths, pattern, args.word, args.dataset)
     held = []
     if args.holdout:
         index = hold_out(labels, patients, args.holdout, args.seed)

@@ -237,3 +237,65 @@ def print_report(
         )
     if len(doubtful) > listed:
         report.plain(f"  ... and {len(doubtful) - listed} more (all are in --csv)")
+
+
+# "Has not learnt" (issue 40): on the imbalanced set with a 95% majority, a model that
+# answered the majority class for every image was saved as if it had learnt. Two signs,
+# each enough: its balanced accuracy (the mean of the per-class recalls, whose chance
+# level is 1/classes whatever the imbalance) is within NOT_LEARNT_MARGIN of chance; or
+# one class takes at least NEARLY_EVERY of the answers while it holds at most
+# MAJORITY_AT_MOST of the images. The margin of 0.10 is wide enough that the 40-image
+# validation split of a model stuck on a plateau (0.50-0.55) is caught, and narrow enough
+# that the default command's models (0.90 and more on unseen patients) never are.
+NOT_LEARNT_MARGIN = 0.10
+NEARLY_EVERY = 0.95
+MAJORITY_AT_MOST = 0.90
+
+
+def learning_check(
+    labels: np.ndarray, predicted: np.ndarray, class_names: list[str], split: str = "validation"
+) -> dict:
+    """The figures the "has not learnt" verdict rests on, as stored in the provenance."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    present = np.unique(labels)
+    balanced = float(np.mean([np.mean(predicted[labels == c] == c) for c in present]))
+    counts = np.bincount(predicted, minlength=len(class_names))
+    top = int(counts.argmax())
+    share, true_share = counts[top] / len(predicted), float(np.mean(labels == top))
+    chance = 1 / len(present)
+    learnt = not (
+        balanced <= chance + NOT_LEARNT_MARGIN
+        or (share >= NEARLY_EVERY and true_share <= MAJORITY_AT_MOST)
+    )
+    return {
+        "split": split,
+        "images": len(labels),
+        "balanced_accuracy": round(balanced, 4),
+        "chance": round(chance, 4),
+        "commonest_answer": class_names[top],
+        "commonest_share": round(float(share), 4),
+        "commonest_true_share": round(true_share, 4),
+        "learnt": learnt,
+    }
+
+
+def not_learnt_warning(check: object) -> str | None:
+    """The warning for a model that has not learnt, from its stored figures; None for a
+    model that has, or a file without (or with malformed) figures. The text is built here
+    from numbers, never taken from the file."""
+    if not isinstance(check, dict) or check.get("learnt") is not False:
+        return None
+    try:
+        images, split = int(check["images"]), str(check["split"])
+        balanced, chance = float(check["balanced_accuracy"]), float(check["chance"])
+        answer, share = str(check["commonest_answer"]), float(check["commonest_share"])
+        true_share = float(check["commonest_true_share"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (
+        f"this model has not learnt: on its {images} {split[:20]} images its balanced "
+        f"accuracy is {balanced:.3f} where guessing scores {chance:.3f}, and it answers "
+        f"'{answer[:60]}' for {share:.0%} of them, where {true_share:.0%} are; its answers "
+        "are little better than guessing. Check the labels, train longer (--epochs) or try "
+        "another --augmentation or --recipe"
+    )

@@ -311,13 +311,23 @@ class Service:
         """Which model answered: what a result should be reported with."""
         provenance = self.metadata.get("provenance") or {}
         metrics = provenance.get("final_metrics") or {}
-        return finite(
-            {
-                "file": self.model_name,
-                "classes": self.class_names,
-                "saved_at": provenance.get("saved_at"),
-                "test_accuracy": metrics.get("test_accuracy"),
-            }
+        identity = {
+            "file": self.model_name,
+            "classes": self.class_names,
+            "saved_at": provenance.get("saved_at"),
+            "test_accuracy": metrics.get("test_accuracy"),
+        }
+        if warning := self.not_learnt():
+            identity["warning"] = warning  # every answer says it: it may be a guess
+        return finite(identity)
+
+    def not_learnt(self) -> str | None:
+        """The "has not learnt" warning training stored in the model, or None."""
+        from pyimagesearch.evaluation import not_learnt_warning
+
+        provenance = self.metadata.get("provenance")
+        return (
+            not_learnt_warning(provenance.get("learning")) if isinstance(provenance, dict) else None
         )
 
     def description(self) -> dict:

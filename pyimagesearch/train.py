@@ -50,6 +50,7 @@ from pyimagesearch.evaluation import (
     choose_positive,
     classification_metrics,
     format_metrics,
+    learning_check,
     report_table,
 )
 from pyimagesearch.modelfile import read_metadata
@@ -645,6 +646,15 @@ def evaluate_network(run: Run) -> TrainResult:
     calibration = fit_on_validation(validation, validation_labels, probabilities, test_labels)
     if calibration is not None:
         metadata["calibration"] = calibration.metadata()
+    # Has it learnt anything? Judged on validation (on test when there is none).
+    judged = (
+        (validation_labels, validation, "validation")
+        if validation is not None
+        else (test_labels, probabilities, "test")
+    )
+    if len(judged[0]):
+        check = learning_check(judged[0], judged[1].argmax(axis=1), class_names, judged[2])
+        metadata["provenance"]["learning"] = check  # save_model.py and crossval warn
     return TrainResult(model, run.history, summary, metadata, calibration)
 
 

@@ -7,6 +7,7 @@ images, and a binary set whose classes are not the malaria ones.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -277,6 +278,9 @@ def test_crossval_and_audit_on_a_10_class_set_speak_of_groups(digits: Path, tmp_
                         "--output", str(audit), "--top", "16")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert not MALARIA_WORDS.search(result.stdout + result.stderr)
+    # Folds at about 0.46 accuracy: the audit says its suspects are mostly their mistakes.
+    assert "[WARNING] the fold models are weak" in result.stderr
+    assert (audit / "AUDIT.txt").read_text().startswith("CAVEAT: the fold models are weak")
     assert (audit / "issues.csv").read_text().splitlines()[0].split(",")[3] == "group"
     assert (audit / "per_group.csv").is_file() and (audit / "suspects-01.png").is_file()
 
@@ -328,9 +332,16 @@ def test_positive_class_gives_sensitivity_specificity_and_auc_everywhere(
     assert re.search(line.replace("one", "zero"), capsys.readouterr().out)
     assert run_command(load_script.main, [*argv, "--positive-class", "two"]) == 2
     assert "'two' is not one of the classes" in capsys.readouterr().err
-    # crossval reports them per fold, for the class asked for (one fold of two is enough).
+    # crossval reports them per fold, for the class asked for (one fold of two is enough),
+    # on a copy whose classes share file names (0000.png in one/ and in zero/), as camera
+    # folders do: each file is its own group, its class folder part of its name.
+    shared = tmp_path / "shared-names"
+    shutil.copytree(zero_one, shared)
+    for folder in shared.glob("*/*"):
+        for number, image in enumerate(sorted(folder.glob("*.png"))):
+            image.rename(folder / f"{number:04d}.png")
     cv = tmp_path / "cv"
-    folds = run_script("-m", "pyimagesearch.crossval", "-d", str(zero_one), "-o", str(cv),
+    folds = run_script("-m", "pyimagesearch.crossval", "-d", str(shared), "-o", str(cv),
                        "--folds", "2", "--only", "1", "--epochs", "1", "--image-size", "32",
                        "--positive-class", "one")  # fmt: skip
     assert folds.returncode == 0, folds.stderr[-3000:]
@@ -339,6 +350,12 @@ def test_positive_class_gives_sensitivity_specificity_and_auc_everywhere(
     assert "| accuracy | sensitivity | specificity | auc |" in header
     results = json.loads((cv / "summary.json").read_text())["folds"]
     assert len(results) == 1 and {"sensitivity", "specificity", "auc"} <= set(results[0]["metrics"])
+    assert "folds stratified by class, one file a group" in folds.stdout
+    with open(cv / "oof.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len({r["group"] for r in rows}) == len(rows) == results[0]["images"]["testing"]
+    assert {r["group"].split("/")[1] for r in rows} == {"one", "zero"}  # file:test/one/0003.png
+    assert (cv / "summary.md").read_text().startswith("Stratified 2-fold cross-validation")
 
 
 def test_without_a_positive_class_a_binary_set_says_which_it_took():
