@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyimagesearch import options, predict, report, safety
+from pyimagesearch import modelfile, options, predict, report, safety
 from pyimagesearch.errors import UserError, run_command
 
 MONTAGE_TILES = 16
@@ -90,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.add_max_pixels(parser)
     options.add_batch_size(parser, 64, "images per batch")
     options.add_precision(parser, "inference")
+    options.add_expect_sha256(parser)
     options.add_runtime(
         parser,
         "a file without one is loaded by Keras (then OpenVINO for 1,000 images or more on a "
@@ -175,19 +176,24 @@ def choose_samples(paths: list[str], samples: int, seed: int | None) -> list[str
     return random.Random(seed).sample(paths, samples)
 
 
-def describe(engine) -> None:
-    """What was loaded, in one or two lines (and a warning when Keras versions differ)."""
+def describe(engine, sha256: str) -> None:
+    """What was loaded, in one or two lines (and a warning when Keras versions differ):
+    which file by its SHA-256 (short), its classes and, when saved, how it was trained."""
     metadata = engine.metadata
     provenance = metadata.get("provenance", {})
+    summary = (
+        f"model: SHA-256 {sha256[: modelfile.SHORT_SHA256]}, classes {metadata['class_names']}"
+    )
     if provenance:
         metrics = provenance.get("final_metrics", {})
         accuracy = metrics.get("test_accuracy")
-        report.info(
-            f"model: classes {metadata['class_names']}, saved "
-            f"{provenance.get('saved_at', '?')} with Keras {provenance.get('keras_version', '?')}, "
+        summary += (
+            f", saved {provenance.get('saved_at', '?')} with Keras "
+            f"{provenance.get('keras_version', '?')}, "
             f"{provenance.get('epochs', '?')} epochs, seed {provenance.get('seed')}"
             + (f", test accuracy {accuracy:.4f}" if accuracy is not None else "")
         )
+    report.info(summary)
     if isinstance(provenance, dict) and provenance.get("stain") == "grey-world":
         report.info(
             "stain normalisation: grey-world, a layer of the network (each cell's "
@@ -379,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs(args)
     paths = choose_samples(gather_images(args.images, args.max_pixels), args.samples, args.seed)
 
+    sha256 = modelfile.check_sha256(args.model, args.expect_sha256)
     report.info("loading pre-trained network...")
     engine = predict.load_engine(
         args.model,
@@ -389,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         need_keras=args.explain,
         debug=args.debug,
     )
-    describe(engine)
+    describe(engine, sha256)
 
     results = classify(engine, paths, args.batch_size, args.csv, args.max_pixels)
     report_scores(args, engine, paths, results)

@@ -86,6 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "converted at load time (bench/SERVE.md)",
     )
     options.add_precision(parser, "inference")
+    options.add_expect_sha256(parser)
     parser.add_argument(
         "--workers",
         type=options.positive_count,
@@ -190,7 +191,8 @@ def settings_from(args: argparse.Namespace):
     )
     return Settings(args.model, args.runtime, args.precision, args.max_batch,
                     args.max_wait_ms, limits, args.title, args.debug,
-                    ConnectionRules(args.max_connections, args.header_timeout))  # fmt: skip
+                    ConnectionRules(args.max_connections, args.header_timeout),
+                    args.expect_sha256)  # fmt: skip
 
 
 def run_server(service, settings, sock: socket.socket, args: argparse.Namespace) -> None:

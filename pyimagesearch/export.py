@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimagesearch import options, report, safety
+from pyimagesearch import modelfile, options, report, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 
 if TYPE_CHECKING:  # imported lazily below: --help and early errors need no TensorFlow
@@ -123,6 +123,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-o", "--output", required=True, help="folder to write (must not exist, or be empty)"
     )
+    options.add_expect_sha256(parser)
     options.add_overwrite(parser, "OUTPUT if it is an earlier export")
     parser.add_argument(
         "--check",
@@ -514,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     check_packages(args.format, check=args.check is not None)
     check_output(output, args.overwrite, args.model)
+    modelfile.check_sha256(args.model, args.expect_sha256)  # before TensorFlow starts
     if args.check is not None:
         safety.check_paths({"--output": output}, {"--check": args.check})
         check_check_folder(args.check)

@@ -10,6 +10,7 @@ framework they protect.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 import zlib
@@ -228,3 +229,34 @@ def public_metadata(metadata: dict) -> dict:
         if isinstance(excluded, dict) and isinstance(excluded.get("list"), str):
             excluded["list"] = Path(excluded["list"]).name
     return public
+
+
+# How many hex digits of a model file's SHA-256 the summary line and GET /model show.
+SHORT_SHA256 = 12
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of the whole model file (what ``sha256sum`` prints): which file answers.
+
+    The manifest's hashes inside the file catch accidents (a re-save, a stale network);
+    they cannot catch whoever edits the file, who rewrites them too. This one, compared
+    with a hash kept elsewhere (``--expect-sha256``), can."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as error:
+        raise UserError(f"cannot read '{path}': {error.strerror or error}") from None
+    return digest.hexdigest()
+
+
+def check_sha256(path: str | Path, expected: str | None) -> str:
+    """PATH's SHA-256, after refusing the file when EXPECTED (--expect-sha256) differs."""
+    actual = file_sha256(path)
+    if expected is not None and actual != expected.lower():
+        raise UserError(
+            f"'{path}' has SHA-256 {actual[:SHORT_SHA256]}..., not the "
+            f"{expected[:SHORT_SHA256].lower()}... --expect-sha256 names; refusing to run it"
+        )
+    return actual

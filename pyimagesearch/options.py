@@ -65,6 +65,28 @@ def positive_count(text: str) -> int:
     return value
 
 
+def sha256_hex(text: str) -> str:
+    """argparse type: a whole SHA-256, 64 hex digits (what sha256sum prints)."""
+    value = text.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise argparse.ArgumentTypeError(
+            f"must be a SHA-256 of 64 hex digits (sha256sum FILE prints it), got {text!r}"
+        )
+    return value
+
+
+def add_expect_sha256(parser: argparse.ArgumentParser) -> None:
+    """--expect-sha256: run the model file only if it is exactly the one meant."""
+    parser.add_argument(
+        "--expect-sha256",
+        type=sha256_hex,
+        metavar="HEX",
+        help="refuse the model file unless its SHA-256 is HEX (64 hex digits, as sha256sum "
+        "prints; default: no check). The file's own manifest catches accidents only: "
+        "whoever can edit the file can rewrite it",
+    )
+
+
 def count(text: str) -> int:
     """Zero or a positive integer (--samples 0: every image; --top 0: no montage)."""
     value = _parsed(text, int)

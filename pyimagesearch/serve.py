@@ -306,6 +306,8 @@ class Service:
         self.worker: asyncio.Task | None = None
         self.ready = False
         self.failure: str | None = None
+        # The model file's SHA-256 (build_service sets it): which file answers.
+        self.sha256: str | None = None
 
     def identity(self) -> dict:
         """Which model answered: what a result should be reported with."""
@@ -339,6 +341,7 @@ class Service:
         return finite(
             {
                 "file": self.model_name,  # its name only: serve_model.py passes no path
+                "sha256": self.sha256,
                 "title": self.title,  # the operator's words, kept as given
                 "class_names": self.class_names,
                 "colours": self.colours,
@@ -645,6 +648,7 @@ class Settings:
     title: str | None = None
     debug: bool = False
     connections: ConnectionRules = field(default_factory=ConnectionRules)
+    expect_sha256: str | None = None
 
     def to_json(self) -> str:
         import json
@@ -669,10 +673,12 @@ def build_service(settings: Settings) -> Service:
     which served more images/s with a lower p99 than OpenVINO converted at load time
     (bench/SERVE.md).
     """
+    from pyimagesearch.modelfile import check_sha256
     from pyimagesearch.predict import load_engine
 
+    sha256 = check_sha256(settings.model, settings.expect_sha256)
     engine = load_engine(settings.model, settings.runtime, settings.precision, debug=settings.debug)
-    return Service(
+    service = Service(
         engine.model,
         engine.metadata,
         Path(settings.model).name,
@@ -683,6 +689,8 @@ def build_service(settings: Settings) -> Service:
         title=settings.title,
         predict=engine.predict,
     )
+    service.sha256 = sha256
+    return service
 
 
 def app_from_environment() -> FastAPI:

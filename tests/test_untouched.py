@@ -442,6 +442,7 @@ def test_every_route_answers_with_tensorflow_and_keras_unimportable(
     makes /model a 500; dropping the python_multipart log level puts the line back."""
     import httpx
 
+    from pyimagesearch.modelfile import file_sha256
     from pyimagesearch.server_process import stop, wait_until_ready
     from tests.conftest import without_tensorflow
     from tests.serving import good_request
@@ -459,7 +460,9 @@ def test_every_route_answers_with_tensorflow_and_keras_unimportable(
         with httpx.Client(base_url=url, timeout=30) as client:
             for path in ("/", "/app.js", "/style.css", "/healthz", "/readyz"):
                 assert client.get(path).status_code == 200, path
-            assert client.get("/model").status_code == 200
+            described = client.get("/model")
+            assert described.status_code == 200
+            assert described.json()["sha256"] == file_sha256(model_file)
             before = resident_kb(process.pid)
             for _ in range(5):
                 answer = client.get("/model")
@@ -545,3 +548,106 @@ def test_a_stop_signal_stops_the_supervisor_starting_workers(monkeypatch):
         for number, handler in previous.items():
             signal.signal(number, handler)
     assert len(started) == 3
+
+
+# --- which model answers: --expect-sha256, the short hash, verify ----------------------
+
+
+@pytest.fixture(scope="module")
+def swapped_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """An honest model file, and a copy whose stored float network is another network of
+    the same shapes, with the manifest's SHA-256 rewritten (the probe's disguise)."""
+    import json
+    import zipfile
+
+    import keras
+
+    from pyimagesearch import compiled
+    from pyimagesearch.serialization import save_model
+    from tests.test_safety import METADATA
+
+    folder = tmp_path_factory.mktemp("swap")
+    paths = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        network = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Conv2D(4, 3),
+                                    keras.layers.GlobalAveragePooling2D(),
+                                    keras.layers.Dense(2, activation="softmax")])  # fmt: skip
+        paths.append(folder / f"model{seed}.keras")
+        save_model(network, paths[-1], METADATA, compiled=True)
+    honest, other = paths
+    swapped = folder / "swapped.keras"
+    with (
+        zipfile.ZipFile(honest) as source,
+        zipfile.ZipFile(other) as donor,
+        zipfile.ZipFile(swapped, "w") as archive,
+    ):
+        manifest = compiled.read_manifest(source)
+        for info in source.infolist():
+            if info.filename in (compiled.IR_XML, compiled.IR_BIN):
+                data = donor.read(info.filename)
+                manifest["sha256"][info.filename] = compiled.sha256_bytes(data)
+                archive.writestr(info, data)
+            elif info.filename != compiled.MANIFEST:
+                archive.writestr(info, source.read(info.filename))
+        archive.writestr(compiled.MANIFEST, json.dumps(manifest, indent=2))
+    return honest, swapped
+
+
+def test_verify_catches_a_swapped_network(swapped_pair, capsys):
+    """The probe: another network of the same shapes swapped into the file, with the
+    manifest rewritten, answered for load_model.py and serve_model.py, silently. verify
+    runs the stored network and the Keras model (from the weights) on built-in probe
+    images: the honest file agrees (exit 0), the swapped one is named (exit 1).
+    Mutation: compare() judging against a tolerance of 1.0 passes the swapped file."""
+    from pyimagesearch import verify
+    from pyimagesearch.errors import run_command
+
+    honest, swapped = swapped_pair
+    assert run_command(verify.main, ["--model", str(honest)]) == 0
+    out = capsys.readouterr()
+    assert "32 built-in probe images" in out.out
+    assert "stored float32 network against Keras" in out.out and ": agrees" in out.out
+    assert "no stored int8 network is run" in out.out
+    assert run_command(verify.main, ["--model", str(swapped)]) == 1
+    err = capsys.readouterr().err
+    assert "it is not the network of these weights" in err, err
+
+
+def test_expect_sha256_refuses_the_swapped_file_everywhere(swapped_pair, tmp_path: Path):
+    """A user who keeps the model's SHA-256 pins it: load_model.py, serve_model.py and
+    export refuse any other file (one line, exit 2; the first two with TensorFlow
+    unimportable, so before it would start), and
+    load_model.py's summary line shows the short hash of the file it runs. Mutations:
+    check_sha256 ignoring EXPECTED runs the swapped file; describe() without the hash
+    fails the summary check."""
+    from pyimagesearch.modelfile import file_sha256
+    from tests.conftest import without_tensorflow, write_image
+    from tests.test_safety import refused
+
+    honest, swapped = swapped_pair
+    pin = file_sha256(honest)
+    images = tmp_path / "images"
+    write_image(images / "a.png")
+    commands = {
+        "load_model.py": [*without_tensorflow("load_model.py"), "-i", str(images), "-n", "0"],
+        "serve_model.py": [*without_tensorflow("serve_model.py"), "--port", "0"],
+        "export": [
+            "-m",
+            "pyimagesearch.export",
+            "--format",
+            "onnx",
+            "--output",
+            str(tmp_path / "exported"),
+        ],  # fmt: skip
+    }
+    for name, command in commands.items():
+        result = run_capped(*command, "--model", str(swapped), "--expect-sha256", pin,
+                            timeout=120)  # fmt: skip
+        assert result.returncode == 2, name
+        refused(result, f"not the {pin[:12]}... --expect-sha256 names")
+    assert not (tmp_path / "exported").exists()
+    result = run_capped(*commands["load_model.py"], "--model", str(honest),
+                        "--expect-sha256", pin, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"model: SHA-256 {pin[:12]}, classes" in result.stdout
