@@ -16,6 +16,8 @@ COMMANDS = {
     "pyimagesearch.build_dataset": [],
     "pyimagesearch.quantize": ["-m", "m.keras", "-i", "images"],
     "pyimagesearch.audit": ["--oof", "oof.csv", "-o", "out"],
+    "pyimagesearch.export": ["-m", "m.keras", "-f", "onnx", "-o", "out"],
+    "pyimagesearch.verify": ["-m", "m.keras"],
 }
 # A bad value of each shared option, and the one refusal every command must give.
 BAD_VALUES = {
@@ -27,6 +29,7 @@ BAD_VALUES = {
     "--epochs": ("100000", "must be at most 1000, got 100000"),
     "--precision": ("fp8", "invalid choice: 'fp8'"),
     "--runtime": ("gpu", "invalid choice: 'gpu'"),
+    "--expect-sha256": ("abc123", "must be a SHA-256 of 64 hex digits"),
 }
 
 
