@@ -212,8 +212,8 @@ PRECISION_HELP = {
     "(docs/accuracy.md), float32 elsewhere; mixed_float16 is for GPUs. The saved model "
     "is float32 either way, and records the arithmetic it was trained in",
     "inference": "auto (default): bfloat16 on OpenVINO where the CPU computes it natively "
-    "(AMX or AVX512-BF16, about 2.6x float32 on a 2-core AMX CPU; probabilities differ by up "
-    "to about 0.02), float32 elsewhere; float32 gives Keras' probabilities (OpenVINO within "
+    "(AMX or AVX512-BF16: faster, its probabilities a little off float32's: "
+    "docs/benchmarks.md), float32 elsewhere; float32 gives Keras' probabilities (within "
     "1e-5); int8 runs the quantized network that python -m pyimagesearch.quantize adds to "
     "the file (its accuracy: bench/RESULTS.md)",
 }
