@@ -280,7 +280,7 @@ class Service:
 
     def __init__(
         self,
-        model: Any,
+        predict: Callable[[np.ndarray], np.ndarray],
         metadata: dict,
         model_name: str,
         runtime: str = "tensorflow",
@@ -288,11 +288,10 @@ class Service:
         max_wait_ms: float = 5.0,
         limits: Limits | None = None,
         title: str | None = None,
-        predict: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        # PREDICT, when given, is a ready predictor (the model file's compiled network:
-        # ``predict.load_engine``); otherwise one is built from the Keras MODEL.
-        self.model, self.metadata, self.model_name = model, metadata, model_name
+        # PREDICT: the loaded model's predictor (``predict.load_engine``, which applies
+        # the stored temperature), made ready off the event loop by start().
+        self.metadata, self.model_name = metadata, model_name
         self.predictor = predict
         self.runtime, self.max_batch, self.max_wait_ms = runtime, max_batch, max_wait_ms
         self.limits = limits or Limits()
@@ -359,14 +358,7 @@ class Service:
     def _prepare(self) -> Callable[[np.ndarray], np.ndarray]:
         """Build the predictor and run it once per batch shape class, off the event loop:
         the first call traces (TensorFlow) or compiles (OpenVINO) the network."""
-        from pyimagesearch.calibration import temperature_of
-        from pyimagesearch.predict import make_predictor
-
-        # The stored temperature, if any, is applied inside the predictor's graph.
         predict = self.predictor
-        if predict is None:
-            temperature = temperature_of(self.metadata)
-            predict = make_predictor(self.model, "float32", 2, self.runtime, temperature)
         shape = (self.recipe["height"], self.recipe["width"], 3)
         for size in sorted({1, self.max_batch}):
             predict(np.zeros((size, *shape), dtype="float32"))
@@ -679,7 +671,7 @@ def build_service(settings: Settings) -> Service:
     sha256 = check_sha256(settings.model, settings.expect_sha256)
     engine = load_engine(settings.model, settings.runtime, settings.precision, debug=settings.debug)
     service = Service(
-        engine.model,
+        engine.predict,
         engine.metadata,
         Path(settings.model).name,
         engine.description,
@@ -687,7 +679,6 @@ def build_service(settings: Settings) -> Service:
         settings.max_wait_ms,
         settings.limits,
         title=settings.title,
-        predict=engine.predict,
     )
     service.sha256 = sha256
     return service

@@ -27,7 +27,7 @@ from pyimagesearch.calibration import (
 from pyimagesearch.errors import UserError
 from pyimagesearch.preprocessing import default_recipe, load_image
 from pyimagesearch.serialization import load_model, read_metadata, save_model, validate_metadata
-from pyimagesearch.serve import Service, create_app
+from pyimagesearch.serve import Settings, build_service, create_app
 from pyimagesearch.train import build_model
 from tests.conftest import TrainedRun, run_script, write_image
 
@@ -188,8 +188,8 @@ def test_the_server_gives_calibrated_probabilities(tmp_path: Path):
     path = tmp_path / "calibrated.model"
     save_model(model, path, metadata_with({"method": "temperature", "temperature": 2.5}))
     images = [write_image(tmp_path / f"{i}.png", size=(64, 64), seed=i) for i in range(3)]
-    loaded, metadata = load_model(path)
-    with TestClient(create_app(Service(loaded, metadata, path.name))) as client:
+    service = build_service(Settings(str(path), "tensorflow"))
+    with TestClient(create_app(service)) as client:
         while client.get("/readyz").status_code != 200:
             time.sleep(0.05)
         response = client.post(
@@ -197,7 +197,8 @@ def test_the_server_gives_calibrated_probabilities(tmp_path: Path):
         )
         assert client.get("/model").json()["calibration"]["temperature"] == 2.5
     assert response.status_code == 200, response.text
-    inputs = np.stack([load_image(str(p), metadata["preprocessing"]) for p in images])
+    recipe = read_metadata(path)["preprocessing"]
+    inputs = np.stack([load_image(str(p), recipe) for p in images])
     raw = model(inputs, training=False).numpy()
     served = [[p["probabilities"][c] for c in CLASSES] for p in response.json()["predictions"]]
     np.testing.assert_allclose(served, expected_calibrated(raw, 2.5), rtol=0, atol=1e-6)

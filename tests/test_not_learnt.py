@@ -65,11 +65,9 @@ def test_random_labels_are_named_by_training_the_file_loading_and_the_server(
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert warning[0] in loaded.stderr.splitlines()  # the same words, from the file
 
-    from pyimagesearch.serialization import load_model
-    from pyimagesearch.serve import Service
+    from pyimagesearch.serve import Settings, build_service
 
-    network, metadata = load_model(model)
-    service = Service(network, metadata, model.name)
+    service = build_service(Settings(str(model)))
     assert service.identity()["warning"] == warning[0].removeprefix("[WARNING] ")
 
 

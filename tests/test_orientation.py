@@ -92,8 +92,7 @@ def test_a_trained_model_scores_exif_rotated_copies_as_the_originals(
 
     from fastapi.testclient import TestClient
 
-    from pyimagesearch.serialization import load_model
-    from pyimagesearch.serve import Limits, Service, create_app
+    from pyimagesearch.serve import Limits, Settings, build_service, create_app
     from tests.conftest import run_script
 
     originals = sorted((tutorial_dataset / "testing").glob("*/*.png"))
@@ -127,8 +126,8 @@ def test_a_trained_model_scores_exif_rotated_copies_as_the_originals(
         for copy in turned:
             assert rows[copy]["p_Parasitized"] == rows[copies[copy]]["p_Parasitized"]
 
-    model, metadata = load_model(trained_model)
-    service = Service(model, metadata, trained_model.name, limits=Limits(max_images=8))
+    settings = Settings(str(trained_model), "tensorflow", limits=Limits(max_images=8))
+    service = build_service(settings)
     sent = originals[:4] + [c for c in copies if copies[c] in originals[:4]]
     with TestClient(create_app(service)) as client:
         served = {}

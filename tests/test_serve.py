@@ -16,7 +16,15 @@ from fastapi.testclient import TestClient
 from pyimagesearch.palette import LABEL_BOX, class_colours
 from pyimagesearch.preprocessing import default_recipe, load_image
 from pyimagesearch.serialization import load_model, save_model
-from pyimagesearch.serve import Limits, MicroBatcher, Service, create_app, page_title
+from pyimagesearch.serve import (
+    Limits,
+    MicroBatcher,
+    Service,
+    Settings,
+    build_service,
+    create_app,
+    page_title,
+)
 from pyimagesearch.server_process import running_server
 from pyimagesearch.train import build_model
 from tests.conftest import run_script, write_image
@@ -71,9 +79,9 @@ def other_model(tmp_path_factory) -> Path:
 
 
 def make_service(path: Path, **options) -> Service:
-    model, metadata = load_model(path)
+    """The service serve_model.py builds, on the Keras path (--runtime tensorflow)."""
     limits = Limits(max_request_bytes=MAX_REQUEST_BYTES, max_images=MAX_IMAGES)
-    return Service(model, metadata, path.name, "tensorflow", limits=limits, **options)
+    return build_service(Settings(str(path), "tensorflow", limits=limits, **options))
 
 
 def wait_ready(client: TestClient, timeout: float = 120) -> None:
@@ -209,7 +217,11 @@ def test_bad_input_gets_a_4xx_naming_file_and_reason_then_serving_goes_on(client
 def test_health_readiness_and_model_description(client: TestClient):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready["ready"] is True and ready["runtime"] == "tensorflow" and ready["error"] is None
+    assert (
+        ready["ready"] is True
+        and ready["runtime"] == "TensorFlow, float32"
+        and ready["error"] is None
+    )
     model = client.get("/model").json()
     assert model["file"] == "served.model"
     assert model["class_names"] == CLASSES
