@@ -253,6 +253,7 @@ def file_sha256(path: str | Path) -> str:
 
 def check_sha256(path: str | Path, expected: str | None) -> str:
     """PATH's SHA-256, after refusing the file when EXPECTED (--expect-sha256) differs."""
+    file_kind(path)  # a missing file, a folder or a FIFO (which open() would wait on) first
     actual = file_sha256(path)
     if expected is not None and actual != expected.lower():
         raise UserError(
