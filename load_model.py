@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyimagesearch import modelfile, options, predict, report, safety
+from pyimagesearch import modelfile, options, predict, preprocessing, report, safety
 from pyimagesearch.errors import UserError, run_command
 
 MONTAGE_TILES = 16
@@ -272,7 +272,8 @@ def classify(
         if csv_path:
             handle = outputs.enter_context(safety.open_replacing(csv_path, "w", newline=""))
             writer = csv.writer(handle)
-            writer.writerow(["path", "label", *[f"p_{name}" for name in class_names]])
+            header = ["path", "label", *[f"p_{name}" for name in class_names]]
+            writer.writerow(safety.csv_row(header))
         predictions = iter_predictions(
             engine.predict, paths, recipe, batch_size, skipped, max_pixels
         )
@@ -284,28 +285,16 @@ def classify(
                 results.truths.append(parent if parent in class_names else None)
                 if writer:
                     label = class_names[int(row.argmax())]
-                    writer.writerow([paths[index], label, *[f"{p:.6f}" for p in row]])
+                    cells = [paths[index], label, *[f"{p:.6f}" for p in row]]
+                    writer.writerow(safety.csv_row(cells))
             progress.update(len(indices))
         progress.close()
-        warn_skipped(paths, results.kept, dict(skipped))
+        preprocessing.warn_skipped(paths, results.kept, dict(skipped))
         if not results.kept:
             raise UserError("none of the images could be read")
     if csv_path:
         report.info(f"predictions written to '{csv_path}'")
     return results
-
-
-def warn_skipped(paths: list[str], kept: list[int], reasons: dict[int, str]) -> None:
-    """Name the files that could not be read, and why, with a count, on stderr."""
-    kept_set = set(kept)
-    skipped = [(i, path) for i, path in enumerate(paths) if i not in kept_set]
-    for index, path in skipped[:20]:
-        why = f": {reasons[index]}" if index in reasons else ""
-        report.warning(f"skipping unreadable image '{path}'{why}")
-    if len(skipped) > 20:
-        report.warning(f"... and {len(skipped) - 20} more")
-    if skipped:
-        report.warning(f"skipped {len(skipped)} unreadable file(s)")
 
 
 def report_scores(args: argparse.Namespace, engine, paths: list[str], results: Results) -> None:

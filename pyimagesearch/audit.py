@@ -208,9 +208,9 @@ def group_rows(oof: OutOfFold, ranked: np.ndarray) -> list[dict]:
 
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv.writer(handle)
+        writer.writerow(safety.csv_row(fields))
+        writer.writerows(safety.csv_row(row.get(field, "") for field in fields) for row in rows)
 
 
 def resolve_image(path: str, images: Path | None) -> Path | None:

@@ -26,9 +26,9 @@ place edits the original too).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
-import re
 import shutil
 import stat
 import sys
@@ -38,7 +38,13 @@ from pathlib import Path
 
 from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command
-from pyimagesearch.splitting import NIH_GROUP_PATTERN, SPLIT_FOLDERS, allocate, group_of
+from pyimagesearch.splitting import (
+    NIH_GROUP_PATTERN,
+    SPLIT_FOLDERS,
+    allocate,
+    compile_pattern,
+    group_of,
+)
 
 NIH_URL = "https://data.lhncbc.nlm.nih.gov/public/Malaria/cell_images.zip"
 CLASSES = ("Parasitized", "Uninfected")
@@ -237,7 +243,7 @@ def tutorial_split(files: dict[str, list[str]], seed: int) -> dict[str, dict[str
 
 def patient_of(file_name: str) -> str | None:
     """'C33P1thinF_...' is patient P1 (infected); 'C238NThinF_...' is healthy slide C238."""
-    return group_of(file_name, re.compile(NIH_GROUP_PATTERN))
+    return group_of(file_name, compile_pattern(NIH_GROUP_PATTERN)) or None
 
 
 def patient_split(
@@ -300,16 +306,16 @@ def fraction_split(
     from the file name) in one split; without a pattern each file is its own group."""
     import numpy as np
 
-    from pyimagesearch.splitting import groups_for, split_by_fractions
+    from pyimagesearch.splitting import check_splits_filled, groups_for, split_by_fractions
 
     names = list(files)
     entries = [(name, f) for name in names for f in files[name]]
     labels = np.asarray([names.index(name) for name, _ in entries])
     groups = groups_for([f"{name}/{f}" for name, f in entries], pattern)
+    parts = split_by_fractions(labels, groups, fractions, seed)
+    check_splits_filled(parts, labels, groups, fractions, pattern, "the source")
     split: dict[str, dict[str, list[str]]] = {s: {c: [] for c in names} for s in SPLITS}
-    for split_name, index in zip(
-        SPLITS, split_by_fractions(labels, groups, fractions, seed), strict=True
-    ):
+    for split_name, index in zip(SPLITS, parts, strict=True):
         for i in index:
             name, file_name = entries[i]
             split[split_name][name].append(file_name)
@@ -452,7 +458,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if any(f <= 0 for f in args.fractions) or abs(sum(args.fractions) - 1) > 1e-6:
+    # NaN passes every comparison (nan <= 0 and abs(nan - 1) > 1e-6 are both False).
+    if not all(math.isfinite(f) and f > 0 for f in args.fractions) or not math.isclose(
+        sum(args.fractions), 1, abs_tol=1e-6
+    ):
         raise UserError(f"--fractions must be positive and add up to 1, got {args.fractions}")
     output = Path(args.output)
     local_source = None if args.source.startswith(("http://", "https://")) else args.source

@@ -270,9 +270,10 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     with safety.open_replacing(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        fields = list(rows[0])
+        writer = csv.writer(handle)
+        writer.writerow(safety.csv_row(fields))
+        writer.writerows(safety.csv_row(row[field] for field in fields) for row in rows)
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -14,7 +14,11 @@ import tensorflow as tf
 
 from pyimagesearch import report
 from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import iter_readable_batches, to_model_input
+from pyimagesearch.preprocessing import (  # noqa: F401 (warn_skipped: data's callers)
+    iter_readable_batches,
+    to_model_input,
+    warn_skipped,
+)
 from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.splitting import check_dataset, find_layout, list_images
 
@@ -75,7 +79,12 @@ def scan_dataset(
 
     A flat folder is split here: seeded, stratified by class, and with every group of
     ``group_pattern`` (the NIH patient rule for the NIH classes) in one split."""
-    from pyimagesearch.splitting import default_group_pattern, groups_for, split_by_fractions
+    from pyimagesearch.splitting import (
+        check_splits_filled,
+        default_group_pattern,
+        groups_for,
+        split_by_fractions,
+    )
 
     root = Path(dataset_dir)
     layout = check_dataset(root, val_split, test_split, group_pattern)
@@ -110,12 +119,7 @@ def scan_dataset(
             everything.labels[index],
             everything.class_names,
         )
-    for name, split in splits.items():
-        if not len(split.paths):
-            raise UserError(
-                f"'{root}' has too few images (or groups) for a {name} split of "
-                f"{fractions[SPLITS.index(name)]:.0%}"
-            )
+    check_splits_filled(parts, everything.labels, groups, fractions, pattern, f"'{root}'")
     by = f"by group ('{pattern}')" if pattern else "by file"
     report.info(
         f"'{root}' is a flat folder of {len(everything.class_names)} classes: split "
@@ -176,21 +180,6 @@ def iter_decoded_batches(
     """
     for indices, pixels in iter_readable_batches(paths, recipe, batch_size, skipped, max_pixels):
         yield indices, to_model_input(pixels)
-
-
-def warn_skipped(paths: list[str], kept: np.ndarray, reasons: dict | None = None) -> list[str]:
-    """Name the files that could not be read (with why, when known), with a count, on stderr."""
-    kept_set = set(kept.tolist())
-    reasons = reasons or {}
-    skipped = [(i, p) for i, p in enumerate(paths) if i not in kept_set]
-    if skipped:
-        for index, path in skipped[:20]:
-            why = f": {reasons[index]}" if index in reasons else ""
-            report.warning(f"skipping unreadable image '{path}'{why}")
-        if len(skipped) > 20:
-            report.warning(f"... and {len(skipped) - 20} more")
-        report.warning(f"skipped {len(skipped)} unreadable file(s)")
-    return [path for _, path in skipped]
 
 
 def available_memory() -> int | None:

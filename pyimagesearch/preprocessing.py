@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +32,7 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from pyimagesearch import safety
+from pyimagesearch import report, safety
 from pyimagesearch.safety import IMAGE_EXTENSIONS, is_image_file  # noqa: F401 (one list)
 
 # The tutorial's input size. The original training generator resized with
@@ -228,3 +228,21 @@ def iter_readable_batches(
             skipped.extend(failed)
         if len(indices):
             yield indices, pixels
+
+
+def warn_skipped(
+    paths: list[str], kept: Iterable[int], reasons: dict[int, str] | None = None
+) -> list[str]:
+    """Name the files that could not be read (with why, when known), with a count, on
+    stderr; return them. The one warning of every command that decodes a list of files."""
+    kept_set = {int(index) for index in kept}
+    reasons = reasons or {}
+    skipped = [(i, p) for i, p in enumerate(paths) if i not in kept_set]
+    for index, path in skipped[:20]:
+        why = f": {reasons[index]}" if index in reasons else ""
+        report.warning(f"skipping unreadable image '{safety.printable(path)}'{why}")
+    if len(skipped) > 20:
+        report.warning(f"... and {len(skipped) - 20} more")
+    if skipped:
+        report.warning(f"skipped {len(skipped)} unreadable file(s)")
+    return [path for _, path in skipped]

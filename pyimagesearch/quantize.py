@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def calibration_set(folder: str, recipe: dict, limit: int, seed: int):
     """(names, one-image batches of resized pixels) through the one preprocessing."""
-    from pyimagesearch.preprocessing import iter_pixel_batches
+    from pyimagesearch.preprocessing import iter_pixel_batches, warn_skipped
     from pyimagesearch.splitting import list_images
 
     if not Path(folder).is_dir():
@@ -58,11 +58,14 @@ def calibration_set(folder: str, recipe: dict, limit: int, seed: int):
     if not paths:
         raise UserError(f"no image files found in '{folder}'")
     chosen = sorted(random.Random(seed).sample(paths, min(limit, len(paths))))
-    names, batches = [], []
-    for indices, pixels, _ in iter_pixel_batches(chosen, recipe, 32):
+    names, batches, kept, failed = [], [], [], {}
+    for indices, pixels, unread in iter_pixel_batches(chosen, recipe, 32):
+        failed.update(unread)
         for index, image in zip(indices, pixels, strict=True):
+            kept.append(index)
             names.append(Path(chosen[index]).name)
             batches.append(image[None])
+    warn_skipped(chosen, kept, failed)  # each unreadable image by name, and why
     if not batches:
         raise UserError(f"none of the images in '{folder}' could be read")
     return names, batches

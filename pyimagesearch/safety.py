@@ -337,6 +337,22 @@ def open_replacing(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
         os.close(fd)
 
 
+# Control characters (C0, DEL, C1): ESC starts a terminal escape sequence, CR rewrites a
+# line, BEL rings. A class name is a folder name, and may hold any of them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """TEXT with each control character written as ``\\xNN``: a user's class name or file
+    name never corrupts a CSV file, nor a terminal that shows it."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def csv_row(values: Iterable[object]) -> list[object]:
+    """A CSV row with every text value :func:`printable`."""
+    return [printable(value) if isinstance(value, str) else value for value in values]
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Replace PATH with TEXT atomically (:func:`open_replacing`)."""
     with open_replacing(path, "w", encoding="utf-8", newline="") as handle:

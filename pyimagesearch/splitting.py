@@ -3,8 +3,9 @@
 A *group* is what must never be split across training and testing: in the NIH malaria
 set, a patient (the cells of one slide look alike, so a model judged on a patient it
 trained on is judged too kindly). ``--group-pattern REGEX`` says how to read the group
-from a file name: the first capture group that took part in the match (the whole match
-when the pattern has none). A file the pattern does not match is its own group.
+from a file name: the first capture group that took part in the match (a pattern needs
+one). A file the pattern does not match is its own group. Patterns run on the `regex`
+engine under a time bound per name (MATCH_TIMEOUT_S).
 
 The NIH classes get the patient rule by default: ``C33P1thinF_...`` is patient ``P1``
 (infected; their uninfected cells carry the same number), ``C238NThinF_...`` is the
@@ -16,12 +17,12 @@ from __future__ import annotations
 import csv
 import os
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import regex
 
 from pyimagesearch import report, safety
 from pyimagesearch.errors import UserError
@@ -117,39 +118,104 @@ def default_group_pattern(class_names: Sequence[str]) -> str | None:
     return NIH_GROUP_PATTERN if is_nih(class_names) else None
 
 
-def compile_pattern(pattern: str, flag: str = "--group-pattern") -> re.Pattern:
+# The longest a --group-pattern may search one file name. Patterns run on the `regex`
+# engine, which can stop a search (Python's re cannot): a nested repetition such as
+# '^(a+)+$' backtracks exponentially, and gave no answer in 60 s over 3,000 names.
+# Real patterns take microseconds per name; the bound leaves room for a busy machine.
+MATCH_TIMEOUT_S = 0.25
+
+
+def compile_pattern(pattern: str, flag: str = "--group-pattern") -> regex.Pattern:
+    """PATTERN compiled (Python's re syntax), with the capture group that names a group."""
     try:
-        return re.compile(pattern)
-    except re.error as error:
+        compiled = regex.compile(pattern)
+    except (regex.error, ValueError) as error:
         raise UserError(f"{flag} '{pattern}' is not a regular expression: {error}") from None
+    if compiled.groups == 0:
+        raise UserError(
+            f"{flag} '{pattern}' has no capture group: put the part of the file name that "
+            r"names the group in parentheses, e.g. '^(p\d+)_'"
+        )
+    return compiled
 
 
-def group_of(file_name: str, pattern: re.Pattern) -> str | None:
-    """The group a file name belongs to, or None when the pattern does not match it."""
-    match = pattern.search(file_name)
+def group_of(file_name: str, pattern: regex.Pattern) -> str | None:
+    """The group a file name belongs to: None when the pattern does not match it, "" when
+    it matches with every capture group empty."""
+    try:
+        match = pattern.search(file_name, timeout=MATCH_TIMEOUT_S)
+    except TimeoutError:
+        raise UserError(
+            f"--group-pattern '{pattern.pattern}' took more than {MATCH_TIMEOUT_S} s on the "
+            f"file name '{file_name}' (a nested repetition such as '(a+)+' backtracks "
+            "without end); give a simpler pattern"
+        ) from None
     if match is None:
         return None
-    found = next((g for g in match.groups() if g), None) if match.groups() else match.group(0)
-    return found.upper() if found and pattern.flags & re.IGNORECASE else found
+    found = next((g for g in match.groups() if g), "")
+    return found.upper() if found and pattern.flags & regex.IGNORECASE else found
 
 
 def groups_for(paths: Sequence[str], pattern: str | None, word: str = "group") -> list[str]:
     """Each file's group; without a pattern every file is its own group. Files the pattern
-    does not match become their own group, with one warning that says how many."""
+    does not match (or matches with an empty group) become their own group, with one
+    warning that says how many."""
     if pattern is None:
         return [f"file:{p}" for p in paths]
     compiled = compile_pattern(pattern)
     groups = [group_of(os.path.basename(p), compiled) for p in paths]
     unmatched = sum(g is None for g in groups)
+    empty = sum(g == "" for g in groups)
     if unmatched == len(paths):
         raise UserError(f"--group-pattern '{pattern}' matches none of the {len(paths)} file names")
-    if unmatched:
+    if unmatched + empty == len(paths):
+        raise UserError(
+            f"--group-pattern '{pattern}' matches {len(paths) - unmatched} of the "
+            f"{len(paths)} file names, but its capture group is empty in every one; it must "
+            "capture the part of the name that names the group"
+        )
+    if unmatched or empty:
         report.warning(
-            f"{unmatched} of {len(paths)} file names have no {word} (the pattern "
-            f"'{pattern}' does not match them); each is its own {word}, so a {word} may be "
-            "spread over splits"
+            f"{unmatched + empty} of {len(paths)} file names have no {word} (the pattern "
+            f"'{pattern}' does not match them, or captures nothing); each is its own "
+            f"{word}, so a {word} may be spread over splits"
         )
     return [g or f"file:{p}" for g, p in zip(groups, paths, strict=True)]
+
+
+def check_splits_filled(
+    parts: Sequence[np.ndarray],
+    labels: np.ndarray,
+    groups: Sequence[str],
+    fractions: Sequence[float],
+    pattern: str | None,
+    where: str,
+) -> None:
+    """Refuse, saying why, a split that got no image although its fraction asked for some."""
+    names = ("training", "validation", "testing")
+    for name, index, fraction in zip(names, parts, fractions, strict=True):
+        if fraction <= 0 or len(index):
+            continue
+        if pattern is not None:
+            count = len(set(groups))
+            raise UserError(
+                f"{where}: --group-pattern '{pattern}' puts the {len(groups)} files in "
+                f"{count} group(s), and none went to the {name} split ({fraction:.0%}): a "
+                "group never spans two splits, so it takes more groups than splits; give a "
+                "pattern that captures a smaller part of the name, or none"
+            )
+        sizes = np.bincount(labels)
+        sizes = sizes[sizes > 0]
+        if sizes.max() * fraction < 1:
+            raise UserError(
+                f"{where}: the {name} split ({fraction:.0%}) got no image: the {len(labels)} "
+                f"images are in {len(sizes)} classes of {sizes.min()}-{sizes.max()} image(s) "
+                "each, and each class is split on its own (stratified), so a class needs "
+                f"about {int(np.ceil(1 / fraction))} images to give that split one"
+            )
+        raise UserError(
+            f"{where} has too few images (or groups) for a {name} split of {fraction:.0%}"
+        )
 
 
 def allocate(counts: dict[str, int], fractions: Sequence[float], seed: str) -> list[list[str]]:

@@ -651,3 +651,129 @@ def test_expect_sha256_refuses_the_swapped_file_everywhere(swapped_pair, tmp_pat
                         "--expect-sha256", pin, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"model: SHA-256 {pin[:12]}, classes" in result.stdout
+
+
+# --- splitting: bounded patterns, refusals that say what happened ----------------------
+
+
+def image_folders(root: Path, classes: dict[str, list[str]]) -> Path:
+    """Class folders of tiny real PNGs with the given file names."""
+    from tests.conftest import write_image
+
+    for name, files in classes.items():
+        for i, file_name in enumerate(files):
+            write_image(root / name / file_name, size=(8, 8), seed=i)
+    return root
+
+
+def build_refusal(argv: list[str]) -> str:
+    """build_dataset's one-line refusal of ARGV, run in this process."""
+    from pyimagesearch import build_dataset
+    from pyimagesearch.errors import UserError
+
+    with pytest.raises(UserError) as refused_with:
+        build_dataset.main(argv)
+    return str(refused_with.value)
+
+
+def test_a_backtracking_group_pattern_is_stopped(tmp_path: Path):
+    """The probe: --group-pattern '^(a+)+$' over names like aaaa...a_catsN.png gave no
+    answer in 60 s (catastrophic backtracking in Python's re). Patterns now run on the
+    regex engine, which answers that one at once and stops any other search at a time
+    bound per name: '^(a|aa)+$', which regex too backtracks on, is one line, exit 2,
+    in seconds. Mutation: group_of searching without the timeout hangs (the test's
+    timeout fails it)."""
+    from tests.test_safety import refused
+
+    names = {c: [f"{'a' * 40}_{c}{i}.png" for i in range(6)] for c in ("cats", "dogs")}
+    source = image_folders(tmp_path / "src", names)
+    result = run_capped("-m", "pyimagesearch.build_dataset", "--source", str(source),
+                        "--output", str(tmp_path / "out"), "--group-pattern", "^(a|aa)+$",
+                        timeout=60)  # fmt: skip
+    refused(result, "took more than 0.25 s on the file name")
+
+
+def test_fractions_and_patterns_that_would_give_a_wrong_split_are_refused(tmp_path: Path):
+    """The probe: --fractions nan nan nan put everything in training, 0.5 0.5 nan left
+    testing empty; a pattern without a capture group, or one that puts every file of a
+    class in one group, left validation and testing at 0/0; '()' "matched none" of the
+    names it matched. All exit 0 then; now each is one line naming what happened.
+    Mutations: the old fractions check (f <= 0 or abs(sum - 1) > 1e-6) lets NaN through;
+    dropping the capture-group check, the empty-group message, or check_splits_filled in
+    fraction_split fails the matching assertion."""
+    names = {c: [f"{c}{i}.png" for i in range(6)] for c in ("a", "b")}
+    source = str(image_folders(tmp_path / "src", names))
+    argv = ["--source", source, "--output", str(tmp_path / "out")]
+    for fractions in (["nan", "nan", "nan"], ["0.5", "0.5", "nan"], ["inf", "0.5", "0.5"]):
+        assert "add up to 1" in build_refusal([*argv, "--fractions", *fractions])
+    assert "has no capture group" in build_refusal([*argv, "--group-pattern", "png"])
+    message = build_refusal([*argv, "--group-pattern", "()"])
+    assert "matches 12 of the 12 file names, but its capture group is empty" in message
+    message = build_refusal([*argv, "--group-pattern", r"^(\w)"])
+    assert "puts the 12 files in 2 group(s), and none went to the validation split" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_thousand_one_image_classes_are_refused_for_what_they_are(tmp_path: Path):
+    """The probe: 1,000 classes of one image each were refused as "too few images for a
+    validation split of 10%". Now the message says the classes hold one image each and
+    how many a class needs. Mutation: check_splits_filled without the class-size case
+    gives the old words."""
+    source = image_folders(tmp_path / "src", {f"c{i:04d}": ["x.png"] for i in range(1000)})
+    message = build_refusal(["--source", str(source), "--output", str(tmp_path / "out")])
+    assert "the 1000 images are in 1000 classes of 1-1 image(s) each" in message, message
+    assert "a class needs about 10 images" in message
+
+
+def test_control_characters_in_class_names_never_reach_a_csv_raw(tmp_path: Path):
+    """The probe: class names with ESC, CR and BEL reached load_model.py's CSV header
+    and labels raw (a terminal showing the file runs the escape; CR breaks rows). Now
+    every text cell is written with its control characters as \\xNN. Mutation:
+    safety.csv_row returning the values unchanged fails this."""
+    import csv
+
+    import keras
+
+    from pyimagesearch.preprocessing import default_recipe
+    from pyimagesearch.serialization import save_model
+    from tests.conftest import without_tensorflow, write_image
+
+    names = ["ok\x1b[31m", "b\rc\x07"]
+    model = tmp_path / "odd.keras"
+    network = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                keras.layers.Dense(2, activation="softmax")])  # fmt: skip
+    save_model(network, model, {"class_names": names, "preprocessing": default_recipe((32, 32))},
+               compiled=True)  # fmt: skip
+    images = tmp_path / "images"
+    for i in range(3):
+        write_image(images / f"{i}.png", seed=i)
+    table = tmp_path / "out.csv"
+    result = run_capped(*without_tensorflow("load_model.py"), "-m", str(model), "-i",
+                        str(images), "-n", "0", "--csv", str(table), timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = table.read_bytes()
+    assert b"\x1b" not in data and b"\x07" not in data
+    assert data.replace(b"\r\n", b"").count(b"\r") == 0
+    rows = list(csv.reader(table.open(newline="")))
+    assert rows[0] == ["path", "label", "p_ok\\x1b[31m", "p_b\\x0dc\\x07"]
+    assert len(rows) == 4 and all(len(row) == 4 for row in rows)
+    assert {row[1] for row in rows[1:]} <= {"ok\\x1b[31m", "b\\x0dc\\x07"}
+
+
+def test_quantize_names_every_image_it_skips(tmp_path: Path, capsys):
+    """The probe: quantize dropped unreadable calibration images without naming them.
+    Mutation: calibration_set without its warn_skipped call fails this."""
+    from pyimagesearch.preprocessing import default_recipe
+    from pyimagesearch.quantize import calibration_set
+    from tests.conftest import write_image
+
+    for i in range(4):
+        write_image(tmp_path / f"good{i}.png", seed=i)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but nothing more")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    names, batches = calibration_set(str(tmp_path), default_recipe((32, 32)), 300, 0)
+    assert len(batches) == 4
+    err = capsys.readouterr().err
+    for name in ("broken.png", "empty.jpg"):
+        assert f"skipping unreadable image '{tmp_path / name}'" in err, err
+    assert "skipped 2 unreadable file(s)" in err
