@@ -24,7 +24,7 @@ from pyimagesearch.modelfile import check_is_checkpoint, checkpoint_path_for
 from pyimagesearch.splitting import check_dataset, read_file_list
 
 if TYPE_CHECKING:
-    from pyimagesearch.train import TrainConfig
+    from pyimagesearch.recipes import TrainConfig
 
 NOT_CHIEF = (
     "[INFO] this worker is not the chief, so it writes nothing: the chief (the "
@@ -102,7 +102,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="continue an interrupted run from its checkpoint (same dataset, epochs, batch size)",
     )
-    options.add_precision(parser, "training")
     parser.add_argument(
         "--distribute",
         choices=("mirrored", "multi-worker"),
@@ -149,10 +148,8 @@ def write_calibration_plot(calibration, path: str) -> None:
 
 
 def training_config(args: argparse.Namespace) -> TrainConfig:
-    """The options as the training code takes them (``train.TrainConfig``)."""
-    from pyimagesearch.train import config_from_options
-
-    return config_from_options(
+    """The options as the training code takes them (``recipes.TrainConfig``)."""
+    return options.config_from_options(
         args,
         seed=args.seed,
         checkpoint=args.checkpoint,

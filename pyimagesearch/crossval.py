@@ -41,7 +41,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +49,27 @@ import numpy as np
 from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 from pyimagesearch.evaluation import not_learnt_warning
+from pyimagesearch.recipes import TrainConfig
 
 POSITIVE = "Parasitized"
+
+
+@dataclass
+class Plan:
+    """A cross-validation run as ``main`` resolved it from the command line: what the
+    folds, the summary and the held-out judgement take (never the ``Namespace``)."""
+
+    training: TrainConfig  # every fold's settings; a fold's seed is seed + its number
+    output: Path
+    folds: int
+    seed: int
+    word: str = "group"  # what a group is called: "patient" for the malaria cells
+    diagnose: bool = False  # the malaria patients' diagnosis (Parasitized cells per patient)
+    grouped: bool = False  # groups from a file-name pattern, not one file a group
+    holdout: float | None = None
+    ensemble: str | None = None
+    overrides: str = ""  # what the command line changed of the recipe, for summary.md
+    arguments: dict = field(default_factory=dict)  # the command's options, for summary.json
 
 
 @dataclass
@@ -172,12 +191,12 @@ def predict_files(
     return np.concatenate(kept), np.concatenate(probabilities)
 
 
-def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict:
+def run_fold(plan: Plan, fold: Fold, images, folder: Path) -> dict:
     """Train on the fold's training patients, then classify its held-out patients."""
     from pyimagesearch.data import Split
     from pyimagesearch.modelfile import checkpoint_path_for
     from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import config_from_options, train
+    from pyimagesearch.train import train
 
     paths, labels, class_names, patients = images
     folder.mkdir(parents=True, exist_ok=True)
@@ -192,28 +211,28 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         "validation": split("validation", fold.validation),
         "testing": split("testing", fold.testing),
     }
-    config = config_from_options(
-        args,
-        seed=args.seed + fold.number,
+    config = replace(
+        plan.training,
+        seed=plan.seed + fold.number,
         checkpoint=str(checkpoint),
         resume=checkpoint.exists(),
-        verbose=2,
     )
     started = time.monotonic()
     result = train(config, splits)
     trained = time.monotonic() - started
     metadata = result.metadata
-    metadata["provenance"]["crossval"] = {"fold": fold.number, "folds": args.folds}
+    metadata["provenance"]["crossval"] = {"fold": fold.number, "folds": plan.folds}
     save_model(result.model, model_path, metadata, compiled=True)
     checkpoint.unlink(missing_ok=True)
 
     test_paths = splits["testing"].paths
-    kept, probabilities = predict_files(result.model, metadata, test_paths, args.max_pixels)
+    max_pixels = config.max_pixels
+    kept, probabilities = predict_files(result.model, metadata, test_paths, max_pixels)
     val_kept, val_probabilities = predict_files(
-        result.model, metadata, splits["validation"].paths, args.max_pixels
+        result.model, metadata, splits["validation"].paths, max_pixels
     )
     threshold = None
-    if args.diagnose:
+    if plan.diagnose:
         positive = class_names.index(POSITIVE)
         val_index = fold.validation[val_kept]
         table = patient_table(
@@ -232,7 +251,7 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
             {
                 "path": paths[index],
                 "file": os.path.basename(paths[index]),
-                args.word: patients[index],
+                plan.word: patients[index],
                 "fold": fold.number,
                 "label": class_names[labels[index]],
                 "predicted": class_names[int(probs.argmax())],
@@ -254,7 +273,7 @@ def run_fold(args: argparse.Namespace, fold: Fold, images, folder: Path) -> dict
         # As trained: after --exclude, without files that would not decode.
         "images": metadata["provenance"]["file_counts"],
         "metrics": fold_metrics(
-            labels[fold.testing[kept]], probabilities, class_names, args.positive_class
+            labels[fold.testing[kept]], probabilities, class_names, config.positive_class
         ),
         "diagnosis_threshold": threshold,
         "training_seconds": round(trained, 1),
@@ -287,14 +306,14 @@ def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.4f} +/- {np.std(values, ddof=1):.4f}"
 
 
-def summarise(args: argparse.Namespace, results: list[dict], class_names: list[str]) -> str:
+def summarise(plan: Plan, results: list[dict], class_names: list[str]) -> str:
     """oof.csv, patients.csv, summary.json and summary.md from the finished folds."""
-    output = Path(args.output)
+    output = plan.output
     rows = [row for r in results for row in read_csv(output / f"fold-{r['fold']}/predictions.csv")]
     write_csv(output / "oof.csv", rows)
 
     diagnosis = []
-    if args.diagnose:
+    if plan.diagnose:
         thresholds = {r["fold"]: r["diagnosis_threshold"] for r in results}
         by_patient: dict[str, list[dict]] = {}
         for row in rows:
@@ -324,37 +343,35 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
         {k for r in results for k in r["metrics"]},
         key=["accuracy", "sensitivity", "specificity", "auc", "auc_macro_ovr"].index,
     )
-    word = args.word
+    word = plan.word
     grouping = (
-        ("Patient-grouped" if word == "patient" else "Grouped")
-        if args.group_pattern
-        else "Stratified"
+        ("Patient-grouped" if word == "patient" else "Grouped") if plan.grouped else "Stratified"
     )
     lines = [
-        f"{grouping} {args.folds}-fold cross-validation of `--recipe {args.recipe}"
-        f"{args.overrides}` on "
+        f"{grouping} {plan.folds}-fold cross-validation of `--recipe {plan.training.recipe}"
+        f"{plan.overrides}` on "
         f"{len(rows)} images"
-        + (f" of {len({r[word] for r in rows})} {word}s" if args.group_pattern else "")
-        + f" (`--seed {args.seed}`)"
+        + (f" of {len({r[word] for r in rows})} {word}s" if plan.grouped else "")
+        + f" (`--seed {plan.seed}`)"
         + (
-            f"; {len(results)} of {args.folds} folds finished so far."
-            if len(results) < args.folds
+            f"; {len(results)} of {plan.folds} folds finished so far."
+            if len(results) < plan.folds
             else "."
         ),
         "",
         f"| fold | {word}s (train/val/test) | test images | "
         + " | ".join(metrics)
-        + (" | patients diagnosed right" if args.diagnose else "")
+        + (" | patients diagnosed right" if plan.diagnose else "")
         + " | training time |",
         "| ---: | :---: | ---: | "
         + " | ".join("---:" for _ in metrics)
-        + (" | ---:" if args.diagnose else "")
+        + (" | ---:" if plan.diagnose else "")
         + " | ---: |",
     ]
     for r in results:
         p = r["patients"]
         mine = [d for d in diagnosis if d["fold"] == r["fold"]]
-        right = f" | {sum(d['correct'] for d in mine)}/{len(mine)}" if args.diagnose else ""
+        right = f" | {sum(d['correct'] for d in mine)}/{len(mine)}" if plan.diagnose else ""
         lines.append(
             f"| {r['fold']} | {p['training']}/{p['validation']}/{p['testing']} | "
             f"{r['images']['testing']} | "
@@ -367,7 +384,7 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
         + " | ".join(
             mean_std([r["metrics"][m] for r in results if m in r["metrics"]]) for m in metrics
         )
-        + (f" | {right}/{len(diagnosis)}" if args.diagnose else "")
+        + (f" | {right}/{len(diagnosis)}" if plan.diagnose else "")
         + " | |"
     )
     weak = [r["fold"] for r in results if not_learnt_warning(r.get("learning"))]
@@ -382,7 +399,7 @@ def summarise(args: argparse.Namespace, results: list[dict], class_names: list[s
     safety.write_text(output / "summary.md", text)
     safety.write_text(
         output / "summary.json",
-        json.dumps({"arguments": vars(args), "folds": results}, indent=2, default=str),
+        json.dumps({"arguments": plan.arguments, "folds": results}, indent=2, default=str),
     )
     return text
 
@@ -406,7 +423,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: the patient rule for the NIH malaria classes, else none: each file alone)",
     )
     options.add_positive_class(parser)
-    options.add_precision(parser, "training")
     options.add_seed(parser, 1, "seeds the folds and, as seed + fold, each fold's training")
     parser.add_argument(
         "--validation",
@@ -501,15 +517,13 @@ def without(paths: list[str], labels: np.ndarray, patients: list[str], index: np
     return [paths[i] for i in keep], labels[keep], [patients[i] for i in keep]
 
 
-def judge_holdout(
-    args: argparse.Namespace, held: list[dict], class_names: list[str], ensemble: bool
-) -> str:
+def judge_holdout(plan: Plan, held: list[dict], class_names: list[str], ensemble: bool) -> str:
     """holdout.md: each finished fold model, their mean, and the ensemble, on the held-out
     groups (which no fold trained or validated on); holdout-predictions.csv: every model's
     probabilities per image, so that two runs on the same held-out groups pair cell by cell."""
     from pyimagesearch.serialization import load_model
 
-    output = Path(args.output)
+    output = plan.output
     paths = [row["path"] for row in held]
     labels = np.array([class_names.index(row["label"]) for row in held])
     models = sorted(output.glob("fold-*/result.json"), key=lambda p: int(p.parent.name[5:]))
@@ -517,11 +531,13 @@ def judge_holdout(
     rows = [dict(row) for row in held]
     predicted = set(range(len(held)))
     for name, path in [(p.parent.name, p.parent / "model.keras") for p in models] + (
-        [("ensemble", Path(args.ensemble))] if ensemble else []
+        [("ensemble", Path(plan.ensemble))] if ensemble else []
     ):
         model, metadata = load_model(path)
         kept, probabilities = predict_files(model, metadata, paths)
-        judged[name] = fold_metrics(labels[kept], probabilities, class_names, args.positive_class)
+        judged[name] = fold_metrics(
+            labels[kept], probabilities, class_names, plan.training.positive_class
+        )
         predicted &= set(kept.tolist())
         for index, probs in zip(kept, probabilities, strict=True):
             rows[index][f"{name}_predicted"] = class_names[int(probs.argmax())]
@@ -532,10 +548,10 @@ def judge_holdout(
     write_csv(output / "holdout-predictions.csv", [rows[i] for i in sorted(predicted)])
     folds = [m for name, m in judged.items() if name != "ensemble"]
     metrics = list(folds[0])
-    word = args.word
+    word = plan.word
     lines = [
         f"Held-out {word}s: {len(held)} images of {len({r[word] for r in held})} {word}s "
-        f"(`--holdout {args.holdout}`), seen by no fold.",
+        f"(`--holdout {plan.holdout}`), seen by no fold.",
         "",
         "| model | " + " | ".join(metrics) + " |",
         "| :--- | " + " | ".join("---:" for _ in metrics) + " |",
@@ -662,6 +678,19 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(output / "holdout.csv", held)
     if args.ensemble:
         safety.check_output_file(args.ensemble, "--ensemble")
+    plan = Plan(
+        options.config_from_options(args, verbose=2),
+        output,
+        args.folds,
+        args.seed,
+        word=args.word,
+        diagnose=args.diagnose,
+        grouped=bool(pattern),
+        holdout=args.holdout,
+        ensemble=args.ensemble,
+        overrides=args.overrides,
+        arguments=dict(vars(args)),
+    )
     grouped = f"grouped by {args.word}" if pattern else "stratified by class, one file a group"
     report.info(
         f"{len(paths)} images"
@@ -689,11 +718,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         try:
-            result = run_fold(args, fold, (paths, labels, class_names, patients), folder)
+            result = run_fold(plan, fold, (paths, labels, class_names, patients), folder)
         except TrainingInterrupted as stop:
             report.info(f"fold {fold.number}/{args.folds} interrupted: {stop}")
             if results:
-                report.plain(summarise(args, results, class_names))
+                report.plain(summarise(plan, results, class_names))
             report.info("run the same command again to continue where it stopped")
             return 130
         results.append(result)
@@ -704,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
             f"in {result['training_seconds'] / 60:.1f} min ({done}/{args.folds} folds done, "
             f"{elapsed / 60:.1f} min so far)"
         )
-    report.plain(summarise(args, results, class_names))
+    report.plain(summarise(plan, results, class_names))
     report.info(f"out-of-sample predictions written to '{output / 'oof.csv'}'")
     if args.ensemble:
         from pyimagesearch.ensemble import write_ensemble
@@ -716,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"crossval": {"folds": args.folds, "seed": args.seed, "holdout": args.holdout}}
         write_ensemble([f / "model.keras" for f in folders], args.ensemble, extra)
     if held and results:
-        report.plain(judge_holdout(args, held, class_names, bool(args.ensemble)))
+        report.plain(judge_holdout(plan, held, class_names, bool(args.ensemble)))
         report.info(f"held-out figures written to '{output / 'holdout.md'}'")
     return 0
 

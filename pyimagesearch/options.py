@@ -12,26 +12,24 @@ defaults; a command passes the value it parsed to the code that needs it.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from pyimagesearch import safety
-from pyimagesearch.augmentation import AUGMENTATIONS
 from pyimagesearch.recipes import (
-    BN_STATISTICS,
     DEFAULT_RECIPE,
-    HEADS,
     OPTIMIZERS,
+    PURPOSES,
     RECIPES,
-    SCHEDULES,
-    STAIN_CHOICES,
+    TRAINING_PRECISIONS,  # noqa: F401 (re-exported: the choices of --precision in training)
+    TrainConfig,
+    describe,
+    recipe_fields,
 )
 
 SEED_MAX = 2**31 - 1  # NumPy, TensorFlow and the epoch seeds all accept 0..2**31-1
 # Each epoch gets its own seeded pipeline, built before fit(): a bound keeps a typo
 # (--epochs 100000) from building for minutes before the first step.
 MAX_EPOCHS = 1000
-# Training arithmetic (Keras mixed-precision policies, or auto: bfloat16 where the CPU
-# has AMX, acceleration.training_precision); the saved model is float32.
-TRAINING_PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # Inference arithmetic of the stored OpenVINO network (auto: bfloat16 where native).
 INFERENCE_PRECISIONS = ("auto", "float32", "mixed_bfloat16", "int8")
 RUNTIMES = ("auto", "openvino", "tensorflow")
@@ -206,11 +204,6 @@ def add_runtime(parser: argparse.ArgumentParser, fallback: str) -> None:
 
 
 PRECISION_HELP = {
-    "training": "training arithmetic (default: from --recipe; auto for adam-then-sgd, "
-    "float32 for the others). auto: mixed_bfloat16 on a CPU with AMX, whose steps it "
-    "makes about 1.2x faster, with the default recipe as accurate on unseen patients "
-    "(docs/accuracy.md), float32 elsewhere; mixed_float16 is for GPUs. The saved model "
-    "is float32 either way, and records the arithmetic it was trained in",
     "inference": "auto (default): bfloat16 on OpenVINO where the CPU computes it natively "
     "(AMX or AVX512-BF16: faster, its probabilities a little off float32's: "
     "docs/benchmarks.md), float32 elsewhere; float32 gives Keras' probabilities (within "
@@ -219,103 +212,41 @@ PRECISION_HELP = {
 }
 
 
-def add_precision(parser: argparse.ArgumentParser, kind: str) -> None:
-    """--precision of training (Keras policies) or of inference (the stored network)."""
-    choices, default = (
-        (TRAINING_PRECISIONS, None) if kind == "training" else (INFERENCE_PRECISIONS, "auto")
+def add_precision(parser: argparse.ArgumentParser, kind: str = "inference") -> None:
+    """--precision of inference (the stored network); training's is a recipe field
+    (``add_recipe``)."""
+    parser.add_argument(
+        "--precision", choices=INFERENCE_PRECISIONS, default="auto", help=PRECISION_HELP[kind]
     )
-    parser.add_argument("--precision", choices=choices, default=default, help=PRECISION_HELP[kind])
 
 
 def add_recipe(parser: argparse.ArgumentParser) -> None:
-    """--recipe and the fields a command line may override (save_model, crossval)."""
+    """--recipe and the fields a command line may override (save_model, crossval): one
+    option per recipe field of ``recipes.TrainConfig``, made from its metadata."""
     parser.add_argument(
         "--recipe",
         choices=tuple(RECIPES),
         default=DEFAULT_RECIPE,
-        help="adam-then-sgd (default): the tutorial's network and augmentation, 12 "
-        "epochs in batches of 16: Adam (peak 0.001) for the first 3, then SGD (momentum "
-        "0.9) warmed up again for one epoch to 0.03 and cosine to zero, the "
-        "BatchNormalization statistics recomputed after training, in bfloat16 where the CPU "
-        "has AMX (--precision auto); on patients the model never saw: 0.942-0.955 over ten "
-        "splits (0.938-0.956 in float32). stable: SGD alone, warmed up to 0.03 "
-        "then cosine, 12 epochs; as good or slightly better where it learns, but one split "
-        "in ten it never learns (0.695). "
-        "adam: stable with Adam (peak 0.001) and recomputed statistics; never fails, never "
-        "as good. "
-        "tutorial: the original article's exact hyperparameters (25 epochs, SGD 0.1 with "
-        "time decay), whose result depends on the seed. full: 12 epochs, batch 64, cosine, "
-        "images rotated to any angle and flipped both ways (made for the whole NIH malaria "
-        "set split by patient). gap96: full at 96 px with the global-average-pooling head",
+        help="the settings below, named; any of them given on the command line wins. "
+        + "; ".join(
+            f"{name}{' (default)' if name == DEFAULT_RECIPE else ''}: {PURPOSES[name]}: "
+            f"{describe(name)}"
+            for name in RECIPES
+        ),
     )
-    parser.add_argument("-e", "--epochs", type=epoch_count, help="default: from --recipe")
-    parser.add_argument(
-        "--learning-rate",
-        type=positive_number,
-        help="peak learning rate of the optimizer (default: from --recipe; with an "
-        "--optimizer other than the recipe's, that optimizer's: sgd 0.03, adam 0.001, "
-        "adam-then-sgd 0.03 for its SGD phase)",
-    )
-    parser.add_argument(
-        "--optimizer",
-        choices=tuple(OPTIMIZERS),
-        help="sgd: SGD with momentum 0.9, as the article; adam: Adam; adam-then-sgd: Adam "
-        "(peak 0.001) for a quarter of the epochs, then SGD (peak --learning-rate, warmed up "
-        "again, cosine to zero) for the rest (default: from --recipe)",
-    )
-    parser.add_argument(
-        "--bn-statistics",
-        choices=BN_STATISTICS,
-        help="BatchNormalization statistics the saved model keeps: moving, the averages "
-        "kept during training; recomputed, their plain mean over the un-augmented training "
-        "images after training (needed with adam) (default: from --recipe)",
-    )
-    parser.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        help="learning rate: time-decay is the original lr / (1 + decay * iterations); cosine "
-        "warms up for one epoch, then falls to zero (default: from --recipe)",
-    )
-    parser.add_argument(
-        "--augmentation",
-        choices=AUGMENTATIONS,
-        help="none: no augmentation; flip: horizontal flips only; tutorial: the original's "
-        "(rotation 20 degrees, zoom, shifts, shear, horizontal flips); any-orientation: any "
-        "rotation and both flips; tutorial+colour, any-orientation+colour: the same plus random "
-        "hue (up to 36 degrees) and saturation (0.5-1.5x) per image, as stains differ between "
-        "slides (training only). Flips are wrong where left and right differ (text, digits) "
-        "(default: from --recipe)",
-    )
-    add_batch_size(parser, None, "images per training step")
-    parser.add_argument(
-        "--image-size",
-        type=image_side,
-        help="side in pixels of the square the images are resized to; it is stored in the "
-        "model, so load_model.py follows it (default: from --recipe, 64). About the "
-        "images' own size or less: 32 for 48-pixel images is as good and 3-4x faster",
-    )
-    parser.add_argument(
-        "--head",
-        choices=HEADS,
-        help="the network's head: tutorial, the article's 8x8 average pooling + Flatten (its "
-        "Dense layer grows with --image-size), or gap, global average pooling (the same "
-        "parameters at any size); stored in the model (default: from --recipe, tutorial)",
-    )
-    parser.add_argument(
-        "--stain",
-        choices=STAIN_CHOICES,
-        help="stain normalisation, a layer of the network: none, or grey-world, each "
-        "channel divided by its mean over the cell's pixels (the black background left "
-        "out), so every cell averages to grey whatever its slide's stain; stored in the "
-        "model, so training and every loader apply it alike. auto: grey-world for the NIH "
-        "malaria classes, none for other images, whose colour may tell the classes apart "
-        "(default: from --recipe; auto for the default recipe, none for the others)",
-    )
+    for setting in recipe_fields():
+        meta = setting.metadata
+        default = RECIPES[DEFAULT_RECIPE][setting.name]
+        parser.add_argument(
+            *meta["flags"],
+            choices=meta["choices"],
+            type=globals()[meta["parse"]] if meta["parse"] else None,
+            help=f"{meta['help']} (default: from --recipe; {default} for {DEFAULT_RECIPE})",
+        )
 
 
-# What a --recipe sets and the command line may override (besides --image-size).
-RECIPE_FIELDS = ("epochs", "batch_size", "learning_rate", "schedule", "augmentation", "head")
-RECIPE_FIELDS += ("stain", "optimizer", "bn_statistics", "precision")
+# What a --recipe sets and the command line may override.
+RECIPE_FIELDS = tuple(setting.name for setting in recipe_fields())
 
 
 def apply_recipe(args: argparse.Namespace) -> None:
@@ -323,8 +254,17 @@ def apply_recipe(args: argparse.Namespace) -> None:
     recipe = RECIPES[args.recipe]
     if args.optimizer not in (None, recipe["optimizer"]) and args.learning_rate is None:
         args.learning_rate = OPTIMIZERS[args.optimizer]  # the recipe's suits its optimizer
-    for field in RECIPE_FIELDS:
-        if getattr(args, field) is None:
-            setattr(args, field, recipe[field])
-    if args.image_size is None:
-        args.image_size = recipe["image_size"]
+    for name in RECIPE_FIELDS:
+        if getattr(args, name) is None:
+            setattr(args, name, recipe[name])
+
+
+def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
+    """The settings save_model.py and crossval share, from their parsed options (after
+    ``apply_recipe``), as the training code takes them; FIELDS are the command's own
+    (seed, checkpoint, ...)."""
+    shared = {name: getattr(args, name) for name in RECIPE_FIELDS}
+    shared["image_size"] = (args.image_size, args.image_size)
+    for name in ("recipe", "exclude", "positive_class", "max_pixels"):
+        shared[name] = getattr(args, name)
+    return TrainConfig(args.dataset, **{**shared, **fields})

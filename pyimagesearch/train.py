@@ -9,7 +9,6 @@ an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import platform
@@ -55,45 +54,22 @@ from pyimagesearch.evaluation import (
 )
 from pyimagesearch.modelfile import read_metadata
 from pyimagesearch.optimizers import AdamThenSGD, SwitchingSchedule, learning_rate_schedule
-from pyimagesearch.options import TRAINING_PRECISIONS
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
-from pyimagesearch.recipes import OPTIMIZERS, adam_epochs, sgd_warmup_epochs
+from pyimagesearch.recipes import (
+    OPTIMIZERS,
+    TRAINING_PRECISIONS,
+    TrainConfig,
+    adam_epochs,
+    checkpoint_before,
+    checkpoint_settings,
+    provenance_settings,
+    sgd_warmup_epochs,
+)
 from pyimagesearch.resnet import ResNet
 from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.serialization import load_model, save_model
 from pyimagesearch.splitting import read_file_list
 from pyimagesearch.stain import resolve as resolve_stain
-
-
-@dataclass
-class TrainConfig:
-    dataset: str
-    epochs: int = 25
-    batch_size: int = 32
-    seed: int | None = None
-    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
-    checkpoint: str | None = None
-    resume: bool = False
-    precision: str = "float32"
-    distribute: str | None = None
-    cpu_devices: int = 1
-    learning_rate: float = 0.1
-    schedule: str = "time-decay"
-    augmentation: str = "tutorial"
-    head: str = "tutorial"  # resnet.HEADS: the article's pooling + Flatten, or global pooling
-    stain: str = "none"  # stain.STAIN_NORMALIZATIONS: "grey-world" takes each cell's cast out
-    optimizer: str = "sgd"  # recipes.OPTIMIZERS
-    bn_statistics: str = "moving"  # recipes.BN_STATISTICS: "recomputed" after training
-    recipe: str | None = None
-    exclude: str | None = None  # a list of files (e.g. the audit's issues.csv) left out of training
-    val_split: float | None = None  # a flat folder of classes: shares split off for validation
-    test_split: float | None = None  # ... and for testing
-    group_pattern: str | None = None  # file-name groups kept in one split (None: NIH rule/none)
-    split_seed: int = 42  # the flat folder's split, apart from --seed: one test split per folder
-    positive_class: str | None = None  # sensitivity/specificity/AUC are about this class
-    verbose: int = 1
-    max_pixels: int = MAX_PIXELS  # images declaring more are skipped before decoding
-    chief: bool = True  # False: a multi-worker worker other than the chief writes no checkpoint
 
 
 @dataclass
@@ -247,29 +223,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**31
 
 
-def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
-    """The options save_model.py and crossval share (pyimagesearch.options), as the
-    training code takes them; FIELDS are the command's own (seed, checkpoint, ...)."""
-    shared = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
-        "schedule": args.schedule,
-        "augmentation": args.augmentation,
-        "head": args.head,
-        "stain": args.stain,
-        "optimizer": args.optimizer,
-        "bn_statistics": args.bn_statistics,
-        "image_size": (args.image_size, args.image_size),
-        "recipe": args.recipe,
-        "precision": args.precision,
-        "exclude": args.exclude,
-        "positive_class": args.positive_class,
-        "max_pixels": args.max_pixels,
-    }
-    return TrainConfig(args.dataset, **{**shared, **fields})
-
-
 def check_resumable(config: TrainConfig, class_names: list[str]) -> None:
     """Refuse --resume from a checkpoint of another recipe, from its metadata alone:
     before the precision or devices are set up, and before the network loads."""
@@ -280,23 +233,11 @@ def check_resumable(config: TrainConfig, class_names: list[str]) -> None:
     state = metadata.get("checkpoint")
     if not isinstance(state, dict) or not isinstance(metadata.get("preprocessing"), dict):
         raise UserError(f"--resume: '{path}' is not a training checkpoint")
-    expected = {
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "precision": config.precision,
-        "learning_rate": config.learning_rate,
-        "schedule": config.schedule,
-        "augmentation": config.augmentation,
-        "image_size": list(config.image_size),
-    }
-    size = metadata["preprocessing"]
-    saved = {**{k: state.get(k) for k in expected}, "image_size": [size["height"], size["width"]]}
-    expected["head"] = config.head
-    saved["head"] = state.get("head", "tutorial")  # checkpoints from before --head
-    expected["stain"] = config.stain
-    saved["stain"] = state.get("stain", "none")  # ... and before --stain
-    expected["optimizer"] = config.optimizer
-    saved["optimizer"] = state.get("optimizer", "sgd")  # ... and before --optimizer
+    expected = checkpoint_settings(config)
+    expected["stain"] = resolve_stain(config.stain, class_names)[0]
+    saved = {name: state.get(name, checkpoint_before(name)) for name in expected}
+    size = metadata["preprocessing"]  # the network's own
+    saved["image_size"] = [size["height"], size["width"]]
     if saved != expected or metadata["class_names"] != class_names:
         raise UserError(
             f"--resume: checkpoint was made with {saved} and classes {metadata['class_names']}; "
@@ -460,17 +401,7 @@ def provenance(config: TrainConfig, arrays: dict, seed: int, history: dict, **ex
         "seed": seed,
         "dataset": Path(config.dataset).name,
         "file_counts": {name: len(arrays[name][1]) for name in arrays},
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "training_precision": config.precision,
-        "recipe": config.recipe,
-        "learning_rate": config.learning_rate,
-        "schedule": config.schedule,
-        "augmentation": config.augmentation,
-        "head": config.head,
-        "stain": config.stain,
-        "optimizer": config.optimizer,
-        "bn_statistics": config.bn_statistics,
+        **provenance_settings(config),
         "history": history,
         **extra,
     }
@@ -556,11 +487,7 @@ def fit_network(run: Run) -> None:
     config = run.config
 
     def save_checkpoint(epoch: int) -> None:
-        state = {"epoch": epoch, "epochs": config.epochs, "batch_size": config.batch_size,
-                 "precision": config.precision, "learning_rate": config.learning_rate,
-                 "schedule": config.schedule, "augmentation": config.augmentation,
-                 "head": config.head, "stain": config.stain, "optimizer": config.optimizer,
-                 "seed": run.seed,
+        state = {"epoch": epoch, **checkpoint_settings(config), "seed": run.seed,
                  "history": run.history}  # fmt: skip
         save_model(run.model, config.checkpoint, {**run.metadata(), "checkpoint": state})
 

@@ -118,10 +118,9 @@ def test_holdout_judges_each_fold_and_the_ensemble_on_the_same_cells(tmp_path: P
     can be compared cell by cell. An image that will not decode is in neither.
     (Mutation: writing every held-out row, decoded or not, fails on the broken file;
     judging the ensemble with the first fold's model fails on the mean.)"""
-    import argparse
-
-    from pyimagesearch.crossval import judge_holdout
+    from pyimagesearch.crossval import Plan, judge_holdout
     from pyimagesearch.ensemble import write_ensemble
+    from pyimagesearch.recipes import TrainConfig
 
     output = tmp_path / "cv"
     paths = fold_models(output)
@@ -138,12 +137,10 @@ def test_holdout_judges_each_fold_and_the_ensemble_on_the_same_cells(tmp_path: P
     held.append({"path": str(broken), "patient": "P9", "label": "Uninfected"})
     for row in held:
         row["file"] = Path(row["path"]).name
-    args = argparse.Namespace(
-        output=str(output), ensemble=str(output / "ensemble.model"), holdout=0.2,
-        word="patient", positive_class=None,
-    )  # fmt: skip
+    plan = Plan(TrainConfig("cells"), output, folds=3, seed=1, word="patient", holdout=0.2,
+                ensemble=str(output / "ensemble.model"))  # fmt: skip
 
-    table = judge_holdout(args, held, CLASSES, ensemble=True)
+    table = judge_holdout(plan, held, CLASSES, ensemble=True)
 
     with open(output / "holdout-predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -157,8 +157,7 @@ def test_save_model_and_crossval_pass_max_pixels_to_training(synthetic_dataset: 
     fails this."""
     import save_model
     from pyimagesearch import crossval
-    from pyimagesearch.options import apply_recipe
-    from pyimagesearch.train import config_from_options
+    from pyimagesearch.options import apply_recipe, config_from_options
 
     for parse_args, argv in (
         (save_model.parse_args, ["-d", str(synthetic_dataset), "-m", str(tmp_path / "m.keras")]),

@@ -134,3 +134,74 @@ def test_saved_model_records_the_recipe_that_made_it(trained_model):
     assert provenance["schedule"] == "cosine"
     assert provenance["epochs"] == 2
     assert keras.__version__ == provenance["keras_version"]
+
+
+def config_with(*argv: str):
+    """The TrainConfig save_model.py trains with for ARGV (its recipe applied)."""
+    return save_model.training_config(save_model.parse_args(["-d", "ds", "-m", "m.model", *argv]))
+
+
+def other_value(key: str, base: dict):
+    value = OTHER[key]
+    if value is None:  # a choice: any other than the default recipe's
+        value = next(c for c in CHOICES[key] if c not in (base[key], "auto"))
+    return value
+
+
+def test_the_settings_default_to_the_default_recipe_and_every_one_is_recorded():
+    """TrainConfig's defaults are the default recipe's (they were the tutorial's), the
+    command line gives the same, and the provenance records every setting under its
+    name, with the value given. (Mutations: a field left out of provenance_settings
+    fails the last loop; TrainConfig's epochs back to 25 fails the first assert;
+    OPTIMIZERS["adam-then-sgd"] back to 0.03 fails the peak.)"""
+    from pyimagesearch.recipes import TrainConfig
+    from pyimagesearch.train import provenance
+
+    default = RECIPES[DEFAULT_RECIPE]
+    assert config_with() == TrainConfig("ds", checkpoint="m.model.checkpoint")
+    assert TrainConfig("ds").image_size == (default["image_size"],) * 2
+    assert OPTIMIZERS["adam-then-sgd"] == default["learning_rate"]
+    names = {key: key for key in FLAGS} | {"precision": "training_precision"}
+    for key, flag in FLAGS.items():
+        value = other_value(key, default)
+        config = config_with(flag, str(value))
+        recorded = provenance(config, {}, 1, {})
+        expected = [value, value] if key == "image_size" else value
+        assert recorded[names[key]] == expected, flag
+        assert recorded["recipe"] == DEFAULT_RECIPE
+
+
+def test_a_checkpoint_of_any_other_setting_is_refused(tmp_path):
+    """--resume with any setting the checkpoint was not trained with is refused in one
+    line before anything loads: every setting but --bn-statistics (applied after
+    training, so a resumed run may choose either). (Mutation: learning_rate marked
+    checkpoint=False in recipes.TrainConfig resumes a run at another peak.)"""
+    from pyimagesearch import train as steps
+    from pyimagesearch.errors import UserError
+    from pyimagesearch.recipes import checkpoint_settings
+    from pyimagesearch.serialization import save_model as write
+
+    base = {**RECIPES["stable"], "image_size": 32}
+    made = config_with(*(a for k, f in FLAGS.items() for a in (f, str(base[k]))), "--seed", "1")
+    checkpoint = tmp_path / "m.model.checkpoint"
+    state = {"epoch": 1, **checkpoint_settings(made), "seed": 1, "history": {}}
+    metadata = {"class_names": ["a", "b"], "preprocessing": steps.default_recipe((32, 32))}
+    write(steps.build_model(2, (32, 32)), checkpoint, {**metadata, "checkpoint": state})
+
+    def resume(*argv: str):
+        config = config_with(
+            *(a for k, f in FLAGS.items() for a in (f, str(base[k]))), *argv,
+            "--checkpoint", str(checkpoint), "--resume",
+        )  # fmt: skip
+        steps.check_resumable(config, ["a", "b"])
+
+    resume()  # the same settings resume
+    resume("--bn-statistics", "recomputed")
+    for key, flag in FLAGS.items():
+        if key == "bn_statistics":
+            continue
+        value = other_value(key, base)
+        with pytest.raises(UserError, match="--resume: checkpoint was made with"):
+            resume(flag, str(value))
+    with pytest.raises(UserError, match="--resume: checkpoint used --seed 1"):
+        resume("--seed", "2")
