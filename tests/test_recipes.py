@@ -151,9 +151,8 @@ def other_value(key: str, base: dict):
 def test_the_settings_default_to_the_default_recipe_and_every_one_is_recorded():
     """TrainConfig's defaults are the default recipe's (they were the tutorial's), the
     command line gives the same, and the provenance records every setting under its
-    name, with the value given. (Mutations: a field left out of provenance_settings
-    fails the last loop; TrainConfig's epochs back to 25 fails the first assert;
-    OPTIMIZERS["adam-then-sgd"] back to 0.03 fails the peak.)"""
+    name, with the value given. (Mutations: "head" left out of provenance_settings
+    fails the last loop; OPTIMIZERS["adam-then-sgd"] back to 0.03 fails the peak.)"""
     from pyimagesearch.recipes import TrainConfig
     from pyimagesearch.train import provenance
 
