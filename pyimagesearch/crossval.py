@@ -620,9 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # The recipe as the command line gave it, for summary.md's first line.
     args.overrides = "".join(
-        f" --{k.replace('_', '-')} {settings[k]}"
-        for k in (*options.RECIPE_FIELDS, "image_size")
-        if k in settings
+        f" --{k.replace('_', '-')} {settings[k]}" for k in options.RECIPE_FIELDS if k in settings
     )
     options.apply_recipe(args)  # after: settings hold what the command line said
     pattern = args.group_pattern or default_group_pattern(class_names)
