@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_script
 
 README_LIMIT = 9000
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -70,3 +70,28 @@ def test_the_tests_import_neither_the_benchmarks_nor_the_studies():
                 if name.split(".")[0] in {"bench", "studies"}
             ]
     assert not offenders, offenders
+
+
+# A study's figure (an accuracy, a speed-up, a count of splits, the CPU it was measured
+# on) changes with every study; --help says what an option does and its default.
+STUDY_FIGURE = re.compile(
+    r"\b0\.[5-9]\d{2}\b|\b\d+(\.\d+)?x (faster|float32|the legacy)|\bover (ten|fifteen|\d+) "
+    r"splits\b|\bsplits? in (ten|fifteen|\d+)\b|\b(Xeon|EPYC)\b"
+)
+
+
+def test_no_help_text_quotes_a_study_figure():
+    """Every command's --help, each in a fresh process as a user runs it. (Mutations:
+    "0.946-0.959 over ten splits" in a recipe's PURPOSES, or "about 2.6x float32" back in
+    --precision's help, fails naming the commands.)"""
+    from pyimagesearch.commands import available
+
+    quoted = {}
+    for name, (module, _) in available().items():
+        command = [f"{module}.py"] if "." not in module else ["-m", module]
+        result = run_script(*command, "--help", timeout=120)
+        assert result.returncode == 0, (name, result.stderr[-2000:])
+        found = [match.group(0) for match in STUDY_FIGURE.finditer(" ".join(result.stdout.split()))]
+        if found:
+            quoted[name] = found
+    assert not quoted, quoted
