@@ -1,0 +1,1 @@
+"""Classifying: the predictor (compiled network or Keras), the montage and Grad-CAM."""
