@@ -147,6 +147,7 @@ COSTLY_GROUPS = (
     "digits_run",  # 145 s
     "test_crossval.py",  # 106 s
     "test_distribute.py",  # 89 s
+    "test_untouched.py",  # 71 s
     "test_export.py",  # 70 s
 )
 
