@@ -777,3 +777,39 @@ def test_quantize_names_every_image_it_skips(tmp_path: Path, capsys):
     for name in ("broken.png", "empty.jpg"):
         assert f"skipping unreadable image '{tmp_path / name}'" in err, err
     assert "skipped 2 unreadable file(s)" in err
+
+
+def test_sigterm_ends_the_server_and_every_worker(tmp_path: Path, model_file: Path):  # noqa: F811
+    """A live server of two workers, stopped as a service manager stops it (SIGTERM to
+    the supervisor): it exits within 30 s and no process of its session is left.
+    Mutation: Supervisor.stop neither flagging nor queueing the signal leaves it
+    running (the wait fails)."""
+    import time
+
+    from pyimagesearch.server_process import wait_until_ready
+
+    log = tmp_path / "server.log"
+    command = [sys.executable, "serve_model.py", "--model", str(model_file), "--port", "0",
+               "--precision", "float32", "--workers", "2"]  # fmt: skip
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_until_ready(process, log, 180)
+        process.terminate()
+        process.wait(30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # the workers end as the supervisor joins them
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("a worker outlived the server")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "Traceback" not in log.read_text()
