@@ -128,6 +128,45 @@ def test_a_validation_split_without_errors_stores_no_temperature(capsys):
     assert fit_on_validation(None, np.array([], int), probabilities, labels) is None
 
 
+def sampled(images: int, overconfidence: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from calibrated probabilities, reported as softmax(logits x OVERCONFIDENCE):
+    the temperature that calibrates them is OVERCONFIDENCE (1: already calibrated)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2.5, (images, 2))
+    labels = (rng.random(images) < softmax(logits, axis=1)[:, 1]).astype(int)
+    return softmax(logits * overconfidence, axis=1), labels
+
+
+def test_a_temperature_is_stored_only_when_the_validation_split_determines_it(capsys):
+    """Issue 40's rule: enough errors, and a T fitted on part of the split must make the
+    rest more likely. One error in 40 once fitted T = 0.54, which raised the held-out
+    patients' NLL by 39%."""
+    # Over-confident (true T = 3), 400 images: determined, stored, near 3.
+    probabilities, labels = sampled(400, 3.0, seed=1)
+    assert calibration.cross_fitted_gain(probabilities, labels) > 0.1
+    stored = fit_on_validation(probabilities, labels, probabilities, labels)
+    assert stored is not None and 2.4 < stored.temperature < 3.6
+    # Already calibrated, 2,000 images: a temperature gains nothing on unseen images.
+    probabilities, labels = sampled(2000, 1.0, seed=2)
+    assert abs(calibration.cross_fitted_gain(probabilities, labels)) < 0.01
+    # Already calibrated, 40 images with 6 errors (this draw fits T = 0.91): the fit
+    # does not carry to the unseen part of the split, so none is stored.
+    probabilities, labels = sampled(40, 1.0, seed=4)
+    assert calibration.cross_fitted_gain(probabilities, labels) < 0
+    capsys.readouterr()
+    assert fit_on_validation(probabilities, labels, probabilities, labels) is None
+    assert "made the rest less likely" in capsys.readouterr().out
+    # Four errors in 40: too few, whatever the fit says.
+    probabilities, labels = sampled(400, 3.0, seed=3)
+    right = probabilities.argmax(axis=1) == labels
+    few = np.r_[np.flatnonzero(~right)[:4], np.flatnonzero(right)[:36]]
+    capsys.readouterr()
+    assert fit_on_validation(probabilities[few], labels[few], probabilities, labels) is None
+    out = capsys.readouterr().out
+    assert "40 validation images (4 misclassified) hold too few errors" in out, out
+    assert "no temperature is stored" in out
+
+
 # --- what a model file may carry ----------------------------------------------------------
 
 

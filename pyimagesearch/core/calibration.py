@@ -126,6 +126,57 @@ def on_bound(temperature: float) -> bool:
     return min(temperature - MIN_TEMPERATURE, MAX_TEMPERATURE - temperature) < 1e-3
 
 
+# When a validation split determines a temperature (issue 40; the study and its figures:
+# docs/accuracy.md, "When to store a temperature"): at least MIN_ERRORS misclassified
+# images (with fewer, one or two images shape the likelihood: one error in 40 fitted
+# T = 0.54, which raised the held-out patients' NLL by 39%), and a temperature fitted on
+# part of the split must make the rest more likely (the cross-fitted NLL gain over
+# CROSS_FOLDS folds must be positive). Chosen on drawn validation splits judged on images
+# the choice never saw, then judged on held-out patients.
+MIN_ERRORS = 5
+CROSS_FOLDS = 5
+
+
+def cross_fitted_gain(
+    probabilities: np.ndarray, labels: np.ndarray, folds: int = CROSS_FOLDS
+) -> float:
+    """Relative NLL gain of a temperature on images its fit never saw: FOLDS folds of the
+    split (wrong answers dealt out first, so the errors spread over the folds), T fitted
+    on the others. Negative when the temperature makes unseen images less likely."""
+    labels = np.asarray(labels, dtype="int64")
+    wrong = probabilities.argmax(axis=1) != labels
+    order = np.r_[np.flatnonzero(wrong), np.flatnonzero(~wrong)]
+    fold_of = np.empty(len(labels), dtype="int64")
+    fold_of[order] = np.arange(len(labels)) % folds
+    before = after = 0.0
+    for k in range(folds):
+        held, rest = fold_of == k, fold_of != k
+        if not held.any():
+            continue
+        temperature = fit_temperature(probabilities[rest], labels[rest])
+        count = int(held.sum())
+        before += negative_log_likelihood(probabilities[held], labels[held], 1.0) * count
+        after += negative_log_likelihood(probabilities[held], labels[held], temperature) * count
+    return float((before - after) / before) if before > 0 else 0.0
+
+
+def undetermined(probabilities: np.ndarray, labels: np.ndarray, temperature: float) -> str | None:
+    """Why the validation split does not determine TEMPERATURE, or None when it does."""
+    errors = int((probabilities.argmax(axis=1) != labels).sum())
+    images = f"{len(labels)} validation images ({errors} misclassified)"
+    if errors < MIN_ERRORS:
+        return f"{images} hold too few errors to fit one on (at least {MIN_ERRORS})"
+    if on_bound(temperature):
+        return f"the fit on {images} ran to its bound {temperature:.2f}"
+    gain = cross_fitted_gain(probabilities, labels)
+    if gain <= 0:
+        return (
+            f"on {images}, a temperature fitted on part of them made the rest less likely "
+            f"(cross-fitted likelihood gain {gain:+.1%})"
+        )
+    return None
+
+
 def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict:
     """Per equal-width confidence bin ((i/bins, (i+1)/bins]): image count, mean confidence
     and accuracy, where confidence is the top class's probability."""
@@ -201,21 +252,21 @@ def fit_on_validation(
 ) -> Calibration | None:
     """Fit T on the validation split and report the test ECE before and after.
 
-    None, with an [INFO] line, when the validation split cannot determine T: it is empty,
-    or the fit ran to a bound (e.g. no validation image was misclassified, so the
-    likelihood asks for ever more confidence). The model then stays uncalibrated rather
-    than carry a temperature that 40 easy images happened to push to an extreme.
+    None, with an [INFO] line, when the validation split cannot determine T
+    (:func:`undetermined`): it is empty, has fewer than MIN_ERRORS misclassified images
+    (with none, the likelihood asks for ever more confidence), the fit ran to a bound, or
+    a T fitted on part of the split makes the rest less likely. The model then stays
+    uncalibrated rather than carry a temperature that 40 images happened to give.
     """
     if validation_probabilities is None or len(validation_labels) == 0:
         report.info("calibration: no validation images, so no temperature is stored")
         return None
     temperature = fit_temperature(validation_probabilities, validation_labels)
-    if on_bound(temperature):
-        errors = int((validation_probabilities.argmax(axis=1) != validation_labels).sum())
+    why = undetermined(validation_probabilities, np.asarray(validation_labels), temperature)
+    if why:
         report.info(
-            f"calibration: the temperature fit on {len(validation_labels)} validation "
-            f"images ({errors} misclassified) ran to its bound {temperature:.2f}; "
-            "no temperature is stored, probabilities stay uncalibrated"
+            "calibration: no temperature is stored, the probabilities stay as the network "
+            f"gives them: {why}"
         )
         return None
     result = Calibration(
