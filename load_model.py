@@ -37,6 +37,7 @@ from pyimagesearch import modelfile, options, predict, preprocessing, report, sa
 from pyimagesearch.errors import UserError, run_command
 
 MONTAGE_TILES = 16
+SPLIT_NAMES = ("training", "validation", "testing", "train", "val", "test")
 MONTAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 EXPLAIN_MARKER = "GRADCAM.txt"
 
@@ -52,11 +53,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
     parser.add_argument(
+        "--split",
+        choices=SPLIT_NAMES,
+        help="classify exactly this split of the folder the model was trained on (--images "
+        "names that folder): its split sub-folder, or the files a flat folder's recorded "
+        "split drew; refused when the folder no longer holds the files it was trained on",
+    )
+    parser.add_argument(
         "-n",
         "--samples",
         type=options.count,
-        default=16,
-        help="how many images to classify, drawn at random (default: 16; 0 = every image)",
+        help="how many images to classify, drawn at random (default: 16, or every image of "
+        "--split; 0 = every image)",
     )
     parser.add_argument(
         "-o", "--output", default="montage.png", help="montage image (default: montage.png)"
@@ -99,7 +107,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.add_debug(parser)
     args = parser.parse_args(argv)
     args.explain = args.explain or args.explain_dir is not None
+    if args.samples is None:
+        args.samples = 0 if args.split else 16
+    if args.split and len(args.images) != 1:
+        parser.error("--split takes one --images folder: the one the model was trained on")
     return args
+
+
+def split_images(folder: str, split: str, model: str, metadata: dict, max_pixels: int) -> list[str]:
+    """The files of SPLIT of FOLDER, as the model's training drew them: a split folder's
+    sub-folder, or the recorded split of a flat folder, redrawn from the same scan and
+    refused when the folder's files are no longer those it was trained on."""
+    from pyimagesearch.splitting import SPLIT_FOLDERS, scan_classes, split_files
+
+    name = next(key for key, names in SPLIT_FOLDERS.items() if split in names)
+    provenance = metadata.get("provenance") or {}
+    layout = provenance.get("layout") if isinstance(provenance, dict) else None
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--images '{folder}' is not a folder")
+    if not isinstance(layout, dict) or layout.get("layout") not in ("split", "flat"):
+        raise UserError(f"'{model}' records no split to classify")
+    if layout["layout"] == "split":
+        sub = (layout.get("folders") or {}).get(name)
+        if not isinstance(sub, str) or not (root / sub).is_dir():
+            raise UserError(f"'{folder}' has no {name} folder '{sub}' as the model's training had")
+        return gather_images([str(root / sub)], max_pixels)
+    if "files_sha256" not in layout:
+        raise UserError(
+            "the model was trained before splits were recorded; retrain it to use --split"
+        )
+    files = scan_classes(root, max_pixels)
+    if files.class_names != metadata["class_names"] or files.digest() != layout["files_sha256"]:
+        raise UserError(
+            f"'{folder}' no longer holds the files the model was trained on ({len(files.paths)} "
+            f"images of classes {files.class_names} now, {layout.get('images')} of "
+            f"{metadata['class_names']} then): its {name} split cannot be drawn again"
+        )
+    index = split_files(
+        files, layout["fractions"], int(layout["split_seed"]), layout.get("group_pattern")
+    )[("training", "validation", "testing").index(name)]
+    report.info(f"the {name} split of '{folder}' as training drew it: {len(index)} images")
+    return [files.full(i) for i in index]
 
 
 def check_explain_dir(args: argparse.Namespace) -> None:
@@ -279,7 +328,11 @@ def classify(
         )
         for indices, probabilities in predictions:
             for index, row in zip(indices, probabilities, strict=True):
-                parent = Path(paths[index]).parent.name
+                # The nearest folder that names a class: a nested image (Stripes/more/x.png)
+                # counts for the class of its top folder.
+                parent = next(
+                    (p for p in Path(paths[index]).parent.parts[::-1] if p in class_names), None
+                )
                 results.kept.append(int(index))
                 results.scores.append(row)
                 results.truths.append(parent if parent in class_names else None)
@@ -372,7 +425,14 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_outputs(args)
-    paths = choose_samples(gather_images(args.images, args.max_pixels), args.samples, args.seed)
+    if args.split:
+        from pyimagesearch.modelfile import read_metadata
+
+        metadata = read_metadata(args.model) or {}
+        found = split_images(args.images[0], args.split, args.model, metadata, args.max_pixels)
+    else:
+        found = gather_images(args.images, args.max_pixels)
+    paths = choose_samples(found, args.samples, args.seed)
 
     sha256 = modelfile.check_sha256(args.model, args.expect_sha256)
     report.info("loading pre-trained network...")

@@ -204,21 +204,16 @@ def resolve_source(source: str, output: Path) -> tuple[Path, Path | None]:
 
 
 def list_class_files(root: Path) -> dict[str, list[str]]:
-    """Each class's image file names (the NIH classes only, where the source has them)."""
-    from pyimagesearch.safety import is_image_file
+    """Each class's images (the NIH classes only, where the source has them), as paths
+    inside the class folder: the one scan save_model.py reads a flat folder with
+    (``splitting.scan_classes``: nested folders, hidden files, the image gate)."""
+    from pyimagesearch.splitting import scan_classes
 
     names = list(CLASSES) if all((root / c).is_dir() for c in CLASSES) else class_folders(root)
-    # Devices, FIFOs and undecodable names are skipped: copying /dev/zero never ends.
-    files = {
-        name: sorted(
-            Path(f).name
-            for f in safety.usable_images(
-                sorted(str(f) for f in (root / name).iterdir() if is_image_file(f.name)),
-                check_headers=False,
-            )
-        )
-        for name in names
-    }
+    scanned = scan_classes(root, class_names=names)
+    files: dict[str, list[str]] = {name: [] for name in names}
+    for path, label in zip(scanned.paths, scanned.labels, strict=True):
+        files[names[label]].append(path.split("/", 1)[1])
     empty = [name for name, found in files.items() if not found]
     if empty:
         raise UserError(f"class folder '{root / empty[0]}' holds no image files")
@@ -306,13 +301,22 @@ def fraction_split(
     from the file name) in one split; without a pattern each file is its own group."""
     import numpy as np
 
-    from pyimagesearch.splitting import check_splits_filled, groups_for, split_by_fractions
+    from pyimagesearch.splitting import (
+        ClassFiles,
+        check_splits_filled,
+        default_group_pattern,
+        groups_for,
+        split_files,
+    )
 
     names = list(files)
     entries = [(name, f) for name in names for f in files[name]]
-    labels = np.asarray([names.index(name) for name, _ in entries])
-    groups = groups_for([f"{name}/{f}" for name, f in entries], pattern)
-    parts = split_by_fractions(labels, groups, fractions, seed)
+    labels = np.asarray([names.index(name) for name, _ in entries], dtype="int32")
+    # save_model.py's split of the same folder: the same scan, groups and draw.
+    scanned = ClassFiles(Path("."), names, [f"{name}/{f}" for name, f in entries], labels)
+    pattern = pattern or default_group_pattern(names)
+    parts = split_files(scanned, fractions, seed, pattern)
+    groups = groups_for(scanned.paths, pattern)
     check_splits_filled(parts, labels, groups, fractions, pattern, "the source")
     split: dict[str, dict[str, list[str]]] = {s: {c: [] for c in names} for s in SPLITS}
     for split_name, index in zip(SPLITS, parts, strict=True):
@@ -395,7 +399,11 @@ def write_split(
             for class_name, file_names in split[split_name].items():
                 target = staging / split_name / class_name
                 target.mkdir(parents=True)
-                copy_files([(root / class_name / f, target / f) for f in file_names], how)
+                # A nested image (class/more/x.png) lands flat: class/more__x.png.
+                copy_files(
+                    [(root / class_name / f, target / f.replace("/", "__")) for f in file_names],
+                    how,
+                )
                 report.info(f"{split_name}/{class_name}: {len(file_names)} images")
         safety.write_text(
             output / MARKER,

@@ -130,7 +130,7 @@ def test_split_with_only_broken_files_is_an_error(synthetic_dataset: Path, tmp_p
         for image in folder.iterdir():
             image.write_bytes(b"broken")
     argv = ["-d", str(synthetic_dataset), "-m", str(tmp_path / "m.model")]
-    refused_here("save_model", argv, capsys, "testing split has no readable image")
+    refused_here("save_model", argv, capsys, "testing/Parasitized' holds no image files")
 
 
 def test_load_model_checks_output_paths_before_loading(tmp_path: Path):

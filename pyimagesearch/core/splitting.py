@@ -54,6 +54,103 @@ def list_images(folder: Path, max_pixels: int = MAX_PIXELS) -> list[str]:
     return usable_images(found, max_pixels=max_pixels)
 
 
+def hidden(name: str) -> bool:
+    """Names every reader passes over without a word: dot files, macOS' .DS_Store and its
+    AppleDouble "._photo.jpg" resource forks (metadata, never images)."""
+    return name.startswith(".")
+
+
+@dataclass
+class ClassFiles:
+    """One scan of a folder of class folders: the images every reader keeps, as paths
+    relative to ROOT (the class folder first, POSIX separators), in a stable order."""
+
+    root: Path
+    class_names: list[str]
+    paths: list[str]
+    labels: np.ndarray
+
+    def full(self, index: int) -> str:
+        return os.path.join(self.root, *self.paths[index].split("/"))
+
+    def digest(self) -> str:
+        """SHA-256 of the labelled names: what a recorded split is checked against."""
+        import hashlib
+
+        pairs = zip(self.paths, self.labels, strict=True)
+        text = "".join(f"{self.class_names[label]}\t{path}\n" for path, label in pairs)
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def scan_classes(
+    root: Path, max_pixels: int = MAX_PIXELS, class_names: Sequence[str] | None = None
+) -> ClassFiles:
+    """The one scan of a class-folder tree, shared by save_model.py, crossval and
+    build_dataset --source: each class folder searched recursively (a nested image counts
+    for the class of its top folder), hidden names passed over silently, and every file
+    through the image gate and a full decode (``preprocessing.decode_rgb``: the header,
+    the format, the pixel bound, truncation); the refused are named in one warning. On the
+    same folder every reader keeps the same files, so the same seed gives the same split.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyimagesearch.preprocessing import (
+        UnreadableImage,
+        decode_rgb,
+        decode_workers,
+        warn_skipped,
+    )
+
+    names = (
+        list(class_names)
+        if class_names is not None
+        else sorted(d.name for d in root.iterdir() if d.is_dir() and not hidden(d.name))
+    )
+    candidates: list[tuple[str, int]] = []
+    for label, name in enumerate(names):
+        for folder, dirs, files in os.walk(root / name):
+            dirs[:] = sorted(d for d in dirs if not hidden(d))
+            relative = Path(folder).relative_to(root).as_posix()
+            candidates.extend(
+                (f"{relative}/{f}", label) for f in sorted(files)
+                if not hidden(f) and is_image_file(f)
+            )  # fmt: skip
+    full = [os.path.join(root, *p.split("/")) for p, _ in candidates]
+    usable = set(usable_images(full, max_pixels=max_pixels))
+
+    def refused(index: int) -> str | None:
+        if full[index] not in usable:
+            return "usable_images"
+        try:
+            decode_rgb(full[index], max_pixels)
+        except UnreadableImage as error:
+            return error.reason
+        except OSError as error:
+            return error.strerror or str(error)
+        return None
+
+    with ThreadPoolExecutor(decode_workers()) as pool:
+        reasons = list(pool.map(refused, range(len(candidates))))
+    warn_skipped(  # the one skipped-file warning; usable_images named its own
+        full,
+        [i for i, why in enumerate(reasons) if why in (None, "usable_images")],
+        {i: why for i, why in enumerate(reasons) if why},
+    )
+    kept = [c for c, why in zip(candidates, reasons, strict=True) if why is None]
+    return ClassFiles(
+        root, names, [p for p, _ in kept], np.asarray([label for _, label in kept], dtype="int32")
+    )
+
+
+def split_files(
+    files: ClassFiles, fractions: Sequence[float], seed: int, pattern: str | None
+) -> list[np.ndarray]:
+    """Indices of FILES in each split: seeded, stratified by class, no group in two splits
+    (without a pattern each file, by its relative path, is its own group)."""
+    shares = [round(f, 9) for f in fractions]  # 1 - 0.2 - 0.1 is 0.7000000000000001
+    return split_by_fractions(files.labels, groups_for(files.paths, pattern), shares, seed)
+
+
 @dataclass
 class Layout:
     """How a dataset folder is laid out: ``split`` folders, or ``flat`` class folders."""

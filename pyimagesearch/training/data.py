@@ -20,7 +20,13 @@ from pyimagesearch.preprocessing import (  # noqa: F401 (warn_skipped: data's ca
     warn_skipped,
 )
 from pyimagesearch.safety import MAX_PIXELS
-from pyimagesearch.splitting import check_dataset, find_layout, list_images
+from pyimagesearch.splitting import (
+    ClassFiles,
+    check_dataset,
+    find_layout,
+    hidden,
+    scan_classes,
+)
 
 SPLITS = ("training", "validation", "testing")
 
@@ -36,19 +42,29 @@ class Split:
 
 
 def list_split(split_dir: Path, max_pixels: int = MAX_PIXELS) -> Split:
-    """Read ``split_dir/<class>/*`` the way Keras' ``flow_from_directory`` did."""
-    class_names = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
-    if not class_names:
-        raise UserError(f"'{split_dir}' has no class folders (expected one sub-folder per class)")
-    paths: list[str] = []
-    labels: list[int] = []
-    for index, name in enumerate(class_names):
-        files = list_images(split_dir / name, max_pixels)
-        if not files:
-            raise UserError(f"class folder '{split_dir / name}' holds no image files")
-        paths.extend(files)
-        labels.extend([index] * len(files))
-    return Split(split_dir.name, paths, np.asarray(labels, dtype="int32"), class_names)
+    """Read ``split_dir/<class>/*`` (nested folders included) with the one scan,
+    ``splitting.scan_classes``, the way Keras' ``flow_from_directory`` read a split."""
+    return as_split(class_files(split_dir, max_pixels), split_dir.name)
+
+
+def class_files(root: Path, max_pixels: int = MAX_PIXELS) -> ClassFiles:
+    """The scan of ROOT's class folders; a folder of none, or a class of no image, is refused."""
+    if not any(d.is_dir() and not hidden(d.name) for d in root.iterdir()):
+        raise UserError(f"'{root}' has no class folders (expected one sub-folder per class)")
+    files = scan_classes(root, max_pixels)
+    counts = np.bincount(files.labels, minlength=len(files.class_names))
+    for name, count in zip(files.class_names, counts, strict=True):
+        if not count:
+            raise UserError(f"class folder '{root / name}' holds no image files")
+    return files
+
+
+def as_split(files: ClassFiles, name: str, index: np.ndarray | None = None) -> Split:
+    """FILES (or the INDEX of them) as a Split of full paths."""
+    chosen = range(len(files.paths)) if index is None else index
+    return Split(
+        name, [files.full(i) for i in chosen], files.labels[list(chosen)], files.class_names
+    )
 
 
 def without_files(split: Split, names: set[str]) -> Split:
@@ -83,7 +99,7 @@ def scan_dataset(
         check_splits_filled,
         default_group_pattern,
         groups_for,
-        split_by_fractions,
+        split_files,
     )
 
     root = Path(dataset_dir)
@@ -103,23 +119,20 @@ def scan_dataset(
         names = {name: folder.name for name, folder in layout.folders.items()}
         return splits, {"layout": "split", "folders": names}
 
-    everything = list_split(root, max_pixels)
+    files = class_files(root, max_pixels)
+    everything = as_split(files, root.name)
     check_classes(everything)
     val_split = 0.1 if val_split is None else val_split
     test_split = 0.1 if test_split is None else test_split
     fractions = (1 - val_split - test_split, val_split, test_split)
     pattern = group_pattern or default_group_pattern(everything.class_names)
-    groups = groups_for(everything.paths, pattern)
-    parts = split_by_fractions(everything.labels, groups, fractions, split_seed)
-    splits = {}
-    for name, index in zip(("training", "validation", "testing"), parts, strict=True):
-        splits[name] = Split(
-            name,
-            [everything.paths[i] for i in index],
-            everything.labels[index],
-            everything.class_names,
-        )
-    check_splits_filled(parts, everything.labels, groups, fractions, pattern, f"'{root}'")
+    parts = split_files(files, fractions, split_seed, pattern)
+    splits = {
+        name: as_split(files, name, index)
+        for name, index in zip(("training", "validation", "testing"), parts, strict=True)
+    }
+    groups = groups_for(files.paths, pattern)
+    check_splits_filled(parts, files.labels, groups, fractions, pattern, f"'{root}'")
     by = f"by group ('{pattern}')" if pattern else "by file"
     report.info(
         f"'{root}' is a flat folder of {len(everything.class_names)} classes: split "
@@ -131,6 +144,10 @@ def scan_dataset(
         "fractions": [round(f, 6) for f in fractions],
         "group_pattern": pattern,
         "split_seed": split_seed,
+        # What reproduces the split exactly (load_model.py --split): the scan's files.
+        "images": len(files.paths),
+        "files_sha256": files.digest(),
+        "counts": {name: len(split.paths) for name, split in splits.items()},
     }
     return splits, description
 
