@@ -39,6 +39,7 @@ from pathlib import Path
 from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command
 from pyimagesearch.splitting import (
+    NIH_CLASSES,
     NIH_GROUP_PATTERN,
     SPLIT_FOLDERS,
     allocate,
@@ -47,7 +48,7 @@ from pyimagesearch.splitting import (
 )
 
 NIH_URL = "https://data.lhncbc.nlm.nih.gov/public/Malaria/cell_images.zip"
-CLASSES = ("Parasitized", "Uninfected")
+CLASSES = NIH_CLASSES
 SPLITS = ("training", "validation", "testing")
 # Written into every dataset folder this tool builds: --overwrite replaces split folders
 # only where it finds it, so a folder of the user's own is never emptied.

@@ -50,8 +50,9 @@ from pyimagesearch import options, report, safety
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
 from pyimagesearch.evaluation import not_learnt_warning
 from pyimagesearch.recipes import TrainConfig
+from pyimagesearch.splitting import NIH_POSITIVE
 
-POSITIVE = "Parasitized"
+POSITIVE = NIH_POSITIVE
 
 
 @dataclass

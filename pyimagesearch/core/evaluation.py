@@ -8,6 +8,7 @@ import numpy as np
 
 from pyimagesearch import report
 from pyimagesearch.errors import UserError
+from pyimagesearch.splitting import NIH_POSITIVE
 
 # The figures below are scikit-learn's (recall_score, roc_auc_score, confusion_matrix,
 # classification_report), written in NumPy: importing sklearn.metrics takes 3.7-4.3 s on
@@ -52,7 +53,7 @@ MIN_IMAGES_FOR_CONFIDENT_ERRORS = 100
 
 
 # The malaria example's disease class: the positive class when a model has it.
-DEFAULT_POSITIVE = "Parasitized"
+DEFAULT_POSITIVE = NIH_POSITIVE
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,9 @@ def check_dataset(
     return layout
 
 
+# The one place that knows the malaria example's classes (and its disease class).
 NIH_CLASSES = ("Parasitized", "Uninfected")
+NIH_POSITIVE = NIH_CLASSES[0]
 NIH_GROUP_PATTERN = r"(?i)^C\d+(P\d+)|^(C\d+)"
 
 

@@ -62,13 +62,14 @@ WEB = Path(__file__).resolve().parent / "web"
 # The page loads only its own script, style and the images a person picks (blob: URLs).
 PAGE_POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'"
 # The tutorial's model keeps the tutorial's words; any other model is named by its classes.
-MALARIA_CLASSES = ["Parasitized", "Uninfected"]
 MALARIA_TITLE = "Malaria cell classifier"
 MAX_TITLE_CLASSES = 4  # more classes than this (or long names): "(N classes)"
 
 
 def is_malaria(class_names: list[str]) -> bool:
-    return list(class_names) == MALARIA_CLASSES
+    from pyimagesearch.splitting import is_nih
+
+    return is_nih(class_names)
 
 
 def page_title(class_names: list[str], title: str | None = None) -> str:
