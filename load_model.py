@@ -383,14 +383,19 @@ def report_scores(args: argparse.Namespace, engine, paths: list[str], results: R
 
 
 def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Results):
-    """The first 16 classified images as labelled tiles (with Grad-CAM under --explain)."""
+    """16 classified images (a seeded sample) as labelled tiles (Grad-CAM under --explain)."""
     import cv2
 
     from pyimagesearch.montage import build_montage, labelled_tile
 
     class_names = engine.metadata["class_names"]
-    shown = results.kept[:MONTAGE_TILES]
-    predicted = [int(results.scores[i].argmax()) for i in range(len(shown))]
+    # A seeded sample of the classified images (with -n 0 the first 16 in sorted order
+    # would all be one class), in classification order.
+    chosen = range(len(results.kept))
+    if len(chosen) > MONTAGE_TILES:
+        chosen = sorted(random.Random(args.seed).sample(chosen, MONTAGE_TILES))
+    shown = [results.kept[n] for n in chosen]
+    predicted = [int(results.scores[n].argmax()) for n in chosen]
     heat = {}
     if args.explain:
         from pyimagesearch.gradcam import iter_heatmaps
@@ -405,14 +410,14 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
         [
             labelled_tile(
                 paths[index],
-                class_names[predicted[n]],
+                class_names[predicted[k]],
                 float(results.scores[n].max()),
                 class_names,
                 results.truths[n],
-                heat.get(n),
+                heat.get(k),
                 args.max_pixels,
             )
-            for n, index in enumerate(shown)
+            for k, (n, index) in enumerate(zip(chosen, shown, strict=True))
         ]
     )
     with safety.replacing(args.output) as temporary:

@@ -45,10 +45,11 @@ def test_a_header_that_cannot_be_parsed_is_refused_never_decoded(tmp_path: Path)
     bomb = bad_crc_bomb(tmp_path / "bomb.png")
     with pytest.raises(UnreadableImage) as refused:
         decode_rgb(bomb)
-    assert refused.value.status == 415
+    # A PNG whose header does not parse is a damaged image (400), not an unknown format.
+    assert refused.value.status == 400 and "damaged PNG" in refused.value.reason
     with pytest.raises(ClientError) as answered:
         decode_upload("bomb.png", bomb.read_bytes(), preprocessing.default_recipe(), 50_000_000)
-    assert answered.value.status == 415
+    assert answered.value.status == 400
 
 
 def test_load_model_skips_bombs_in_a_folder_under_a_memory_cap(tmp_path: Path):
@@ -66,7 +67,7 @@ def test_load_model_skips_bombs_in_a_folder_under_a_memory_cap(tmp_path: Path):
                         "-o", str(tmp_path / "m.png"), timeout=240)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "classifying" in result.stdout and "Traceback" not in result.stderr
-    assert "bomb.png': not a PNG/JPEG/BMP/GIF image" in result.stderr, result.stderr[-2000:]
+    assert "bomb.png': a truncated or damaged PNG image" in result.stderr, result.stderr[-2000:]
     assert "400,000,000 pixels" in result.stderr
 
 
@@ -91,6 +92,19 @@ def test_a_gif_declaring_too_many_pixels_per_frame_is_refused_at_its_header():
         decode_rgb(data, max_pixels=300 * 200 - 1)
     assert refused.value.status == 413 and refused.value.pixels == 60_000
     assert decode_rgb(data, max_pixels=300 * 200).shape == (200, 300, 3)
+
+
+def test_an_empty_or_truncated_file_says_so():
+    """Issue 40: a 0-byte file and a JPEG cut short both read "not a PNG/JPEG/BMP/GIF
+    image". Mutation: why_unopened returning the old reason fails this."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (9, 90, 200)).save(buffer, "JPEG")
+    cases = ((b"", "the file is empty"), (buffer.getvalue()[:12], "truncated or damaged JPEG"),
+             (b"plain text", "not a PNG/JPEG/BMP/GIF image"))  # fmt: skip
+    for data, words in cases:
+        with pytest.raises(UnreadableImage) as refused:
+            decode_rgb(data)
+        assert words in refused.value.reason
 
 
 def test_only_the_four_listed_formats_are_read():

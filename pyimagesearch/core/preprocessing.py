@@ -96,7 +96,7 @@ def open_checked(source: str | Path | BinaryIO, max_pixels: int | None = None):
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
     except Exception:  # Pillow raises many types for files that are not images
-        raise UnreadableImage(f"not a {'/'.join(FORMATS)} image", 415) from None
+        raise UnreadableImage(*why_unopened(source)) from None
     width, height = image.size
     if width * height > bound:
         image.close()
@@ -108,6 +108,31 @@ def open_checked(source: str | Path | BinaryIO, max_pixels: int | None = None):
             bound,
         )
     return image
+
+
+# The first bytes of each accepted format: a file that starts like one but does not open
+# is a truncated or damaged image, not "not an image".
+SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8": "JPEG", b"BM": "BMP", b"GIF8": "GIF"}
+
+
+def why_unopened(source: str | Path | BinaryIO) -> tuple[str, int]:
+    """(reason, HTTP status) for a file Pillow could not open: empty, a truncated or
+    damaged image of a known format, or not an image at all."""
+    try:
+        if hasattr(source, "read"):
+            source.seek(0)
+            head = source.read(8)
+        else:
+            with open(source, "rb") as handle:
+                head = handle.read(8)
+    except OSError:
+        head = b"?"
+    if not head:
+        return "the file is empty (0 bytes)", 400
+    kind = next((name for magic, name in SIGNATURES.items() if head.startswith(magic)), None)
+    if kind:
+        return f"a truncated or damaged {kind} image (its header does not parse)", 400
+    return f"not a {'/'.join(FORMATS)} image", 415
 
 
 def decode_rgb(source: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
