@@ -53,6 +53,23 @@ def test_readme_docs_and_studies_links_lead_somewhere():
     assert not broken, broken
 
 
+SOURCE_PATH = re.compile(r"`((?:pyimagesearch|bench|studies|tests)/[a-z0-9_/]+\.py)`")
+
+
+def test_the_files_the_docs_name_exist():
+    """design.md maps each concern to its file, and CONTRIBUTING and the docs name files:
+    a module moved or renamed without them fails here. (Mutation: design.md naming
+    `pyimagesearch/preprocessing.py`, where it was before the move to core/, fails.)"""
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "studies" / "README.md"]
+    pages += sorted((ROOT / "docs").glob("*.md"))
+    missing = {
+        str(page.relative_to(ROOT)): sorted(set(gone))
+        for page in pages
+        if (gone := [p for p in SOURCE_PATH.findall(page.read_text()) if not (ROOT / p).exists()])
+    }
+    assert not missing, missing
+
+
 def test_the_tests_import_neither_the_benchmarks_nor_the_studies():
     """The product's tests must not depend on research code: a study may change or go
     without a product test noticing. Studies are tested as commands in a fresh process."""
