@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--output", required=True)
     judge = commands.add_parser("judge", help="the candidate rules on the kept probabilities")
     judge.add_argument("folder")
+    judge.add_argument("--draws", type=int, default=200, help="validation splits per seed")
     args = parser.parse_args(argv)
     if args.command == "train":
         import os
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("give --source (the NIH cell images) or set MALARIA_SOURCE")
         train_seeds(args)
     else:
-        print(judge_folder(Path(args.folder)))
+        print(judge_folder(Path(args.folder), args.draws))
     return 0
 
 
