@@ -171,7 +171,8 @@ def fold_metrics(
 ) -> dict:
     from pyimagesearch.evaluation import choose_positive, classification_metrics
 
-    index = choose_positive(class_names, positive).index
+    counts = np.bincount(labels, minlength=len(class_names)).tolist()
+    index = choose_positive(class_names, positive, counts).index
     return classification_metrics(labels, probabilities, class_names, index)
 
 

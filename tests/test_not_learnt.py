@@ -93,3 +93,15 @@ def test_the_audit_warns_when_its_fold_models_are_weak():
     assert weak.startswith("the fold models are weak (out-of-sample accuracy 0.7")
     assert "not wrong labels" in weak and "did not learn" not in weak
     assert "fold(s) 1 did not learn" in weak_models_caveat(oof(0.97, stuck_fold=True))
+
+
+def test_an_unlabelled_binary_set_takes_its_rarer_class_as_positive():
+    """Issue 40: "ok" (380 images) was the positive class over "defect" (20). Mutation:
+    choose_positive ignoring the counts fails this."""
+    from pyimagesearch.evaluation import choose_positive
+
+    taken = choose_positive(["defect", "ok"], None, [20, 380])
+    assert taken.index == 0 and taken.reason.startswith("positive class 'defect', the rarer")
+    assert choose_positive(["ok", "scratch"], None, [380, 20]).index == 1
+    assert choose_positive(["a", "b"], None, [10, 10]).index == 1  # a tie: the second
+    assert choose_positive(["defect", "ok"], "ok", [20, 380]).index == 1  # asked for

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,9 +65,13 @@ class Positive:
     reason: str  # "" when given or obvious; else a note worth one [INFO] line
 
 
-def choose_positive(class_names: list[str], requested: str | None = None) -> Positive:
+def choose_positive(
+    class_names: list[str], requested: str | None = None, counts: Sequence[int] | None = None
+) -> Positive:
     """--positive-class when given, else Parasitized when present, else for two classes
-    the second in index order (said so); a multi-class set has none (macro AUC only)."""
+    the rarer one when COUNTS (images per class) tell (the class one looks for, "defect"
+    rather than "ok"), else the second in index order; said so. A multi-class set has
+    none (macro AUC only)."""
     if requested is not None:
         if requested not in class_names:
             raise UserError(
@@ -76,6 +81,14 @@ def choose_positive(class_names: list[str], requested: str | None = None) -> Pos
     if DEFAULT_POSITIVE in class_names:
         return Positive(class_names.index(DEFAULT_POSITIVE), "")
     if len(class_names) == 2:
+        if counts is not None and counts[0] != counts[1]:
+            rarer = int(np.argmin(counts))
+            return Positive(
+                rarer,
+                f"positive class '{class_names[rarer]}', the rarer of the two "
+                f"({counts[rarer]} of {sum(counts)} images; choose another with "
+                "--positive-class)",
+            )
         return Positive(
             1,
             f"positive class '{class_names[1]}', the second in index order (choose another "

@@ -440,7 +440,8 @@ def load_splits(config: TrainConfig, splits: dict[str, Split] | None = None) -> 
     class_names = splits["training"].class_names
     recipe = default_recipe(config.image_size)
     arrays = decode_splits(splits, recipe, config.max_pixels)
-    positive = choose_positive(class_names, config.positive_class)
+    counts = np.bincount(arrays["training"][1], minlength=len(class_names)).tolist()
+    positive = choose_positive(class_names, config.positive_class, counts)
     return Run(config, splits, layout, excluded, arrays, class_names, positive, recipe)
 
 
