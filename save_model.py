@@ -90,6 +90,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "load_model.py and every export give calibrated probabilities)",
     )
     options.add_recipe(parser)
+    parser.add_argument(
+        "--history",
+        metavar="FILE.csv",
+        help="write one CSV row per epoch (epoch from 1, learning rate, every training and "
+        "validation metric), rewritten after each epoch",
+    )
     options.add_seed(parser, None, "random seed for a repeatable run")
     options.add_max_pixels(parser)
     parser.add_argument(
@@ -161,6 +167,7 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         group_pattern=args.group_pattern,
         split_seed=args.split_seed,
         chief=args.chief,
+        history=args.history,
     )
 
 
@@ -175,6 +182,8 @@ def check_outputs(args: argparse.Namespace) -> None:
             "--plot": args.plot,
             "--calibration-plot": args.calibration_plot,
             "--checkpoint": checkpoint,
+            "--history": args.history,
+            "--tensorboard": args.tensorboard,
         },
         {"--dataset": args.dataset, "--exclude": args.exclude},
     )
@@ -183,6 +192,10 @@ def check_outputs(args: argparse.Namespace) -> None:
         safety.check_output_file(
             args.calibration_plot, "--calibration-plot", safety.figure_suffixes()
         )
+    if args.history:
+        safety.check_output_file(args.history, "--history", (".csv",))
+    if args.tensorboard:
+        safety.check_output_folder(args.tensorboard, "--tensorboard")
     outputs = {"--model": args.model, "--plot": args.plot, "--checkpoint": checkpoint}
     for flag, path in outputs.items() if args.chief else ():
         safety.check_output_file(path, flag)
@@ -237,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     report.info(f"serializing network to '{args.model}'...")
     save_model(result.model, args.model, result.metadata, compiled=True)
     Path(config.checkpoint).unlink(missing_ok=True)
+    steps.best_weights_path(config.checkpoint).unlink(missing_ok=True)
     save_plots(args, result)
     warn_if_not_learnt(result.metadata)
     return 0

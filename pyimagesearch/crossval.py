@@ -12,7 +12,9 @@ seeded. For fold k the other folds are split again by group into training and
 validation; the model trained there classifies fold k. Written to OUTPUT:
 
 - ``fold-K/model.keras`` and ``fold-K/predictions.csv`` as each fold finishes (a run
-  that stops resumes at the first unfinished fold, and inside it from its last epoch);
+  that stops resumes at the first unfinished fold, and inside it from its last epoch),
+  and ``fold-K/history.csv``, one row per epoch (as ``save_model.py --history``);
+  with ``--tensorboard DIR``, each fold's TensorBoard logs in ``DIR/fold-K``;
 - ``oof.csv``: the out-of-sample probabilities of every image, its group (column
   ``patient`` for the malaria set) and fold, the input of ``python -m pyimagesearch.audit``;
 - ``summary.md`` / ``summary.json``: per fold and mean +/- std accuracy, and sensitivity,
@@ -198,7 +200,7 @@ def run_fold(plan: Plan, fold: Fold, images, folder: Path) -> dict:
     from pyimagesearch.data import Split
     from pyimagesearch.modelfile import checkpoint_path_for
     from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import train
+    from pyimagesearch.train import best_weights_path, train
 
     paths, labels, class_names, patients = images
     folder.mkdir(parents=True, exist_ok=True)
@@ -213,11 +215,14 @@ def run_fold(plan: Plan, fold: Fold, images, folder: Path) -> dict:
         "validation": split("validation", fold.validation),
         "testing": split("testing", fold.testing),
     }
+    tensorboard = plan.training.tensorboard
     config = replace(
         plan.training,
         seed=plan.seed + fold.number,
         checkpoint=str(checkpoint),
         resume=checkpoint.exists(),
+        history=str(folder / "history.csv"),
+        tensorboard=str(Path(tensorboard) / folder.name) if tensorboard else None,
     )
     started = time.monotonic()
     result = train(config, splits)
@@ -226,6 +231,7 @@ def run_fold(plan: Plan, fold: Fold, images, folder: Path) -> dict:
     metadata["provenance"]["crossval"] = {"fold": fold.number, "folds": plan.folds}
     save_model(result.model, model_path, metadata, compiled=True)
     checkpoint.unlink(missing_ok=True)
+    best_weights_path(str(checkpoint)).unlink(missing_ok=True)
 
     test_paths = splits["testing"].paths
     max_pixels = config.max_pixels
@@ -343,7 +349,14 @@ def summarise(plan: Plan, results: list[dict], class_names: list[str]) -> str:
 
     metrics = sorted(
         {k for r in results for k in r["metrics"]},
-        key=["accuracy", "sensitivity", "specificity", "auc", "auc_macro_ovr"].index,
+        key=[
+            "accuracy",
+            "balanced_accuracy",
+            "sensitivity",
+            "specificity",
+            "auc",
+            "auc_macro_ovr",
+        ].index,
     )
     word = plan.word
     grouping = (
@@ -598,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Bad paths and lists fail here, at once: before TensorFlow starts, before any state.
     safety.check_paths(
-        {"--output": args.output, "--ensemble": args.ensemble},
+        {"--output": args.output, "--ensemble": args.ensemble, "--tensorboard": args.tensorboard},
         {"--dataset": args.dataset, "--exclude": args.exclude},
     )
     if args.exclude:
@@ -618,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("debug", "output", "only", "ensemble") and v is not None
+        if k not in ("debug", "output", "only", "ensemble", "tensorboard") and v is not None
     }
     # The recipe as the command line gave it, for summary.md's first line.
     args.overrides = "".join(

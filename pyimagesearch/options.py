@@ -222,7 +222,8 @@ def add_precision(parser: argparse.ArgumentParser, kind: str = "inference") -> N
 
 def add_recipe(parser: argparse.ArgumentParser) -> None:
     """--recipe and the fields a command line may override (save_model, crossval): one
-    option per recipe field of ``recipes.TrainConfig``, made from its metadata."""
+    option per recipe field of ``recipes.TrainConfig``, made from its metadata; and
+    --tensorboard, which both commands write."""
     parser.add_argument(
         "--recipe",
         choices=tuple(RECIPES),
@@ -236,13 +237,23 @@ def add_recipe(parser: argparse.ArgumentParser) -> None:
     )
     for setting in recipe_fields():
         meta = setting.metadata
-        default = RECIPES[DEFAULT_RECIPE][setting.name]
+        if setting.name in RECIPES[DEFAULT_RECIPE]:
+            default = f"from --recipe; {RECIPES[DEFAULT_RECIPE][setting.name]} for {DEFAULT_RECIPE}"
+        else:
+            default = "none" if setting.default is None else setting.default
         parser.add_argument(
             *meta["flags"],
             choices=meta["choices"],
             type=globals()[meta["parse"]] if meta["parse"] else None,
-            help=f"{meta['help']} (default: from --recipe; {default} for {DEFAULT_RECIPE})",
+            help=f"{meta['help']} (default: {default})",
         )
+
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write TensorBoard logs (loss, accuracy and learning rate per epoch) to DIR "
+        "(crossval: DIR/fold-K); see them with 'tensorboard --logdir DIR'",
+    )
 
 
 # What a --recipe sets and the command line may override.
@@ -254,9 +265,9 @@ def apply_recipe(args: argparse.Namespace) -> None:
     recipe = RECIPES[args.recipe]
     if args.optimizer not in (None, recipe["optimizer"]) and args.learning_rate is None:
         args.learning_rate = OPTIMIZERS[args.optimizer]  # the recipe's suits its optimizer
-    for name in RECIPE_FIELDS:
-        if getattr(args, name) is None:
-            setattr(args, name, recipe[name])
+    for setting in recipe_fields():
+        if getattr(args, setting.name) is None:
+            setattr(args, setting.name, recipe.get(setting.name, setting.default))
 
 
 def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
@@ -265,6 +276,6 @@ def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
     (seed, checkpoint, ...)."""
     shared = {name: getattr(args, name) for name in RECIPE_FIELDS}
     shared["image_size"] = (args.image_size, args.image_size)
-    for name in ("recipe", "exclude", "positive_class", "max_pixels"):
+    for name in ("recipe", "exclude", "positive_class", "max_pixels", "tensorboard"):
         shared[name] = getattr(args, name)
     return TrainConfig(args.dataset, **{**shared, **fields})

@@ -152,7 +152,9 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     """The real command: every image judged once by a model that never saw its patient,
     the fold's saved model gives the oof probabilities, a run stopped by --only or by
     SIGTERM resumes (by fold, and inside a fold from its checkpoint), and --exclude drops
-    images from training only."""
+    images from training only. Each fold writes its history.csv and, with --tensorboard
+    DIR, its logs to DIR/fold-K. (Mutations: run_fold without history= or tensorboard=
+    fails the per-fold files; a history appended after a resume repeats epoch 2.)"""
     from pyimagesearch.crossval import groups_of
     from pyimagesearch.data import list_split
     from pyimagesearch.splitting import NIH_GROUP_PATTERN
@@ -172,7 +174,7 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     command = (
         "-m", "pyimagesearch.crossval", "--dataset", str(data), "--output", str(output),
         "--folds", "2", "--epochs", "2", "--image-size", "32", "--seed", "5",
-        "--exclude", str(exclude),
+        "--exclude", str(exclude), "--tensorboard", str(tmp_path / "tb"),
     )  # fmt: skip
     # --only 2 trains fold 2 alone and summarises it; fold 1 is left for the next run.
     part = run_script(*command, "--only", "2")
@@ -207,6 +209,12 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     assert "Epoch 1/2" not in first.stdout.replace("\r", "\n")
     assert (output / "fold-2/model.keras").stat().st_mtime_ns == fold2_model
     assert not (output / "fold-1/model.keras.checkpoint").exists()
+    # Each fold's history: one row per epoch, the resumed fold's without a repeated or
+    # missing epoch; each fold's TensorBoard logs in a folder of its own.
+    for fold in (1, 2):
+        epochs = [row["epoch"] for row in read_rows(output / f"fold-{fold}/history.csv")]
+        assert epochs == ["1", "2"], (fold, epochs)
+        assert list((tmp_path / "tb" / f"fold-{fold}" / "validation").iterdir()), fold
 
     rows = read_rows(output / "oof.csv")
     assert sorted(r["file"] for r in rows) == sorted(os.path.basename(p) for p in images)
@@ -239,6 +247,7 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
 
     summary = (output / "summary.md").read_text()
     assert "mean +/- std" in summary and "| 1 |" in summary and "| 2 |" in summary
+    assert "| balanced_accuracy |" in summary
     diagnosis = read_rows(output / "patients.csv")
     assert len(diagnosis) == 10 and {d["infected"] for d in diagnosis} == {"True", "False"}
 

@@ -57,7 +57,7 @@ def test_a_multi_class_set_reports_accuracy_and_macro_one_vs_rest_auc():
     assert choose_positive(names).index is None
     metrics = classification_metrics(labels, scores, names)
     assert metrics["accuracy"] == pytest.approx(5 / 6)
-    assert set(metrics) == {"accuracy", "auc_macro_ovr"}
+    assert set(metrics) == {"accuracy", "balanced_accuracy", "auc_macro_ovr"}
     from sklearn.metrics import roc_auc_score
 
     expected = np.mean([roc_auc_score(labels == k, scores[:, k]) for k in range(3)])
@@ -106,3 +106,21 @@ def test_the_text_confusion_matrix_has_row_and_column_headers(capsys):
     row = out[header + 1].split()
     assert row[0] == "digit_0" and row[1:] == ["1", "0", "0", "1", "0", "0", "0", "0", "0", "0"]
     assert any(line.startswith("[INFO] auc_macro_ovr: ") for line in out)
+
+
+def test_balanced_accuracy_is_the_mean_of_the_classes_recalls():
+    """A model that answers the large class for all but one image of the small one:
+    accuracy 0.95, balanced accuracy 0.75 (the mean of 1/2 and 1; a class absent from
+    the labels is left out), as scikit-learn's balanced_accuracy_score. (Mutation: the
+    plain accuracy in its place fails this.)"""
+    from sklearn.metrics import balanced_accuracy_score
+
+    labels = np.array([0] * 2 + [1] * 18 + [2] * 0)
+    scores = np.tile([0.1, 0.8, 0.1], (20, 1))
+    scores[0] = [0.9, 0.05, 0.05]
+    metrics = classification_metrics(labels, scores, ["a", "b", "c"])
+    assert metrics["accuracy"] == pytest.approx(19 / 20)
+    assert metrics["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(labels, scores.argmax(axis=1))
+    )
+    assert metrics["balanced_accuracy"] == pytest.approx((1 / 2 + 1) / 2)

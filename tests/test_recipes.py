@@ -173,8 +173,9 @@ def test_the_settings_default_to_the_default_recipe_and_every_one_is_recorded():
 def test_a_checkpoint_of_any_other_setting_is_refused(tmp_path):
     """--resume with any setting the checkpoint was not trained with is refused in one
     line before anything loads: every setting but --bn-statistics (applied after
-    training, so a resumed run may choose either). (Mutation: learning_rate marked
-    checkpoint=False in recipes.TrainConfig resumes a run at another peak.)"""
+    training, so a resumed run may choose either) and --patience (a stopping rule).
+    (Mutations: learning_rate marked checkpoint=False in recipes.TrainConfig resumes a
+    run at another peak; keep marked so resumes a --keep last checkpoint as best.)"""
     from pyimagesearch import train as steps
     from pyimagesearch.errors import UserError
     from pyimagesearch.recipes import checkpoint_settings
@@ -204,3 +205,8 @@ def test_a_checkpoint_of_any_other_setting_is_refused(tmp_path):
             resume(flag, str(value))
     with pytest.raises(UserError, match="--resume: checkpoint used --seed 1"):
         resume("--seed", "2")
+    # --keep best needs the best epoch's weights from the start; --patience is a rule only.
+    resume("--patience", "3")
+    for flag, value in (("--keep", "best"), ("--class-weight", "balanced")):
+        with pytest.raises(UserError, match="--resume: checkpoint was made with"):
+            resume(flag, value)

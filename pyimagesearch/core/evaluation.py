@@ -97,19 +97,29 @@ def choose_positive(
     return Positive(None, "")
 
 
+def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """The mean of the recalls of the classes in LABELS (scikit-learn's
+    balanced_accuracy_score): a model that always answers the largest class scores
+    1 / classes, whatever its accuracy."""
+    return float(np.mean([np.mean(predicted[labels == c] == c) for c in np.unique(labels)]))
+
+
 def classification_metrics(
     labels: np.ndarray,
     probabilities: np.ndarray,
     class_names: list[str],
     positive: int | None = None,
 ) -> dict[str, float]:
-    """Accuracy; with a POSITIVE class its sensitivity (found), specificity (the others
-    cleared) and ROC AUC; with more than two classes the macro one-vs-rest ROC AUC.
+    """Accuracy and balanced accuracy; with a POSITIVE class its sensitivity (found),
+    specificity (the others cleared) and ROC AUC; with more than two classes the macro
+    one-vs-rest ROC AUC.
 
     One definition for training, load_model.py and cross-validation. An AUC needs both
     sides present in LABELS, and is left out otherwise."""
     predicted = probabilities.argmax(axis=1)
     metrics = {"accuracy": float((predicted == labels).mean())} if len(labels) else {}
+    if len(labels):
+        metrics["balanced_accuracy"] = balanced_accuracy(labels, predicted)
     if positive is not None:
         is_positive = labels == positive
         said_positive = predicted == positive
@@ -272,7 +282,7 @@ def learning_check(
     """The figures the "has not learnt" verdict rests on, as stored in the provenance."""
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     present = np.unique(labels)
-    balanced = float(np.mean([np.mean(predicted[labels == c] == c) for c in present]))
+    balanced = balanced_accuracy(labels, predicted)
     counts = np.bincount(predicted, minlength=len(class_names))
     top = int(counts.argmax())
     share, true_share = counts[top] / len(predicted), float(np.mean(labels == top))

@@ -200,12 +200,16 @@ def describe(name: str) -> str:
 
 
 DEFAULT = RECIPES[DEFAULT_RECIPE]
+# Which epoch's weights a run saves (--keep), and the classes' weights (--class-weight).
+KEEP = ("last", "best")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 def setting(
     name: str,
     help: str,
     *,
+    default: Any = None,
     flags: tuple[str, ...] = (),
     choices: tuple[str, ...] | None = None,
     parse: str | None = None,
@@ -213,12 +217,13 @@ def setting(
     before: Any = None,
     provenance: str | None = None,
 ) -> Any:
-    """A recipe field of TrainConfig, its default the default recipe's. HELP and FLAGS
+    """A recipe field of TrainConfig, its default the default recipe's (DEFAULT where the
+    recipes leave it out: one value for every recipe unless given). HELP and FLAGS
     (besides --NAME) make its option; CHOICES or PARSE (a validator of
     ``pyimagesearch.options``, by name) check its value; CHECKPOINT: a checkpoint made
     with another value is not resumed (BEFORE: the value a checkpoint written before the
     setting existed had); PROVENANCE: the key it is recorded under (default NAME)."""
-    default = DEFAULT[name]
+    default = DEFAULT.get(name, default)
     metadata = {
         "recipe": True,
         "help": help,
@@ -316,6 +321,29 @@ class TrainConfig:
         choices=TRAINING_PRECISIONS,
         provenance="training_precision",
     )
+    keep: str = setting(
+        "keep",
+        "which epoch's weights are saved: last, or best, the epoch with the lowest "
+        "validation loss (Ultralytics' best.pt, Keras' restore_best_weights)",
+        default="last",
+        choices=KEEP,
+        before="last",
+    )
+    patience: int | None = setting(
+        "patience",
+        "stop when the validation loss has not improved for N epochs (Keras' EarlyStopping); "
+        "none: train every epoch",
+        parse="positive_count",
+        checkpoint=False,  # a stopping rule only: a resumed run may change it
+    )
+    class_weight: str = setting(
+        "class_weight",
+        "none, or balanced: each class's loss weighted by the inverse of its share of the "
+        "training images (scikit-learn's 'balanced'), for classes of very different sizes",
+        default="none",
+        choices=CLASS_WEIGHTS,
+        before="none",
+    )
     recipe: str | None = DEFAULT_RECIPE  # the recipe the values above came from
     seed: int | None = None
     checkpoint: str | None = None
@@ -331,6 +359,8 @@ class TrainConfig:
     verbose: int = 1
     max_pixels: int = MAX_PIXELS  # images declaring more are skipped before decoding
     chief: bool = True  # False: a multi-worker worker other than the chief writes no checkpoint
+    history: str | None = None  # a CSV file: one row per epoch (epoch, learning rate, metrics)
+    tensorboard: str | None = None  # a folder of TensorBoard logs
 
 
 def recipe_fields() -> list:

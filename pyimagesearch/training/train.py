@@ -10,10 +10,12 @@ an uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime
 import platform
 import random
 import signal
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import pyimagesearch
-from pyimagesearch import report
+from pyimagesearch import report, safety
 from pyimagesearch.acceleration import (
     FusedBatchNormalization,
     float32_policy,
@@ -171,12 +173,19 @@ def compile_model(
 
 class _EpochCheckpoints(keras.callbacks.Callback):
     """Records each finished epoch in ``history`` and hands it to ``save``; ends fit()
-    at the next batch boundary once a stop was requested (that epoch is not kept)."""
+    at the next batch boundary once a stop was requested (that epoch is not kept).
+    With HISTORY_FILE, rewrites that CSV from ``history`` after each epoch."""
 
-    def __init__(self, history: dict, save: Callable[[int], None] | None):
+    def __init__(
+        self,
+        history: dict,
+        save: Callable[[int], None] | None,
+        history_file: str | None = None,
+    ):
         super().__init__()
         self.history = history
         self.save = save
+        self.history_file = history_file
         self.requested: int | None = None
         self.finished: int | None = None
 
@@ -190,8 +199,103 @@ class _EpochCheckpoints(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.finished = epoch + 1
+        if self.history_file:
+            write_history(self.history, self.history_file)
         if self.save is not None:
             self.save(epoch + 1)
+
+
+class _EpochLogs(keras.callbacks.Callback):
+    """First of the callbacks: adds the learning rate to each epoch's logs, and empties
+    the logs of an epoch that a stop request cut short, so that no callback after it
+    (the best weights, the early stop, TensorBoard) takes that epoch for a finished one."""
+
+    def __init__(self, stopper: _EpochCheckpoints):
+        super().__init__()
+        self.stopper = stopper
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if self.stopper.requested is not None:
+            logs.clear()
+            return
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # mixed precision's
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class _EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping on the validation loss. It starts afresh at each fit(); a
+    resumed run takes its best epoch and count from the checkpoint's history instead."""
+
+    def __init__(self, patience: int, earlier: dict):
+        super().__init__(monitor="val_loss", patience=patience)
+        self.earlier = earlier
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        losses = self.earlier.get("val_loss", [])
+        if losses:
+            best = int(np.argmin(losses))
+            self.best, self.best_epoch, self.wait = losses[best], best, len(losses) - 1 - best
+
+
+def write_history(history: dict, path: str) -> None:
+    """--history: one CSV row per finished epoch (epoch from 1, learning rate, every
+    training and validation metric). Rewritten whole from the run's history, which a
+    resumed run takes from its checkpoint, so the file holds exactly the epochs the
+    model was trained for; Keras' CSVLogger appends, and after a resume would repeat or
+    miss the epoch that the interruption cut (and counts epochs from 0)."""
+    keys = sorted(history, key=lambda k: (k != "learning_rate", k.startswith("val_"), k))
+    with safety.replacing(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", *keys])
+        epochs = len(history.get("loss", []))
+        for epoch in range(epochs):
+            writer.writerow([epoch + 1, *(epoch_value(history[k], epoch, epochs) for k in keys)])
+
+
+def best_weights_path(checkpoint: str) -> Path:
+    """--keep best: the best epoch's weights so far, beside the checkpoint (Keras'
+    ModelCheckpoint writes them), so that a resumed run still has them."""
+    return Path(f"{checkpoint}.best.weights.h5")
+
+
+def out_of_patience(config: TrainConfig, history: dict) -> bool:
+    """--patience N: the validation loss has not improved for N epochs (EarlyStopping's
+    rule, from the history)."""
+    losses = history.get("val_loss", [])
+    return bool(config.patience and losses) and (
+        len(losses) - 1 - int(np.argmin(losses)) >= config.patience
+    )
+
+
+def epoch_value(values: list, epoch: int, epochs: int):
+    """VALUES' entry for EPOCH (from 0) of EPOCHS; "" where a metric was not recorded
+    then (a checkpoint from before the learning rate was recorded has fewer entries)."""
+    offset = epochs - len(values)
+    return values[epoch - offset] if epoch >= offset else ""
+
+
+def kept_epoch(config: TrainConfig, history: dict) -> int:
+    """The epoch (from 1) whose weights the run saves: the last, or with --keep best the
+    one with the lowest validation loss (the first of equals, as ModelCheckpoint)."""
+    losses = history.get("val_loss", [])
+    if config.keep == "best" and losses:
+        return int(np.argmin(losses)) + 1
+    return len(history.get("loss", []))
+
+
+def balanced_class_weights(labels: np.ndarray, classes: int) -> dict[int, float]:
+    """--class-weight balanced: n / (classes * count), scikit-learn's rule, so that
+    every class weighs as much in the loss as if the classes were equal in size."""
+    counts = np.bincount(labels, minlength=classes)
+    return {k: float(len(labels) / (classes * counts[k])) for k in range(classes) if counts[k]}
+
+
+def class_weights(config: TrainConfig, labels: np.ndarray, classes: int) -> dict | None:
+    return balanced_class_weights(labels, classes) if config.class_weight == "balanced" else None
 
 
 @contextlib.contextmanager
@@ -312,7 +416,27 @@ def decode_splits(
     if missing:
         names = ", ".join(class_names[i] for i in missing)
         raise UserError(f"no training image of class {names} is left to learn it from")
+    warn_if_imbalanced(arrays["training"][1], class_names)
     return arrays
+
+
+# Above this ratio of the largest class to the smallest, plain accuracy rewards a model
+# that answers the large class; the summary says so.
+IMBALANCE = 5
+
+
+def warn_if_imbalanced(labels: np.ndarray, class_names: list[str]) -> None:
+    """A [WARNING] when the largest training class has more than IMBALANCE times the
+    images of the smallest, naming both and what helps."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    large, small = int(counts.argmax()), int(counts.argmin())
+    if counts[large] > IMBALANCE * counts[small]:
+        report.warning(
+            f"the classes are imbalanced: {counts[large]} training images of "
+            f"'{class_names[large]}' against {counts[small]} of '{class_names[small]}' (over "
+            f"{IMBALANCE}x); --class-weight balanced weighs them equally, and balanced "
+            "accuracy judges the model better than accuracy"
+        )
 
 
 def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
@@ -349,7 +473,31 @@ def fit(
     """One model.fit over the epochs not yet done; a stop request ends it at a batch
     boundary."""
     first = len(history.get("loss", []))
-    stopper = _EpochCheckpoints(history, save_checkpoint)
+    stopper = _EpochCheckpoints(history, save_checkpoint, config.history)
+    callbacks: list = [_EpochLogs(stopper)]
+    best_file = None
+    if config.keep == "best":
+        folder = None if config.checkpoint else tempfile.TemporaryDirectory()
+        best_file = best_weights_path(config.checkpoint or f"{folder.name}/run")
+        if first == 0:
+            best_file.unlink(missing_ok=True)  # a stale one from an earlier run
+        losses = history.get("val_loss")
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(best_file),
+                monitor="val_loss",
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=min(losses) if losses else None,
+            )
+        )
+    if config.patience:
+        callbacks.append(_EarlyStopping(config.patience, history))
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(config.tensorboard, write_graph=False))
+    callbacks.append(stopper)  # last: the checkpoint is written once the others are done
+    # A checkpoint written at the epoch that ran out of patience has nothing left to train.
+    last = first if out_of_patience(config, history) else config.epochs
     switch = adam_epochs(config.epochs)
     two_rules = config.optimizer == "adam-then-sgd" and switch < config.epochs
     rules = f" (Adam for {switch}, then SGD)" if two_rules else ""
@@ -360,7 +508,7 @@ def fit(
     train_ds = make_epochs(
         *arrays["training"],
         config.batch_size,
-        range(first, config.epochs),
+        range(first, last),
         augmenter=lambda epoch: build_augmenter(epoch_seed(seed, epoch), config.augmentation),
         seed=lambda epoch: epoch_seed(seed, epoch),
     )
@@ -374,8 +522,18 @@ def fit(
                 steps_per_epoch=epoch_steps(len(arrays["training"][1]), config.batch_size),
                 verbose=report.keras_verbosity(config.verbose),
                 shuffle=False,
-                callbacks=[stopper],
+                callbacks=callbacks,
+                class_weight=class_weights(config, arrays["training"][1], model.output_shape[-1]),
             )
+    done = len(history.get("loss", []))
+    if stopper.requested is None and done < config.epochs:
+        report.info(
+            f"stopped after epoch {done} of {config.epochs}: the validation loss has "
+            f"not improved for {config.patience} epochs (--patience)"
+        )
+    if stopper.requested is None and best_file is not None and best_file.exists():
+        model.load_weights(str(best_file))  # the best epoch's, statistics included
+        report.info(f"keeping epoch {kept_epoch(config, history)} of {done} (--keep best)")
     if stopper.requested is not None:
         done = stopper.finished or first
         raise TrainingInterrupted(
@@ -555,12 +713,18 @@ def evaluate_network(run: Run) -> TrainResult:
         summary += "\n" + format_metrics(extra, class_names, positive.index) + "\n"
     metadata = run.metadata()
     listed = {"list": Path(config.exclude).name, "images": run.excluded} if config.exclude else None
+    epochs = len(run.history.get("loss", []))
+    kept = kept_epoch(config, run.history)
+    weights = class_weights(config, arrays["training"][1], len(class_names))
     metadata["provenance"] = provenance(
         config, arrays, run.seed, run.history,
         layout=run.layout,
         excluded=listed,
-        final_metrics={
-            **{k: v[-1] for k, v in run.history.items()},
+        kept_epoch=kept,  # from 1: the epoch whose weights were saved (--keep)
+        stopped_epoch=epochs,  # the last epoch trained: below --epochs after an early stop
+        class_weights=weights and {class_names[k]: round(w, 6) for k, w in weights.items()},
+        final_metrics={  # the kept epoch's
+            **{k: epoch_value(v, kept - 1, epochs) for k, v in run.history.items()},
             **{f"test_{k}": v for k, v in metrics.items()},
         },
     )  # fmt: skip
