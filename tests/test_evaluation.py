@@ -106,9 +106,7 @@ def test_the_text_confusion_matrix_has_row_and_column_headers(capsys):
     row = out[header + 1].split()
     assert row[0] == "digit_0" and row[1:] == ["1", "0", "0", "1", "0", "0", "0", "0", "0", "0"]
     # load_model.py's report: balanced accuracy, then the macro AUC (issue 39).
-    assert any(
-        line.startswith("[INFO] balanced_accuracy: 0.9500  auc_macro_ovr: ") for line in out
-    )
+    assert any(line.startswith("[INFO] balanced_accuracy: 0.9500  auc_macro_ovr: ") for line in out)
 
 
 def test_balanced_accuracy_is_the_mean_of_the_classes_recalls():
