@@ -66,7 +66,7 @@ def test_patience_stops_early_keeps_the_best_epoch_and_writes_its_logs(tmp_path:
     assert abs(loss - losses[-1]) > 1e-4  # the last epoch's network would not give it
 
     for run in ("train", "validation"):
-        events = EventAccumulator(str(logs / run))
+        events = EventAccumulator(str(logs / run), size_guidance={"tensors": 0})  # keep all
         events.Reload()
         assert len(events.Tensors("epoch_loss")) == stopped, run
     keras.backend.clear_session()
