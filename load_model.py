@@ -51,7 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         help="folder(s) searched recursively, and/or image files",
     )
-    parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
+    parser.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        help="model file written by save_model.py (or by Keras elsewhere, with --classes)",
+    )
     parser.add_argument(
         "--split",
         choices=SPLIT_NAMES,
@@ -93,6 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also save one Grad-CAM overlay PNG per classified image in DIR (implies "
         "--explain; DIR must be new, empty, or an earlier --explain-dir, which is replaced)",
     )
+    options.add_adoption(parser)
     options.add_seed(parser, None, "seed of the random sample")
     options.add_positive_class(parser)
     options.add_max_pixels(parser)
@@ -236,11 +242,14 @@ def describe(engine, sha256: str) -> None:
     if provenance:
         metrics = provenance.get("final_metrics", {})
         accuracy = metrics.get("test_accuracy")
+        trained = "epochs" in provenance  # an adopted file was trained elsewhere
+        parent = modelfile.lineage(provenance)
         summary += (
             f", saved {provenance.get('saved_at', '?')} with Keras "
-            f"{provenance.get('keras_version', '?')}, "
-            f"{provenance.get('epochs', '?')} epochs, seed {provenance.get('seed')}"
+            f"{provenance.get('keras_version', '?')}"
+            + (f", {provenance['epochs']} epochs, seed {provenance.get('seed')}" if trained else "")
             + (f", test accuracy {accuracy:.4f}" if accuracy is not None else "")
+            + (f", {parent}" if parent else "")
         )
     report.info(summary)
     if isinstance(provenance, dict) and provenance.get("stain") == "grey-world":
@@ -449,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=min(args.batch_size, len(paths)),
         need_keras=args.explain,
         debug=args.debug,
+        adoption=options.adoption(args),
     )
     describe(engine, sha256)
 

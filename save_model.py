@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 from pyimagesearch import options, report, safety
 from pyimagesearch.distribute import is_chief
 from pyimagesearch.errors import UserError, run_command, start_tensorflow
-from pyimagesearch.modelfile import check_is_checkpoint, checkpoint_path_for
+from pyimagesearch.modelfile import (
+    check_is_checkpoint,
+    checkpoint_path_for,
+    read_metadata,
+    validate_metadata,
+)
+from pyimagesearch.preprocessing import INTERPOLATIONS, SCALES
+from pyimagesearch.recipes import CONTINUE_RECIPE, DEFAULT_RECIPE
 from pyimagesearch.splitting import check_dataset, read_file_list
 
 if TYPE_CHECKING:
@@ -99,6 +106,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.add_seed(parser, None, "random seed for a repeatable run")
     options.add_max_pixels(parser)
     parser.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start from this saved model's weights instead of fresh ones: a model of this "
+        "project, an adopted one, or any Keras classifier file. The same classes keep every "
+        "weight; other classes keep all but the last layer, replaced by a new classifier; a "
+        "file without our metadata is a backbone (its preprocessing from --interpolation "
+        "and --scale). Its input size, head and stain layer are kept; the default recipe "
+        "becomes finetune, and the provenance records the parent",
+    )
+    parser.add_argument(
+        "--freeze-backbone",
+        type=options.count,
+        default=0,
+        metavar="N",
+        help="with --init-from: train only the last layer (the new classifier) for the first "
+        "N epochs, then every layer (default: 0)",
+    )
+    parser.add_argument(
+        "--interpolation",
+        choices=tuple(INTERPOLATIONS),
+        help="--init-from a Keras file without our metadata: the resize it was trained with "
+        "(default: nearest, as the tutorial's flow_from_directory)",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=tuple(SCALES),
+        help="--init-from a Keras file without our metadata: the factor its pixels were "
+        "multiplied by (default: 1/255; 1 for a network that rescales inside itself)",
+    )
+    parser.add_argument(
         "--checkpoint",
         help="where each finished epoch is checkpointed (default: MODEL.checkpoint); "
         "removed once the model is saved",
@@ -122,7 +159,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="split the CPU into N logical devices (tries --distribute without GPUs)",
     )
     options.add_debug(parser)
+    parser.set_defaults(recipe=None)  # finetune with --init-from, else the default recipe
     args = parser.parse_args(argv)
+    check_init_from(args)
+    args.recipe = args.recipe or (CONTINUE_RECIPE if args.init_from else DEFAULT_RECIPE)
     if args.distribute == "multi-worker" and args.seed is None:
         # Each worker would otherwise draw its own seed, shuffling and augmenting apart.
         raise UserError("--distribute multi-worker needs --seed, the same on every worker")
@@ -131,6 +171,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # In a multi-worker run only the chief writes; the others train and write nothing.
     args.chief = args.distribute != "multi-worker" or is_chief()
     return args
+
+
+def check_init_from(args: argparse.Namespace) -> None:
+    """The options that only mean something with --init-from, refused without it."""
+    if args.init_from is None:
+        given = {"--freeze-backbone": args.freeze_backbone, "--interpolation": args.interpolation,
+                 "--scale": args.scale, "--recipe finetune": args.recipe == "finetune",
+                 "--bn-statistics frozen": args.bn_statistics == "frozen"}  # fmt: skip
+        for flag, value in given.items():
+            if value:
+                raise UserError(
+                    f"{flag} is for a run that starts from a saved model: add --init-from"
+                )
+    elif args.image_size is not None:
+        raise UserError("--image-size cannot change with --init-from: the model's input is kept")
+    elif args.resume and args.freeze_backbone:
+        raise UserError("--resume cannot continue a run with --freeze-backbone; start it again")
 
 
 def write_calibration_plot(calibration, path: str) -> None:
@@ -168,6 +225,10 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         split_seed=args.split_seed,
         chief=args.chief,
         history=args.history,
+        init_from=args.init_from,
+        freeze_backbone=args.freeze_backbone,
+        parent_interpolation=args.interpolation,
+        parent_scale=args.scale,
     )
 
 
@@ -185,7 +246,7 @@ def check_outputs(args: argparse.Namespace) -> None:
             "--history": args.history,
             "--tensorboard": args.tensorboard,
         },
-        {"--dataset": args.dataset, "--exclude": args.exclude},
+        {"--dataset": args.dataset, "--exclude": args.exclude, "--init-from": args.init_from},
     )
     safety.check_output_file(args.plot, "--plot", safety.figure_suffixes())
     if args.calibration_plot:
@@ -200,6 +261,10 @@ def check_outputs(args: argparse.Namespace) -> None:
     for flag, path in outputs.items() if args.chief else ():
         safety.check_output_file(path, flag)
     check_dataset(args.dataset, args.val_split, args.test_split, args.group_pattern)
+    if args.init_from:
+        parent = read_metadata(args.init_from)  # a model file, its metadata valid: before TF
+        if parent is not None:
+            validate_metadata(parent, args.init_from)
     if args.exclude:
         read_file_list(args.exclude)
     if args.chief and Path(checkpoint).exists():

@@ -64,7 +64,10 @@ def page_title_text(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = options.command_parser(__doc__)
     parser.add_argument(
-        "-m", "--model", required=True, help="image classifier written by save_model.py"
+        "-m",
+        "--model",
+        required=True,
+        help="image classifier written by save_model.py (or by Keras elsewhere, with --classes)",
     )
     parser.add_argument(
         "--title",
@@ -143,8 +146,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the longest wait in seconds for the next part of a request body; then a 408 "
         "(default: 30)",
     )
+    options.add_adoption(parser)
     options.add_debug(parser)
     args = parser.parse_args(argv)
+    options.adoption(args)  # --interpolation or --scale without --classes: refused here
     if not 0 <= args.max_wait_ms <= 1000:
         raise UserError(f"--max-wait-ms must be between 0 and 1000, got {args.max_wait_ms}")
     if not 0 < args.max_request_mb <= 4096:
@@ -192,7 +197,8 @@ def settings_from(args: argparse.Namespace):
     return Settings(args.model, args.runtime, args.precision, args.max_batch,
                     args.max_wait_ms, limits, args.title, args.debug,
                     ConnectionRules(args.max_connections, args.header_timeout),
-                    args.expect_sha256)  # fmt: skip
+                    args.expect_sha256, args.classes, args.interpolation,
+                    args.scale)  # fmt: skip
 
 
 def run_server(service, settings, sock: socket.socket, args: argparse.Namespace) -> None:

@@ -1,15 +1,21 @@
 """The legacy reference: the tutorial's ResNet, generators and per-image loop on tf_keras.
 
     python -m bench.legacy train --dataset DIR --model legacy.h5 [--epochs 25] [--seed 42]
+                                 [--predict DIR --predictions FILE.json]
     python -m bench.legacy predict --images DIR [--model legacy.h5] [--samples 0] [--seed 42]
 
 ``train`` is the Keras 2 recipe: ``ImageDataGenerator`` re-reading and augmenting the
 PNGs every epoch, ``steps_per_epoch = N // batch size`` as the tutorial had it,
 legacy SGD with ``decay``, ``fit`` then a test-set evaluation; it saves the model as
-HDF5. ``predict`` is the tutorial's loader loop: ``cv2.imread``, BGR converted to
-RGB, resized, one ``model.predict`` call per image. Without ``--model`` it uses an
-untrained network of the same architecture. Each command prints one ``BENCH_JSON``
-line with its own timings and the work it actually did (steps and batch size).
+HDF5 whatever its name, as the article's Keras did (``saved_model.model``).
+``--predict DIR`` then classifies DIR's class folders as the article's own training
+pipeline sees them (``ImageDataGenerator(rescale=1/255).flow_from_directory(...,
+shuffle=False)`` + ``model.predict``) and writes each file's probabilities to
+``--predictions``: the reference a model file from elsewhere is judged against.
+``predict`` is the tutorial's loader loop: ``cv2.imread``, BGR converted to RGB,
+resized, one ``model.predict`` call per image. Without ``--model`` it uses an untrained
+network of the same architecture. Each command prints one ``BENCH_JSON`` line with its
+own timings and the work it actually did (steps and batch size).
 """
 
 from __future__ import annotations
@@ -74,7 +80,29 @@ def build_resnet(
     return keras.Model(inputs, layers.Activation("softmax")(x), name="resnet")
 
 
-def train(dataset: str, model_path: str, epochs: int, seed: int) -> None:
+def article_predictions(model: Any, folder: str) -> dict:
+    """FOLDER's images through the article's generator, unshuffled, and model.predict."""
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    flow = ImageDataGenerator(rescale=1 / 255.0).flow_from_directory(
+        folder, target_size=(SIZE, SIZE), color_mode="rgb", shuffle=False, batch_size=BATCH_SIZE
+    )
+    probabilities = model.predict(flow, verbose=0)
+    return {
+        "files": [os.path.join(folder, name) for name in flow.filenames],
+        "classes": sorted(flow.class_indices, key=flow.class_indices.get),
+        "probabilities": probabilities.tolist(),
+    }
+
+
+def train(
+    dataset: str,
+    model_path: str,
+    epochs: int,
+    seed: int,
+    predict_dir: str | None = None,
+    predictions_file: str | None = None,
+) -> None:
     import numpy as np
     import tf_keras as keras
     from tf_keras.preprocessing.image import ImageDataGenerator
@@ -128,7 +156,12 @@ def train(dataset: str, model_path: str, epochs: int, seed: int) -> None:
     predictions = model.predict(test_gen, verbose=0).argmax(axis=1)
     accuracy = float(np.mean(predictions == test_gen.classes))
     print(f"[INFO] test accuracy {accuracy:.4f}")
-    model.save(model_path)
+    model.save(model_path, save_format="h5")  # HDF5 whatever the name, as Keras 2.2 did
+    if predict_dir:
+        import json
+
+        with open(predictions_file, "w") as handle:
+            json.dump(article_predictions(model, predict_dir), handle)
     emit(
         {
             "fit_s": fit_s,
@@ -189,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     fit.add_argument("--model", required=True, help="HDF5 file to write")
     fit.add_argument("--epochs", type=int, default=25)
     fit.add_argument("--seed", type=int, default=42)
+    fit.add_argument("--predict", metavar="DIR", help="then classify DIR as the article's pipeline")
+    fit.add_argument("--predictions", metavar="FILE", help="--predict's probabilities (JSON)")
     run = commands.add_parser("predict", help="classify images one model.predict call at a time")
     run.add_argument("--images", required=True)
     run.add_argument("--model", help="HDF5 file from 'train' (default: untrained network)")
@@ -199,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.command == "train":
-        train(args.dataset, args.model, args.epochs, args.seed)
+        train(args.dataset, args.model, args.epochs, args.seed, args.predict, args.predictions)
     else:
         predict(args.images, args.model, args.samples, args.seed, args.batch_size)
 

@@ -186,7 +186,9 @@ def predict_files(
     from pyimagesearch.calibration import temperature_of
     from pyimagesearch.predict import iter_predictions, make_predictor
 
-    predictor = make_predictor(model, temperature=temperature_of(metadata))
+    predictor = make_predictor(
+        model, temperature=temperature_of(metadata), recipe=metadata["preprocessing"]
+    )
     kept, probabilities = [], []
     recipe = metadata["preprocessing"]
     for indices, batch in iter_predictions(predictor, paths, recipe, 256, None, max_pixels):

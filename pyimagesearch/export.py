@@ -116,7 +116,13 @@ EXPORT_ENTRIES = frozenset(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = options.command_parser(__doc__, "pyimagesearch.export")
-    parser.add_argument("-m", "--model", required=True, help="model file written by save_model.py")
+    parser.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        help="model file written by save_model.py (or by Keras elsewhere, with --classes)",
+    )
+    options.add_adoption(parser)
     parser.add_argument(
         "-f", "--format", required=True, choices=tuple(FORMATS), help="what to export to"
     )
@@ -255,9 +261,11 @@ def graph_model_input(images: tf.Tensor, recipe: dict) -> tf.Tensor:
     """
     import tensorflow as tf
 
+    from pyimagesearch.preprocessing import scale_factor
+
     size = (recipe["height"], recipe["width"])
     method = recipe["interpolation"]
-    return tf.image.resize(tf.cast(images, tf.float32), size, method=method) / 255.0
+    return tf.image.resize(tf.cast(images, tf.float32), size, method=method) * scale_factor(recipe)
 
 
 def build_archive(
@@ -423,7 +431,9 @@ def keras_answers(model: keras.Model, metadata: dict, paths: list[str]) -> Keras
     from pyimagesearch.predict import iter_predictions, make_predictor
 
     batches = -(-len(paths) // CHECK_BATCH_SIZE)
-    predict = make_predictor(model, "float32", batches, "tensorflow", temperature_of(metadata))
+    predict = make_predictor(
+        model, "float32", batches, "tensorflow", temperature_of(metadata), metadata["preprocessing"]
+    )
     kept, rows = [], []
     recipe = metadata["preprocessing"]
     for indices, probabilities in iter_predictions(predict, paths, recipe, CHECK_BATCH_SIZE):
@@ -512,6 +522,7 @@ def check_export(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    adoption = options.adoption(args)
     output = Path(args.output)
     check_packages(args.format, check=args.check is not None)
     check_output(output, args.overwrite, args.model)
@@ -526,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyimagesearch.serialization import load_model
 
     report.info(f"loading '{args.model}'...")
-    model, metadata = load_model(args.model)
+    model, metadata = load_model(args.model, adoption=adoption)
     check_recipe(args.format, metadata["preprocessing"])
     answers = None
     if args.check is not None:

@@ -279,3 +279,53 @@ def config_from_options(args: argparse.Namespace, **fields: Any) -> TrainConfig:
     for name in ("recipe", "exclude", "positive_class", "max_pixels", "tensorboard"):
         shared[name] = getattr(args, name)
     return TrainConfig(args.dataset, **{**shared, **fields})
+
+
+def class_list(text: str) -> list[str]:
+    """--classes: comma-separated, distinct, non-empty names (A,B,...)."""
+    names = [name.strip() for name in text.split(",")]
+    if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"must be two or more distinct names separated by commas, got {text!r}"
+        )
+    return names
+
+
+def add_adoption(parser: argparse.ArgumentParser) -> None:
+    """--classes, --interpolation and --scale: reading a Keras model file saved elsewhere,
+    which carries none of our metadata (``modelfile.Adoption``)."""
+    from pyimagesearch.preprocessing import INTERPOLATIONS, SCALES
+
+    parser.add_argument(
+        "--classes",
+        type=class_list,
+        metavar="A,B,...",
+        help="for a Keras model file saved elsewhere (.h5 from Keras 2/tf.keras, .keras, any "
+        "name) that names no classes: its class names in output order; the image size is "
+        "the model's input (python -m pyimagesearch.adopt makes such a file a full one)",
+    )
+    parser.add_argument(
+        "--interpolation",
+        choices=tuple(INTERPOLATIONS),
+        help="with --classes: the resize the model was trained with (default: nearest, as "
+        "the tutorial's flow_from_directory)",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=tuple(SCALES),
+        help="with --classes: the factor pixels are multiplied by (default: 1/255, as the "
+        "tutorial; 1 for a network that rescales inside itself)",
+    )
+
+
+def adoption(args: argparse.Namespace):
+    """The options of ``add_adoption`` as a ``modelfile.Adoption``, or None without --classes."""
+    from pyimagesearch.errors import UserError
+    from pyimagesearch.modelfile import Adoption
+
+    if args.classes is None:
+        if args.interpolation or args.scale:
+            raise UserError("--interpolation and --scale describe a model file saved "
+                            "elsewhere; give its --classes too")  # fmt: skip
+        return None
+    return Adoption(args.classes, args.interpolation, args.scale)

@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pixels = probe_images(recipe["height"], recipe["width"])
         report.info(f"comparing on {len(pixels)} built-in probe images")
-    keras_predict = tensorflow_predictor(model, "float32", 1, temperature_of(metadata))
+    keras_predict = tensorflow_predictor(
+        model, "float32", 1, temperature_of(metadata), metadata["preprocessing"]
+    )
     reference = np.concatenate(
         [keras_predict(pixels[i : i + 32]) for i in range(0, len(pixels), 32)]
     )

@@ -36,7 +36,9 @@ def classify(model, metadata: dict, paths: list[str], views: bool) -> np.ndarray
     from pyimagesearch.calibration import temperature_of
     from pyimagesearch.predict import iter_predictions, make_predictor
 
-    predictor = make_predictor(model, temperature=temperature_of(metadata))
+    predictor = make_predictor(
+        model, temperature=temperature_of(metadata), recipe=metadata["preprocessing"]
+    )
     if views:
         single = predictor
 

@@ -101,7 +101,7 @@ def check_identical_arrays(dataset: Path, tmp_path: Path, monkeypatch) -> None:
             "-o", str(tmp_path / "montage.png")]  # fmt: skip
     assert load_script.main(argv) == 0
     # What the network computes on: the pixels it was handed, scaled by the one definition.
-    loaded_on = to_model_input(np.concatenate(seen))
+    loaded_on = to_model_input(np.concatenate(seen), RECIPE)
     assert trained_on.shape == loaded_on.shape == (24, 40, 40, 3)
     assert trained_on.dtype == loaded_on.dtype == np.float32
     assert np.array_equal(trained_on, loaded_on)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pyimagesearch import modelfile, report, safety
-from pyimagesearch.errors import UserError
+from pyimagesearch.preprocessing import default_recipe, scale_factor
 
 IR_XML = "openvino/model.xml"
 IR_BIN = "openvino/model.bin"
@@ -101,11 +101,12 @@ def _sha256(archive: zipfile.ZipFile, name: str) -> str:
     return digest.hexdigest()
 
 
-def build_ir(model: Any, temperature: float | None) -> Any:
+def build_ir(model: Any, temperature: float | None, recipe: dict | None = None) -> Any:
     """The Keras network as an OpenVINO model: pixels [0, 255] in, probabilities out.
 
-    Needs TensorFlow (save time only). The graph is MODEL in inference mode after a
-    1/255 scaling, then ``calibration.forward``'s temperature, so the IR answers exactly
+    Needs TensorFlow (save time only). The graph is MODEL in inference mode after the
+    recipe's scaling (``preprocessing.scale_factor``; None: the tutorial's 1/255), then
+    ``calibration.forward``'s temperature, so the IR answers exactly
     what load_model.py's Keras path answers for the same resized pixels.
     """
     import tensorflow as tf
@@ -118,7 +119,8 @@ def build_ir(model: Any, temperature: float | None) -> Any:
     core = import_openvino().Core()
     network = forward(model, temperature)
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="pixels")
-    infer = tf.function(lambda pixels: network(pixels / 255.0), input_signature=[spec])
+    factor = scale_factor(recipe or default_recipe())
+    infer = tf.function(lambda pixels: network(pixels * factor), input_signature=[spec])
     # The network goes over as a frozen GraphDef (weights as constants) that the runtime
     # reads itself (what ``ov.convert_model`` does too, without its conversion
     # telemetry). Not a SavedModel: OpenVINO 2026.4's reader of one fails to find its
@@ -132,11 +134,13 @@ def build_ir(model: Any, temperature: float | None) -> Any:
         return core.read_model(str(graph))
 
 
-def write_ir(path: str | Path, model: Any, temperature: float | None) -> None:
+def write_ir(
+    path: str | Path, model: Any, temperature: float | None, recipe: dict | None = None
+) -> None:
     """Append the compiled network and its manifest to the .keras zip at PATH, whose
     Keras members and metadata are final."""
     ov = import_openvino()
-    ir = build_ir(model, temperature)
+    ir = build_ir(model, temperature, recipe)
     with tempfile.TemporaryDirectory(prefix="pyimagesearch-openvino-") as folder:
         xml = Path(folder) / "model.xml"
         ov.save_model(ir, str(xml), compress_to_fp16=False)
@@ -297,10 +301,7 @@ def load(
     """
     metadata = modelfile.read_metadata(path)
     if metadata is None:
-        raise UserError(
-            f"'{path}' holds no class names or preprocessing recipe; "
-            "save it with save_model.py so the loader knows how to use it"
-        )
+        raise modelfile.no_metadata(path)
     modelfile.validate_metadata(metadata, path)
     xml, weights = read_ir(path, metadata, int8=precision == "int8")
     ov = import_openvino()

@@ -14,12 +14,18 @@ import hashlib
 import json
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyimagesearch import report, safety
 from pyimagesearch.calibration import check_temperature
 from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import INTERPOLATIONS
+from pyimagesearch.preprocessing import (
+    INTERPOLATIONS,
+    SCALES,
+    TUTORIAL_TRAINING,
+    default_recipe,
+)
 
 METADATA_NAME = "pyimagesearch.json"
 METADATA_FORMAT = 1
@@ -160,7 +166,7 @@ def validate_metadata(metadata: object, path: str | Path) -> dict:
         raise UserError(f"'{path}' asks for an unknown interpolation {_shown(interpolation)}")
     if recipe.get("color") != "RGB":
         raise UserError(f"'{path}' asks for an unknown colour order {_shown(recipe.get('color'))}")
-    if recipe.get("scale") != "1/255":
+    if not isinstance(recipe.get("scale"), str) or recipe.get("scale") not in SCALES:
         raise UserError(f"'{path}' asks for an unknown pixel scale {_shown(recipe.get('scale'))}")
     calibration = metadata.get("calibration")
     if calibration is not None:
@@ -261,3 +267,121 @@ def check_sha256(path: str | Path, expected: str | None) -> str:
             f"{expected[:SHORT_SHA256].lower()}... --expect-sha256 names; refusing to run it"
         )
     return actual
+
+
+def no_metadata(path: str | Path) -> UserError:
+    """The one refusal of a model file without our metadata: how to use it anyway."""
+    return UserError(
+        f"'{path}' holds no class names or preprocessing recipe (a Keras model saved "
+        "elsewhere?): give its classes in output order with --classes A,B,..., or adopt it "
+        f"once with python -m pyimagesearch.adopt --model '{path}' --classes A,B,... "
+        "--output NEW.model"
+    )
+
+
+@dataclass
+class Adoption:
+    """How to read a Keras model file saved elsewhere, which names neither its classes
+    nor its preprocessing: the classes in output order (``--classes``), and the
+    preprocessing, by default what the tutorial's training did
+    (``preprocessing.TUTORIAL_TRAINING``; ``--interpolation``, ``--scale``). The image
+    size is the model's own input."""
+
+    classes: list[str] | None  # None: a backbone for --init-from, its classifier replaced
+    interpolation: str | None = None  # None: the tutorial training's
+    scale: str | None = None
+
+    def recipe(self, input_shape: tuple) -> dict:
+        """The preprocessing recipe for a network whose input is INPUT_SHAPE."""
+        return default_recipe(
+            tuple(input_shape[1:3]),
+            self.interpolation or TUTORIAL_TRAINING["interpolation"],
+            self.scale or TUTORIAL_TRAINING["scale"],
+        )
+
+    def metadata(self, input_shape: tuple, outputs: int, path: str | Path) -> dict:
+        """Our metadata for the file at PATH, or one line saying why it cannot have any."""
+        if len(input_shape) != 4 or None in input_shape[1:] or input_shape[-1] != 3:
+            raise UserError(
+                f"'{path}': its input {tuple(input_shape[1:])} is not a fixed-size RGB "
+                "image (height, width, 3), which is all this project can feed a network"
+            )
+        if self.classes is not None and outputs != len(self.classes):
+            raise UserError(
+                f"'{path}' has {outputs} outputs but --classes names {len(self.classes)}"
+            )
+        names = self.classes or [f"output {i}" for i in range(outputs)]
+        return {"class_names": list(names), "preprocessing": self.recipe(input_shape)}
+
+    def describe(self, recipe: dict, path: str | Path) -> str:
+        """The [INFO] line that says what was assumed about the file."""
+        tutorial = "the tutorial's training"
+        read_as = (
+            f"classes {', '.join(self.classes)} (its output order, --classes)"
+            if self.classes
+            else "a backbone (its last layer replaced by a new classifier)"
+        )
+        return (
+            f"'{path}' has no metadata of this project: reading it as {read_as}, RGB at "
+            f"{recipe['height']}x{recipe['width']} (its input), {recipe['interpolation']} "
+            f"resize ({'--interpolation' if self.interpolation else tutorial}) and scale "
+            f"{recipe['scale']} ({'--scale' if self.scale else tutorial})"
+        )
+
+    def check(self, metadata: dict, path: str | Path) -> None:
+        """A file that has our metadata: --classes must agree with it, and the
+        preprocessing it records is not to be overridden."""
+        if self.interpolation or self.scale:
+            raise UserError(
+                f"'{path}' records its own preprocessing; --interpolation and --scale are "
+                "for model files without it"
+            )
+        if self.classes is not None and list(self.classes) != metadata["class_names"]:
+            raise UserError(
+                f"--classes {','.join(self.classes)} differs from the classes '{path}' "
+                f"records ({','.join(metadata['class_names'])}); leave --classes out"
+            )
+
+
+def saved_with(path: str | Path) -> str | None:
+    """What a file without our metadata says made it ("Keras 2.21.0, HDF5"), if anything."""
+    try:
+        if file_kind(path) == "h5":
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                version = handle.attrs.get("keras_version")
+            version = version.decode() if isinstance(version, bytes) else version
+            return f"Keras {version}, HDF5" if isinstance(version, str) else "HDF5"
+        with zipfile.ZipFile(path) as archive:
+            if "metadata.json" in archive.namelist():
+                version = json.loads(archive.read("metadata.json")).get("keras_version")
+                return f"Keras {version}, .keras" if isinstance(version, str) else ".keras"
+    except (UserError, *READ_ERRORS):
+        pass
+    return None
+
+
+def lineage(provenance: dict, depth: int = 0) -> str | None:
+    """Where a model came from, in a few words, following its parents ("continued from
+    'a.model' (sha256 12ab34cd, classes X, Y; adopted from 'legacy.model' ...)"), or None
+    for a model trained from scratch here."""
+    if not isinstance(provenance, dict) or depth > 8:
+        return None
+    for key, verb in (("adopted_from", "adopted from"), ("init_from", "continued from")):
+        parent = provenance.get(key)
+        if not isinstance(parent, dict):
+            continue
+        words = [f"sha256 {str(parent.get('sha256', '?'))[:12]}"]
+        if isinstance(parent.get("class_names"), list):
+            words.append("classes " + ", ".join(map(str, parent["class_names"])))
+        if isinstance(parent.get("saved_with"), str):
+            words.append(f"saved with {parent['saved_with']}")
+        earlier = lineage(parent.get("provenance"), depth + 1)
+        if earlier:
+            words.append(earlier)
+        summary = parent.get("summary")
+        if isinstance(summary, str) and not earlier:
+            words.append(summary)
+        return f"{verb} '{parent.get('file', '?')}' ({'; '.join(words)})"
+    return None

@@ -49,6 +49,14 @@ INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
     "bicubic": cv2.INTER_CUBIC,
 }
+# The pixel scales a recipe may name: the tutorial's 1/255 (inputs in [0, 1]), or 1 for a
+# network made elsewhere that rescales inside itself (keras.applications' EfficientNet).
+SCALES = {"1/255": 1 / 255.0, "1": 1.0}
+DEFAULT_SCALE = "1/255"
+# What the article's *training* did to each file (Keras 2's flow_from_directory: Pillow,
+# RGB, nearest-neighbour resize, rescale=1/255): the recipe assumed for a model file
+# saved elsewhere, which carries none (``load_model.py --classes``, ``adopt``).
+TUTORIAL_TRAINING = {"interpolation": "nearest", "scale": "1/255"}
 # The image formats every reader accepts, by content (Pillow's names). WebP and the
 # rest are refused: one list, the one the docs give.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
@@ -66,6 +74,7 @@ class UnreadableImage(ValueError):
 def default_recipe(
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     interpolation: str = DEFAULT_INTERPOLATION,
+    scale: str = DEFAULT_SCALE,
 ) -> dict:
     """The preprocessing recipe, as stored in a saved model's metadata."""
     return {
@@ -73,8 +82,14 @@ def default_recipe(
         "height": int(image_size[0]),
         "width": int(image_size[1]),
         "interpolation": interpolation,
-        "scale": "1/255",
+        "scale": scale,
     }
+
+
+def scale_factor(recipe: dict) -> float:
+    """The number resized pixels are multiplied by (``SCALES``): to_model_input's, and
+    the one the compiled network and the exports apply inside their graphs."""
+    return SCALES[recipe.get("scale", DEFAULT_SCALE)]
 
 
 def open_checked(source: str | Path | BinaryIO, max_pixels: int | None = None):
@@ -170,7 +185,7 @@ def decode_rgb(source: str | Path | bytes, max_pixels: int | None = None) -> np.
 def resize(rgb: np.ndarray, recipe: dict) -> np.ndarray:
     """The decoded image at the recipe's size, float32 in [0, 255] (not yet scaled).
 
-    This is what the compiled fast-path network takes: it scales by 1/255 itself."""
+    This is what the compiled fast-path network takes: it scales by the recipe itself."""
     size = (recipe["width"], recipe["height"])  # OpenCV's order
     pixels = rgb.astype(np.float32)
     if pixels.shape[1::-1] == size:
@@ -178,9 +193,12 @@ def resize(rgb: np.ndarray, recipe: dict) -> np.ndarray:
     return cv2.resize(pixels, size, interpolation=INTERPOLATIONS[recipe["interpolation"]])
 
 
-def to_model_input(pixels: np.ndarray) -> np.ndarray:
-    """Scale resized pixels (one image or a batch) to [0, 1] float32, as the recipe says."""
-    return pixels / np.float32(255.0)
+def to_model_input(pixels: np.ndarray, recipe: dict) -> np.ndarray:
+    """Scale resized pixels (one image or a batch) as the recipe says (float32; 1/255
+    gives [0, 1], as the tutorial)."""
+    if recipe.get("scale", DEFAULT_SCALE) == "1/255":
+        return pixels / np.float32(255.0)  # a division, bitwise what models were trained on
+    return pixels * np.float32(scale_factor(recipe))
 
 
 def load_pixels(path: str | Path, recipe: dict, max_pixels: int | None = None) -> np.ndarray:
@@ -190,7 +208,7 @@ def load_pixels(path: str | Path, recipe: dict, max_pixels: int | None = None) -
 
 def load_image(path: str | Path, recipe: dict, max_pixels: int | None = None) -> np.ndarray:
     """Read, decode and preprocess one image file: the model's input, float32 in [0, 1]."""
-    return to_model_input(load_pixels(path, recipe, max_pixels))
+    return to_model_input(load_pixels(path, recipe, max_pixels), recipe)
 
 
 def decode_workers() -> int:

@@ -123,8 +123,32 @@ RECIPES: dict[str, dict] = {
         # steps, and on unseen patients as good as float32 over ten splits there.
         "precision": "auto",
     },
+    # Continuing a saved model (save_model.py --init-from, where it is the default): Adam
+    # at a tenth of its usual peak after a one-epoch warm-up (``FINETUNE_WARMUP_EPOCHS``),
+    # so that a new classifier's first, large gradients do not undo what the parent
+    # learned; the BatchNormalization layers frozen, their statistics the parent's
+    # (Keras' transfer-learning guide): a few new images are too few to re-estimate them.
+    # The network, its input size, head and stain layer are the parent's. Chosen on the
+    # new patients' validation images against Adam's usual peak (docs/lifecycle.md).
+    "finetune": {
+        "epochs": 4,
+        "batch_size": 16,
+        "learning_rate": 0.0001,
+        "schedule": "cosine",
+        "augmentation": "tutorial",
+        "image_size": 64,
+        "head": "tutorial",
+        "stain": "none",
+        "optimizer": "adam",
+        "bn_statistics": "frozen",
+        "precision": "float32",
+    },
 }
 DEFAULT_RECIPE = "adam-then-sgd"
+# The recipe save_model.py --init-from uses unless --recipe names another.
+CONTINUE_RECIPE = "finetune"
+# Epochs of warm-up of a run that starts from a saved model (--init-from).
+FINETUNE_WARMUP_EPOCHS = 1
 SCHEDULES = ("time-decay", "cosine")
 # The network's heads (``resnet.ResNet.build``): the article's 8x8 average pooling +
 # Flatten, or global average pooling, whose size does not depend on the input's.
@@ -169,7 +193,9 @@ def sgd_warmup_epochs(epochs: int) -> int:
 # training (Keras' own), or recomputed after it as the plain mean over the un-augmented
 # training images. With Adam, the moving averages lag the weights and the saved model
 # calls almost every cell Parasitized on unseen patients (docs/accuracy.md).
-BN_STATISTICS = ("moving", "recomputed")
+# "frozen" (the finetune recipe's) trains none of them: the BatchNormalization layers stay
+# in inference mode with the parent's statistics, as Keras' transfer-learning guide does.
+BN_STATISTICS = ("moving", "recomputed", "frozen")
 
 # Training arithmetic (Keras mixed-precision policies, or auto: bfloat16 where the CPU
 # has AMX, acceleration.training_precision); the saved model is float32.
@@ -185,6 +211,9 @@ PURPOSES = {
     "adam": "stable with Adam and recomputed statistics",
     "adam-then-sgd": f"Adam (peak {OPTIMIZERS['adam']}) for a quarter of the epochs, then "
     "SGD (momentum 0.9) warmed up again over a third of the rest",
+    "finetune": "save_model.py's default with --init-from: a one-epoch warm-up, the "
+    "BatchNormalization layers frozen with the saved model's statistics (its size, head "
+    "and stain layer are the saved model's)",
 }
 
 
@@ -309,7 +338,8 @@ class TrainConfig:
         "bn_statistics",
         "BatchNormalization statistics the saved model keeps: moving, the averages kept "
         "during training; recomputed, their plain mean over the un-augmented training "
-        "images after training (needed with adam)",
+        "images after training (needed with adam); frozen, the layers not trained at all "
+        "(the --init-from model's statistics and scales kept)",
         choices=BN_STATISTICS,
         checkpoint=False,  # applied after training: a resumed run may choose either
     )
@@ -361,6 +391,10 @@ class TrainConfig:
     chief: bool = True  # False: a multi-worker worker other than the chief writes no checkpoint
     history: str | None = None  # a CSV file: one row per epoch (epoch, learning rate, metrics)
     tensorboard: str | None = None  # a folder of TensorBoard logs
+    init_from: str | None = None  # a saved model to start from (training/continuation.py)
+    freeze_backbone: int = 0  # with init_from: epochs that train only the last layer
+    parent_interpolation: str | None = None  # init_from a file without metadata: its resize
+    parent_scale: str | None = None  # ... and its pixel scale
 
 
 def recipe_fields() -> list:

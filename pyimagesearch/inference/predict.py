@@ -21,7 +21,7 @@ import numpy as np
 
 from pyimagesearch import report
 from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import iter_readable_batches, to_model_input
+from pyimagesearch.preprocessing import default_recipe, iter_readable_batches, to_model_input
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 # Converting a Keras network to OpenVINO at load time costs about 1.5-2 s (trace,
@@ -71,7 +71,11 @@ def with_precision(model: Any, precision: str) -> Any:
 
 
 def tensorflow_predictor(
-    model: Any, precision: str, batches: int, temperature: float | None = None
+    model: Any,
+    precision: str,
+    batches: int,
+    temperature: float | None = None,
+    recipe: dict | None = None,
 ) -> Predictor:
     """One traced function for all batch sizes, or a plain call for a single batch.
 
@@ -85,15 +89,16 @@ def tensorflow_predictor(
     from pyimagesearch.calibration import forward
 
     network = forward(with_precision(model, precision), temperature)
+    recipe = recipe or default_recipe()
     if batches <= 1:
-        return lambda pixels: np.asarray(network(to_model_input(pixels)), dtype="float32")
+        return lambda pixels: np.asarray(network(to_model_input(pixels, recipe)), dtype="float32")
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
 
     @tf.function(input_signature=[spec])
     def infer(images):
         return tf.cast(network(images), tf.float32)
 
-    return lambda pixels: infer(to_model_input(pixels)).numpy()
+    return lambda pixels: infer(to_model_input(pixels, recipe)).numpy()
 
 
 def make_predictor(
@@ -102,6 +107,7 @@ def make_predictor(
     batches: int = 2,
     runtime: str = "tensorflow",
     temperature: float | None = None,
+    recipe: dict | None = None,
 ) -> Predictor:
     """A callable from a batch of resized pixels to class probabilities, for a Keras model.
 
@@ -109,14 +115,15 @@ def make_predictor(
     about 0.02; float32 gives what Keras' predict gives (OpenVINO within 1e-5).
     ``runtime`` is ``tensorflow`` or ``openvino`` (see :func:`choose_runtime`).
     ``temperature`` (``calibration.temperature_of(metadata)``) is applied inside the
-    network's graph on either engine; None gives the raw probabilities.
+    network's graph on either engine; None gives the raw probabilities. ``recipe`` (the
+    model's ``preprocessing``) names the pixel scale; None is the tutorial's 1/255.
     """
     if runtime == "openvino":
         from pyimagesearch.compiled import CompiledNetwork, build_ir, inference_precision
 
-        ir, chosen = build_ir(model, temperature), inference_precision(precision)
+        ir, chosen = build_ir(model, temperature, recipe), inference_precision(precision)
         return CompiledNetwork(ir, chosen, hint="THROUGHPUT")
-    return tensorflow_predictor(model, precision, batches, temperature)
+    return tensorflow_predictor(model, precision, batches, temperature, recipe)
 
 
 def iter_predictions(
@@ -164,16 +171,22 @@ def load_engine(
     batch_size: int | None = None,
     need_keras: bool = False,
     debug: bool = False,
+    adoption: Any = None,
 ) -> Engine:
     """The fastest valid way to run the model file at PATH.
 
     Its stored OpenVINO network, without TensorFlow, unless ``runtime`` is ``tensorflow``
     or the network is missing or does not match the file (then one [INFO] line says why
     and Keras loads it, safe mode and every check as always). ``batch_size`` fixes the
-    compiled batch (bulk work); None keeps it dynamic (the server).
+    compiled batch (bulk work); None keeps it dynamic (the server). ``adoption``
+    (``modelfile.Adoption``, from --classes) reads a file saved elsewhere, without our
+    metadata, which only Keras can run.
     """
     model = None
-    if runtime != "tensorflow" and openvino_installed():
+    # A file without our metadata has no stored network: straight to Keras, which says
+    # what it assumed (read_metadata is a cheap look at one member; errors come later).
+    foreign = adoption is not None and _without_metadata(path)
+    if runtime != "tensorflow" and openvino_installed() and not foreign:
         from pyimagesearch import compiled
 
         try:
@@ -188,26 +201,40 @@ def load_engine(
         except compiled.Stale as why:
             report.info(f"'{path}': {why}; loading it with Keras (TensorFlow)")
         else:
+            if adoption is not None:
+                adoption.check(metadata, path)
             if need_keras:
                 model = load_keras(path, debug)[0]
             return Engine(network, metadata, f"OpenVINO, {network.precision}", model)
-    model, metadata = load_keras(path, debug)
+    model, metadata = load_keras(path, debug, adoption)
     engine = choose_runtime(runtime, images)
     precision = "auto" if precision == "int8" else precision  # int8 exists on the fast path
     from pyimagesearch.calibration import temperature_of
 
     batches = -(-images // (batch_size or 64)) if images else 2
     chosen = "float32" if precision == "auto" and engine == "tensorflow" else precision
-    predict = make_predictor(model, chosen, batches, engine, temperature_of(metadata))
+    recipe = metadata["preprocessing"]
+    predict = make_predictor(model, chosen, batches, engine, temperature_of(metadata), recipe)
     name = "OpenVINO" if engine == "openvino" else "TensorFlow"
     return Engine(predict, metadata, f"{name}, {getattr(predict, 'precision', chosen)}", model)
 
 
-def load_keras(path: str, debug: bool = False) -> tuple[Any, dict]:
+def _without_metadata(path: str) -> bool:
+    """True for a readable model file that carries none of our metadata."""
+    from pyimagesearch import modelfile
+
+    try:
+        modelfile.file_kind(path)
+        return modelfile.read_metadata(path) is None
+    except (UserError, *modelfile.READ_ERRORS):
+        return False  # the loader names the problem
+
+
+def load_keras(path: str, debug: bool = False, adoption: Any = None) -> tuple[Any, dict]:
     """The Keras model and metadata (``serialization.load_model``), TensorFlow started quietly."""
     from pyimagesearch.errors import start_tensorflow
 
     start_tensorflow(debug)
     from pyimagesearch.serialization import load_model
 
-    return load_model(path)
+    return load_model(path, adoption=adoption)

@@ -642,6 +642,10 @@ class Settings:
     debug: bool = False
     connections: ConnectionRules = field(default_factory=ConnectionRules)
     expect_sha256: str | None = None
+    # A Keras file saved elsewhere, without our metadata (``modelfile.Adoption``).
+    classes: list[str] | None = None
+    interpolation: str | None = None
+    scale: str | None = None
 
     def to_json(self) -> str:
         import json
@@ -666,11 +670,19 @@ def build_service(settings: Settings) -> Service:
     which served more images/s with a lower p99 than OpenVINO converted at load time
     (bench/SERVE.md).
     """
-    from pyimagesearch.modelfile import check_sha256
+    from pyimagesearch.modelfile import Adoption, check_sha256
     from pyimagesearch.predict import load_engine
 
     sha256 = check_sha256(settings.model, settings.expect_sha256)
-    engine = load_engine(settings.model, settings.runtime, settings.precision, debug=settings.debug)
+    adoption = (
+        Adoption(settings.classes, settings.interpolation, settings.scale)
+        if settings.classes
+        else None
+    )
+    engine = load_engine(
+        settings.model, settings.runtime, settings.precision, debug=settings.debug,
+        adoption=adoption,
+    )  # fmt: skip
     service = Service(
         engine.predict,
         engine.metadata,

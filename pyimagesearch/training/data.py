@@ -196,7 +196,7 @@ def iter_decoded_batches(
     SKIPPED as (index, reason) when a list is given.
     """
     for indices, pixels in iter_readable_batches(paths, recipe, batch_size, skipped, max_pixels):
-        yield indices, to_model_input(pixels)
+        yield indices, to_model_input(pixels, recipe)
 
 
 def available_memory() -> int | None:

@@ -33,9 +33,11 @@ from pyimagesearch.modelfile import (  # noqa: F401 (the TF-free half, re-export
     METADATA_FORMAT,
     METADATA_NAME,
     READ_ERRORS,
+    Adoption,
     check_archive,
     check_is_checkpoint,
     file_kind,
+    no_metadata,
     public_metadata,
     read_metadata,
     validate_metadata,
@@ -101,7 +103,7 @@ def add_compiled_network(path: str, model: keras.Model, metadata: dict) -> None:
     from pyimagesearch.compiled import write_ir
 
     try:
-        write_ir(path, model, temperature_of(metadata))
+        write_ir(path, model, temperature_of(metadata), metadata.get("preprocessing"))
     except (ImportError, RuntimeError) as error:  # no OpenVINO, or it cannot convert
         reason = " ".join(str(error).split())[:200]
         report.warning(
@@ -113,10 +115,7 @@ def add_compiled_network(path: str, model: keras.Model, metadata: dict) -> None:
 def check_metadata(metadata: dict | None, model: keras.Model, path: str | Path) -> dict:
     """Refuse metadata the loader cannot use, with one line saying why."""
     if metadata is None:
-        raise UserError(
-            f"'{path}' holds no class names or preprocessing recipe; "
-            "save it with save_model.py so the loader knows how to use it"
-        )
+        raise no_metadata(path)
     validate_metadata(metadata, path)
     class_names = metadata["class_names"]
     size = (metadata["preprocessing"]["height"], metadata["preprocessing"]["width"])
@@ -133,10 +132,15 @@ def check_metadata(metadata: dict | None, model: keras.Model, path: str | Path) 
     return metadata
 
 
-def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, dict]:
+def load_model(
+    path: str | Path, compile: bool = False, adoption: Adoption | None = None
+) -> tuple[keras.Model, dict]:
     """Load a model in Keras' safe mode (no arbitrary code), with its metadata.
 
-    ``compile=True`` also restores the optimizer state (for resuming training)."""
+    ``compile=True`` also restores the optimizer state (for resuming training).
+    ``adoption`` (``--classes``) reads a Keras file saved elsewhere, without our
+    metadata: Keras 3 or 2 (tf.keras, HDF5), any name; one [INFO] line says what was
+    assumed. Safe mode applies all the same: a Lambda layer is refused."""
     check_keras_version()
     kind = file_kind(path)
     try:
@@ -145,6 +149,10 @@ def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, di
         raise UserError(f"cannot read '{path}': {type(error).__name__}: {error}") from error
     if metadata is not None:  # checked before Keras builds a network of the size it names
         validate_metadata(metadata, path)
+        if adoption is not None:
+            adoption.check(metadata, path)
+    elif adoption is None:  # refused before Keras reads it: the fix is the user's
+        raise no_metadata(path)
     with tempfile.TemporaryDirectory() as tmp:
         # Keras 3 picks its reader from the suffix; give it the one matching the content.
         readable = Path(tmp) / ("model.keras" if kind == "keras" else "model.h5")
@@ -159,4 +167,7 @@ def load_model(path: str | Path, compile: bool = False) -> tuple[keras.Model, di
             if len(reason) > 300:
                 reason = reason[:300] + "..."
             raise UserError(f"cannot load model '{path}': {reason}") from error
+    if metadata is None:
+        metadata = adoption.metadata(model.input_shape, model.output_shape[-1], path)
+        report.info(adoption.describe(metadata["preprocessing"], path))
     return model, check_metadata(metadata, model, path)

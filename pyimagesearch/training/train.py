@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import datetime
 import platform
 import random
@@ -58,6 +59,7 @@ from pyimagesearch.modelfile import read_metadata
 from pyimagesearch.optimizers import AdamThenSGD, SwitchingSchedule, learning_rate_schedule
 from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
 from pyimagesearch.recipes import (
+    FINETUNE_WARMUP_EPOCHS,
     OPTIMIZERS,
     TRAINING_PRECISIONS,
     TrainConfig,
@@ -72,6 +74,13 @@ from pyimagesearch.safety import MAX_PIXELS
 from pyimagesearch.serialization import load_model, save_model
 from pyimagesearch.splitting import read_file_list
 from pyimagesearch.stain import resolve as resolve_stain
+from pyimagesearch.training.continuation import (
+    Parent,
+    continued_network,
+    portable,
+    read_parent,
+    set_trainable,
+)
 
 
 @dataclass
@@ -127,6 +136,7 @@ def compile_model(
     steps_per_epoch: int = 1,
     peak: float = 0.1,
     optimizer: str = "sgd",
+    warmup_epochs: int | None = None,
 ) -> None:
     """SGD(peak, momentum 0.9), Adam, or Adam then SGD, each with its learning-rate
     schedule (``optimizers.learning_rate_schedule``) over EPOCHS.
@@ -153,11 +163,12 @@ def compile_model(
         )
     elif optimizer == "adam":
         chosen = keras.optimizers.Adam(
-            learning_rate_schedule(schedule, epochs, steps_per_epoch, peak)
+            learning_rate_schedule(schedule, epochs, steps_per_epoch, peak, warmup_epochs)
         )
     else:
         chosen = keras.optimizers.SGD(
-            learning_rate_schedule(schedule, epochs, steps_per_epoch, peak), momentum=0.9
+            learning_rate_schedule(schedule, epochs, steps_per_epoch, peak, warmup_epochs),
+            momentum=0.9,
         )
     model.compile(
         optimizer=chosen,
@@ -439,8 +450,11 @@ def warn_if_imbalanced(labels: np.ndarray, class_names: list[str]) -> None:
         )
 
 
-def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
-    """(model, seed, history): a new network, or the checkpoint's for --resume."""
+def start_model(
+    config: TrainConfig, class_names: list[str], strategy, parent: Parent | None = None
+) -> tuple:
+    """(model, seed, history): a new network, the checkpoint's for --resume, or the
+    saved model's with --init-from (``continued_network``)."""
     with strategy.scope():
         if config.resume:
             model, state = _restore(config)
@@ -451,6 +465,8 @@ def start_model(config: TrainConfig, class_names: list[str], strategy) -> tuple:
             model, history = None, {}
         # Seeds Python, NumPy and TensorFlow: weight initialisation and every random op.
         keras.utils.set_random_seed(seed)
+        if model is None and parent is not None:
+            model = continued_network(parent, class_names)
         if model is None:
             model = build_model(
                 len(class_names),
@@ -581,6 +597,7 @@ class Run:
     seed: int = 0
     history: dict = field(default_factory=dict)
     strategy: Any = None
+    parent: Parent | None = None  # --init-from: the saved model training starts from
 
     def metadata(self) -> dict:
         """What every saved file of this run carries (class names, recipe, positive class)."""
@@ -596,11 +613,20 @@ def load_splits(config: TrainConfig, splits: dict[str, Split] | None = None) -> 
     ``splits`` replaces the folder (cross-validation hands over each fold's files)."""
     splits, layout, excluded = select_splits(config, splits)
     class_names = splits["training"].class_names
-    recipe = default_recipe(config.image_size)
+    parent = None
+    if config.init_from:
+        parent = read_parent(config.init_from, config.parent_interpolation, config.parent_scale)
+    if parent is not None:  # its input size and preprocessing are the new model's
+        recipe = parent.recipe
+        config.image_size = (recipe["height"], recipe["width"])
+    else:
+        recipe = default_recipe(config.image_size)
     arrays = decode_splits(splits, recipe, config.max_pixels)
     counts = np.bincount(arrays["training"][1], minlength=len(class_names)).tolist()
     positive = choose_positive(class_names, config.positive_class, counts)
-    return Run(config, splits, layout, excluded, arrays, class_names, positive, recipe)
+    run = Run(config, splits, layout, excluded, arrays, class_names, positive, recipe)
+    run.parent = parent
+    return run
 
 
 def build_network(run: Run) -> None:
@@ -609,6 +635,12 @@ def build_network(run: Run) -> None:
     config = run.config
     config.precision, why = resolve_precision(config)
     config.stain, why_stain = resolve_stain(config.stain, run.class_names)
+    if run.parent is not None:
+        # The parent's float32 layers and its own stain layer and head come with it.
+        config.precision, why = "float32", "--init-from: the saved model's"
+        config.stain = run.parent.provenance.get("stain") or "none"
+        config.head = run.parent.provenance.get("head") or "tutorial"
+        why_stain = "--init-from: the saved model's own layers"
     if config.resume:
         check_resumable(config, run.class_names)
     trace_faster()
@@ -622,7 +654,9 @@ def build_network(run: Run) -> None:
     report.info(f"training precision: {config.precision} ({why})")
     report.info(f"stain normalisation: {config.stain} ({why_stain})")
     # Model, optimizer and checkpoint variables must be made under the strategy.
-    run.model, run.seed, run.history = start_model(config, run.class_names, run.strategy)
+    run.model, run.seed, run.history = start_model(
+        config, run.class_names, run.strategy, run.parent
+    )
 
 
 def compile_network(run: Run) -> None:
@@ -631,13 +665,23 @@ def compile_network(run: Run) -> None:
     if run.config.resume:
         return
     config = run.config
+    if config.bn_statistics == "frozen" and run.parent is None:
+        raise UserError("--bn-statistics frozen keeps a saved model's statistics: add --init-from")
     # Sized from the images that decoded, not the files found: a skipped file would
     # otherwise leave the cosine short of zero at the last step.
     steps = epoch_steps(len(run.arrays["training"][1]), config.batch_size)
+    epochs, warmup = config.epochs, None
+    if run.parent is not None:
+        # --freeze-backbone: the first phase trains the last layer only (fit_network
+        # compiles the second); a short warm-up, so the new classifier's first large
+        # gradients do not undo what the parent learned.
+        frozen = min(config.freeze_backbone, config.epochs)
+        set_trainable(run.model, config.bn_statistics, only_last=frozen > 0)
+        epochs, warmup = frozen or config.epochs, FINETUNE_WARMUP_EPOCHS
     with run.strategy.scope():
         compile_model(
-            run.model, config.epochs, config.schedule, steps, config.learning_rate,
-            config.optimizer,
+            run.model, epochs, config.schedule, steps, config.learning_rate,
+            config.optimizer, warmup,
         )  # fmt: skip
 
 
@@ -651,6 +695,21 @@ def fit_network(run: Run) -> None:
         save_model(run.model, config.checkpoint, {**run.metadata(), "checkpoint": state})
 
     saver = save_checkpoint if config.checkpoint and config.chief else None
+    frozen = min(config.freeze_backbone, config.epochs) if run.parent is not None else 0
+    if frozen and not config.resume:
+        report.info(f"--freeze-backbone: epochs 1-{frozen} train the last layer only")
+        fit(dataclasses.replace(config, epochs=frozen), run.model, run.arrays, run.seed,
+            run.history, saver)  # fmt: skip
+        if frozen == config.epochs:
+            return
+        report.info(f"epochs {frozen + 1}-{config.epochs}: every layer trains")
+        set_trainable(run.model, config.bn_statistics)
+        steps = epoch_steps(len(run.arrays["training"][1]), config.batch_size)
+        with run.strategy.scope():
+            compile_model(
+                run.model, config.epochs - frozen, config.schedule, steps,
+                config.learning_rate, config.optimizer, FINETUNE_WARMUP_EPOCHS,
+            )  # fmt: skip
     fit(config, run.model, run.arrays, run.seed, run.history, saver)
 
 
@@ -698,7 +757,10 @@ def evaluate_network(run: Run) -> TrainResult:
     """Step 5, the classification report on the testing split, of exactly the network
     that will be saved; then its temperature, fitted on validation."""
     config, arrays, class_names, positive = run.config, run.arrays, run.class_names, run.positive
-    model = portable_copy(run.model, config.image_size, config.head, config.stain)
+    if run.parent is not None:
+        model = portable(run.model)
+    else:
+        model = portable_copy(run.model, config.image_size, config.head, config.stain)
     if config.bn_statistics == "recomputed":
         recompute_batch_norm(model, arrays["training"][0], config.batch_size, run.seed)
     report.info("evaluating network...")
@@ -720,6 +782,8 @@ def evaluate_network(run: Run) -> TrainResult:
         config, arrays, run.seed, run.history,
         layout=run.layout,
         excluded=listed,
+        **({"init_from": run.parent.record(),
+            "freeze_backbone": config.freeze_backbone} if run.parent else {}),
         kept_epoch=kept,  # from 1: the epoch whose weights were saved (--keep)
         stopped_epoch=epochs,  # the last epoch trained: below --epochs after an early stop
         class_weights=weights and {class_names[k]: round(w, 6) for k, w in weights.items()},
