@@ -170,7 +170,7 @@ def test_refusals(tmp_path):
     bare = run_script(*without_tensorflow("load_model.py"), "--model", str(model_path), *common)
     assert bare.returncode == 2
     error = [line for line in bare.stderr.splitlines() if line.startswith("[ERROR]")]
-    assert len(error) == 1 and "--classes" in error[0] and "pyimagesearch.adopt" in error[0]
+    assert len(error) == 1 and "with --classes" in error[0] and "pyimagesearch.adopt" in error[0]
     scale_only = run_script(*without_tensorflow("load_model.py"), "--model", str(model_path),
                             "--scale", "1", *common)  # fmt: skip
     assert scale_only.returncode == 2 and "--classes" in scale_only.stderr
