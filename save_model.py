@@ -177,7 +177,7 @@ def check_init_from(args: argparse.Namespace) -> None:
     """The options that only mean something with --init-from, refused without it."""
     if args.init_from is None:
         given = {"--freeze-backbone": args.freeze_backbone, "--interpolation": args.interpolation,
-                 "--scale": args.scale, "--recipe finetune": args.recipe == "finetune",
+                 "--scale": args.scale,
                  "--bn-statistics frozen": args.bn_statistics == "frozen"}  # fmt: skip
         for flag, value in given.items():
             if value:

@@ -140,8 +140,8 @@ def test_init_from_refusals(tmp_path, synthetic_dataset):
     TensorFlow starts."""
     base = ["save_model.py", "--dataset", str(synthetic_dataset), "--model",
             str(tmp_path / "m.model")]  # fmt: skip
-    for extra in (["--freeze-backbone", "1"], ["--scale", "1"], ["--recipe", "finetune"],
-                  ["--bn-statistics", "frozen"], ["--interpolation", "area"]):  # fmt: skip
+    for extra in (["--freeze-backbone", "1"], ["--scale", "1"], ["--bn-statistics", "frozen"],
+                  ["--interpolation", "area"]):  # fmt: skip
         result = run_script(*without_tensorflow(base[0]), *base[1:], *extra)
         assert result.returncode == 2, (extra, result.stderr[-500:])
         assert "--init-from" in result.stderr
