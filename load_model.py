@@ -33,8 +33,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyimagesearch import modelfile, options, predict, preprocessing, report, safety
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch import options
+from pyimagesearch.core import modelfile, preprocessing, report, safety
+from pyimagesearch.core.errors import UserError, run_command
+from pyimagesearch.inference import predict
 
 MONTAGE_TILES = 16
 SPLIT_NAMES = ("training", "validation", "testing", "train", "val", "test")
@@ -124,7 +126,7 @@ def split_images(folder: str, split: str, model: str, metadata: dict, max_pixels
     """The files of SPLIT of FOLDER, as the model's training drew them: a split folder's
     sub-folder, or the recorded split of a flat folder, redrawn from the same scan and
     refused when the folder's files are no longer those it was trained on."""
-    from pyimagesearch.splitting import SPLIT_FOLDERS, scan_classes, split_files
+    from pyimagesearch.core.splitting import SPLIT_FOLDERS, scan_classes, split_files
 
     name = next(key for key, names in SPLIT_FOLDERS.items() if split in names)
     provenance = metadata.get("provenance") or {}
@@ -179,8 +181,8 @@ def save_explanations(
     """One Grad-CAM overlay PNG per classified image (of its predicted class) in FOLDER."""
     import cv2
 
-    from pyimagesearch.gradcam import iter_heatmaps
-    from pyimagesearch.montage import cell_tile
+    from pyimagesearch.inference.gradcam import iter_heatmaps
+    from pyimagesearch.inference.montage import cell_tile
 
     chosen = [paths[i] for i in kept]
     folder, bound = args.explain_dir, args.max_pixels
@@ -204,7 +206,7 @@ def save_explanations(
 
 
 def gather_images(sources: list[str], max_pixels: int) -> list[str]:
-    from pyimagesearch.splitting import list_images
+    from pyimagesearch.core.splitting import list_images
 
     paths: list[str] = []
     for source in sources:
@@ -255,7 +257,8 @@ def describe(engine, sha256: str) -> None:
     if isinstance(provenance, dict) and provenance.get("stain") == "grey-world":
         report.info(
             "stain normalisation: grey-world, a layer of the network (each cell's "
-            "colour cast taken out; plain Keras loads it after `import pyimagesearch.stain`)"
+            "colour cast taken out; plain Keras loads it after "
+            "`import pyimagesearch.network.stain`)"
         )
     ensemble = provenance.get("ensemble") if isinstance(provenance, dict) else None
     if isinstance(ensemble, dict) and isinstance(ensemble.get("members"), list):
@@ -270,7 +273,7 @@ def describe(engine, sha256: str) -> None:
             f"probabilities calibrated with temperature {calibration['temperature']}"
             + (f" (fitted on {images} validation images)" if type(images) is int else "")
         )
-    from pyimagesearch.evaluation import not_learnt_warning
+    from pyimagesearch.core.evaluation import not_learnt_warning
 
     if isinstance(provenance, dict) and (warning := not_learnt_warning(provenance.get("learning"))):
         report.warning(warning)
@@ -318,7 +321,7 @@ def classify(
     --csv only when the run succeeds), unreadable files named."""
     from tqdm import tqdm
 
-    from pyimagesearch.predict import iter_predictions
+    from pyimagesearch.inference.predict import iter_predictions
 
     class_names = engine.metadata["class_names"]
     recipe = engine.metadata["preprocessing"]
@@ -363,7 +366,7 @@ def report_scores(args: argparse.Namespace, engine, paths: list[str], results: R
     """The report and confusion matrix over the images whose folder names their class."""
     import numpy as np
 
-    from pyimagesearch.evaluation import choose_positive, print_report
+    from pyimagesearch.core.evaluation import choose_positive, print_report
 
     class_names = engine.metadata["class_names"]
     known = [i for i, truth in enumerate(results.truths) if truth is not None]
@@ -378,7 +381,7 @@ def report_scores(args: argparse.Namespace, engine, paths: list[str], results: R
     positive = choose_positive(class_names, requested)
     print_report(shown, labels, probabilities, class_names, positive=positive)
     if args.confusion:
-        from pyimagesearch.plots import plot_confusion_matrix
+        from pyimagesearch.training.plots import plot_confusion_matrix
 
         predicted = probabilities.argmax(axis=1)
         with safety.replacing(args.confusion) as temporary:
@@ -395,7 +398,7 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
     """16 classified images (a seeded sample) as labelled tiles (Grad-CAM under --explain)."""
     import cv2
 
-    from pyimagesearch.montage import build_montage, labelled_tile
+    from pyimagesearch.inference.montage import build_montage, labelled_tile
 
     class_names = engine.metadata["class_names"]
     # A seeded sample of the classified images (with -n 0 the first 16 in sorted order
@@ -407,7 +410,7 @@ def draw_montage(args: argparse.Namespace, engine, paths: list[str], results: Re
     predicted = [int(results.scores[n].argmax()) for n in chosen]
     heat = {}
     if args.explain:
-        from pyimagesearch.gradcam import iter_heatmaps
+        from pyimagesearch.inference.gradcam import iter_heatmaps
 
         report.info(f"Grad-CAM of the {len(shown)} montage tiles...")
         recipe = engine.metadata["preprocessing"]
@@ -440,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_outputs(args)
     if args.split:
-        from pyimagesearch.modelfile import read_metadata
+        from pyimagesearch.core.modelfile import read_metadata
 
         metadata = read_metadata(args.model) or {}
         found = split_images(args.images[0], args.split, args.model, metadata, args.max_pixels)
@@ -471,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = engine.metadata["preprocessing"]
         save_explanations(engine.model, paths, results.kept, predicted, recipe, args)
     if args.show:
-        from pyimagesearch.montage import show_montage
+        from pyimagesearch.inference.montage import show_montage
 
         show_montage(montage, args.output)
     return 0

@@ -17,21 +17,22 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimagesearch import options, report, safety
-from pyimagesearch.distribute import is_chief
-from pyimagesearch.errors import UserError, run_command, start_tensorflow
-from pyimagesearch.modelfile import (
+from pyimagesearch import options
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.errors import UserError, run_command, start_tensorflow
+from pyimagesearch.core.modelfile import (
     check_is_checkpoint,
     checkpoint_path_for,
     read_metadata,
     validate_metadata,
 )
-from pyimagesearch.preprocessing import INTERPOLATIONS, SCALES
-from pyimagesearch.recipes import CONTINUE_RECIPE, DEFAULT_RECIPE
-from pyimagesearch.splitting import check_dataset, read_file_list
+from pyimagesearch.core.preprocessing import INTERPOLATIONS, SCALES
+from pyimagesearch.core.recipes import CONTINUE_RECIPE, DEFAULT_RECIPE
+from pyimagesearch.core.splitting import check_dataset, read_file_list
+from pyimagesearch.training.distribute import is_chief
 
 if TYPE_CHECKING:
-    from pyimagesearch.recipes import TrainConfig
+    from pyimagesearch.core.recipes import TrainConfig
 
 NOT_CHIEF = (
     "[INFO] this worker is not the chief, so it writes nothing: the chief (the "
@@ -192,8 +193,8 @@ def check_init_from(args: argparse.Namespace) -> None:
 
 def write_calibration_plot(calibration, path: str) -> None:
     """The reliability diagram on the testing split, or one [INFO] line saying why not."""
-    from pyimagesearch.calibration import calibrate
-    from pyimagesearch.plots import plot_reliability
+    from pyimagesearch.core.calibration import calibrate
+    from pyimagesearch.training.plots import plot_reliability
 
     if calibration is None or not len(calibration.test_labels):
         report.info(f"no temperature was fitted, so '{path}' was not written")
@@ -278,7 +279,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def save_plots(args: argparse.Namespace, result) -> None:
     """The training curves (--plot) and, when asked, the reliability diagram."""
-    from pyimagesearch.plots import plot_history
+    from pyimagesearch.training.plots import plot_history
 
     with safety.replacing(args.plot) as temporary:
         plot_history(result.history, str(temporary))
@@ -291,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_outputs(args)  # a bad path is refused at once, before TensorFlow starts
     start_tensorflow(args.debug)
-    from pyimagesearch import train as steps
-    from pyimagesearch.serialization import save_model
+    from pyimagesearch.training import train as steps
+    from pyimagesearch.training.serialization import save_model
 
     config = training_config(args)
 
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def warn_if_not_learnt(metadata: dict) -> None:
     """The last line a user sees, when the model is no better than guessing."""
-    from pyimagesearch.evaluation import not_learnt_warning
+    from pyimagesearch.core.evaluation import not_learnt_warning
 
     warning = not_learnt_warning(metadata.get("provenance", {}).get("learning"))
     if warning:

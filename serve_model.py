@@ -27,8 +27,9 @@ import socket
 import sys
 import threading
 
-from pyimagesearch import options, report
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch import options
+from pyimagesearch.core import report
+from pyimagesearch.core.errors import UserError, run_command
 
 MAX_TITLE_LENGTH = 120
 MAX_TIMEOUT_S = 3600
@@ -184,8 +185,8 @@ def listen(host: str, port: int) -> socket.socket:
 def settings_from(args: argparse.Namespace):
     """The options as the service takes them (``serve.Settings``, also what each worker
     process of --workers reads back)."""
-    from pyimagesearch.connections import ConnectionRules
-    from pyimagesearch.serve import Limits, Settings
+    from pyimagesearch.serving.connections import ConnectionRules
+    from pyimagesearch.serving.serve import Limits, Settings
 
     limits = Limits(
         max_request_bytes=int(args.max_request_mb * (1 << 20)),
@@ -205,10 +206,10 @@ def run_server(service, settings, sock: socket.socket, args: argparse.Namespace)
     """uvicorn on SOCK: this process with --workers 1, else that many fresh processes."""
     import uvicorn
 
-    from pyimagesearch.connections import GuardedH11Protocol
-    from pyimagesearch.serve import SETTINGS_VARIABLE, create_app
+    from pyimagesearch.serving.connections import GuardedH11Protocol
+    from pyimagesearch.serving.serve import SETTINGS_VARIABLE, create_app
 
-    # Connection rules uvicorn has no setting for (pyimagesearch/connections.py): a header
+    # Connection rules uvicorn has no setting for (pyimagesearch/serving/connections.py): a header
     # timeout, and room made at --max-connections by closing connections that wait for a
     # request. Its limit_concurrency stays off (a plain-text 503, idle connections
     # counted): serve.RequestGuard bounds requests in progress and answers in JSON.
@@ -232,7 +233,7 @@ def run_server(service, settings, sock: socket.socket, args: argparse.Namespace)
 
     report.info(f"starting {args.workers} worker processes")
     config = uvicorn.Config(
-        "pyimagesearch.serve:app_from_environment",
+        "pyimagesearch.serving.serve:app_from_environment",
         factory=True,
         workers=args.workers,
         **server_options,
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--workers {args.workers} is more than {MAX_WORKERS_PER_CPU} per CPU ({most} "
             f"on this machine's {os.cpu_count() or 1}); each worker holds its own network"
         )
-    from pyimagesearch.serve import build_service
+    from pyimagesearch.serving.serve import build_service
 
     sock = listen(args.host, args.port)  # before the model: a taken port fails at once
     port = sock.getsockname()[1]  # the one the system chose for --port 0

@@ -42,7 +42,7 @@ from bench.measure import (
 )
 from bench.serve import drive, multipart_one
 from pyimagesearch import options
-from pyimagesearch.server_process import get_json, stop, wait_until_ready
+from pyimagesearch.serving.server_process import get_json, stop, wait_until_ready
 
 SAMPLE = 16
 PEER_BATCH = 256

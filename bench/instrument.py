@@ -5,7 +5,7 @@
 
 The script runs through ``runpy`` as ``__main__``. ``keras.Model.fit`` gets an epoch
 timer (summed over calls, should training call fit once per epoch) and
-``pyimagesearch.predict.iter_predictions`` a stopwatch. At exit one line
+``pyimagesearch.inference.predict.iter_predictions`` a stopwatch. At exit one line
 ``BENCH_JSON {...}`` is printed for ``bench.measure`` to read.
 """
 
@@ -58,7 +58,7 @@ def epoch_timer(base: type) -> Any:
 
 
 def install_hooks(record: dict[str, Any], training: bool = True) -> None:
-    import pyimagesearch.predict as predict
+    import pyimagesearch.inference.predict as predict
 
     original_iter: Callable[..., Iterator] = predict.iter_predictions
 

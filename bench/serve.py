@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyimagesearch import options
-from pyimagesearch.server_process import get_json, running_server
+from pyimagesearch.serving.server_process import get_json, running_server
 
 BOUNDARY = "bench-serve-boundary"
 

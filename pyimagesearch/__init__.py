@@ -14,26 +14,16 @@ import sys
 __version__ = "1.0.0"
 
 TENSORFLOW_FREE = (
-    # image gate and the one preprocessing; dataset layouts and splits
-    "safety",
-    "preprocessing",
-    "splitting",
-    # the model file, its compiled network, the metrics and the calibration maths
-    "modelfile",
-    "compiled",
-    "evaluation",
-    "calibration",
-    "recipes",
-    # inference and serving
-    "predict",
-    "montage",
-    "palette",
-    "serve",
-    "connections",
+    # every module of the core package: the image gate and the one preprocessing,
+    # dataset splits, the model file and its compiled network, metrics, calibration,
+    # the recipes and the output channel
+    "core",
+    # inference and serving on the compiled network
+    "inference.predict",
+    "inference.montage",
+    "serving",
     # the command-line layer
     "options",
-    "errors",
-    "report",
     "commands",
 )
 

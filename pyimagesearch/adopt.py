@@ -21,8 +21,9 @@ import datetime
 import sys
 from pathlib import Path
 
-from pyimagesearch import modelfile, options, report, safety
-from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch import options
+from pyimagesearch.core import modelfile, report, safety
+from pyimagesearch.core.errors import UserError, run_command, start_tensorflow
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     import pyimagesearch
-    from pyimagesearch.serialization import load_model, save_model
+    from pyimagesearch.training.serialization import load_model, save_model
 
     model, metadata = load_model(args.model, adoption=options.adoption(args))
     metadata["provenance"] = {

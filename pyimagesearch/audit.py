@@ -42,8 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import options, report, safety
-from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch import options
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.errors import UserError, run_command, start_tensorflow
 
 REQUIRED = ("path", "file", "fold", "label", "predicted")
 # The group column: "patient" in the malaria set's oof.csv, "group" for any other.
@@ -142,7 +143,7 @@ def weak_models_caveat(oof: OutOfFold) -> str | None:
     """A caveat when the fold models are too weak for their disagreements to say much
     about the labels: a fold that has not learnt, or out-of-sample accuracy below
     WEAK_ACCURACY. None when the models are good enough to audit with."""
-    from pyimagesearch.evaluation import learning_check
+    from pyimagesearch.core.evaluation import learning_check
 
     predicted = oof.probabilities.argmax(axis=1)
     accuracy = float(np.mean(predicted == oof.labels))
@@ -230,8 +231,8 @@ def fold_heatmaps(
 ) -> dict[int, np.ndarray]:
     """Grad-CAM of each suspect (keyed by rank) from the model of the fold that held it out,
     explaining the suggested label. Folds whose model is missing or unusable are named."""
-    from pyimagesearch.gradcam import iter_heatmaps
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.inference.gradcam import iter_heatmaps
+    from pyimagesearch.training.serialization import load_model
 
     found: dict[int, np.ndarray] = {}
     for fold in sorted({int(r["fold"]) for r in suspects}):
@@ -281,8 +282,8 @@ def suspect_tile(
     the page has heat, so a cell without it gets an empty place, for tiles of one size."""
     import numpy as np
 
-    from pyimagesearch.montage import cell_tile, draw_labels
-    from pyimagesearch.palette import WRONG, bgr, colour_for
+    from pyimagesearch.core.palette import WRONG, bgr, colour_for
+    from pyimagesearch.inference.montage import cell_tile, draw_labels
 
     tile = cell_tile(str(path), None, max_pixels)
     suggested = row["suggested_label"]
@@ -307,7 +308,7 @@ def draw_suspects(
     named and left out; Grad-CAM comes from each fold's model beside oof.csv."""
     import cv2
 
-    from pyimagesearch.montage import build_pages
+    from pyimagesearch.inference.montage import build_pages
 
     images = Path(args.images) if args.images else None
     files = {r["rank"]: resolve_image(r["path"], images) for r in suspects}

@@ -36,9 +36,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pyimagesearch import options, report, safety
-from pyimagesearch.errors import UserError, run_command
-from pyimagesearch.splitting import (
+from pyimagesearch import options
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.errors import UserError, run_command
+from pyimagesearch.core.splitting import (
     NIH_CLASSES,
     NIH_GROUP_PATTERN,
     SPLIT_FOLDERS,
@@ -208,7 +209,7 @@ def list_class_files(root: Path) -> dict[str, list[str]]:
     """Each class's images (the NIH classes only, where the source has them), as paths
     inside the class folder: the one scan save_model.py reads a flat folder with
     (``splitting.scan_classes``: nested folders, hidden files, the image gate)."""
-    from pyimagesearch.splitting import scan_classes
+    from pyimagesearch.core.splitting import scan_classes
 
     names = list(CLASSES) if all((root / c).is_dir() for c in CLASSES) else class_folders(root)
     scanned = scan_classes(root, class_names=names)
@@ -302,7 +303,7 @@ def fraction_split(
     from the file name) in one split; without a pattern each file is its own group."""
     import numpy as np
 
-    from pyimagesearch.splitting import (
+    from pyimagesearch.core.splitting import (
         ClassFiles,
         check_splits_filled,
         default_group_pattern,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from pyimagesearch.errors import run_command
+from pyimagesearch.core.errors import run_command
 
 # command name -> (module, what it does)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -6,7 +6,7 @@ python -m pyimagesearch.crossval -d digits --folds 3 --image-size 32 --augmentat
 DATASET is a flat folder of class sub-folders (the NIH download's ``cell_images``), or
 a split one (training/validation/testing or train/val/test), whose images are pooled.
 Every group's images go to exactly one fold (``--group-pattern``; for the NIH malaria
-classes the patient, read from the file name, see ``pyimagesearch.splitting``; without
+classes the patient, read from the file name, see ``pyimagesearch.core.splitting``; without
 a pattern each file is its own group), folds are balanced by class, and the split is
 seeded. For fold k the other folds are split again by group into training and
 validation; the model trained there classifies fold k. Written to OUTPUT:
@@ -25,7 +25,7 @@ validation; the model trained there classifies fold k. Written to OUTPUT:
   Parasitized is above a threshold chosen on that fold's validation patients, never on
   the fold it is judged on;
 - with ``--ensemble OUT.model``, once every fold is done: one model file whose output is
-  the mean of the fold models' calibrated probabilities (``pyimagesearch.ensemble``). A
+  the mean of the fold models' calibrated probabilities (``pyimagesearch.training.ensemble``). A
   finished run given the same command with ``--ensemble`` only writes the file;
 - with ``--holdout FRACTION``: that share of the groups is set aside before the folds
   are made (``holdout.csv``) and never trained or validated on; ``holdout.md`` judges
@@ -48,11 +48,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import options, report, safety
-from pyimagesearch.errors import UserError, run_command, start_tensorflow
-from pyimagesearch.evaluation import not_learnt_warning
-from pyimagesearch.recipes import TrainConfig
-from pyimagesearch.splitting import NIH_POSITIVE
+from pyimagesearch import options
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.errors import UserError, run_command, start_tensorflow
+from pyimagesearch.core.evaluation import not_learnt_warning
+from pyimagesearch.core.recipes import TrainConfig
+from pyimagesearch.core.splitting import NIH_POSITIVE
 
 POSITIVE = NIH_POSITIVE
 
@@ -91,7 +92,7 @@ def groups_of(
     """Each image's group (its patient for the malaria set); a file without one, or every
     file when there is no pattern, is its own group, named by its path under ROOT (its
     class folder included: IMG_0001.jpg in two class folders is two files, two groups)."""
-    from pyimagesearch.splitting import groups_for
+    from pyimagesearch.core.splitting import groups_for
 
     def own(path: str) -> str:
         relative = os.path.relpath(path, root) if root is not None else path
@@ -171,7 +172,7 @@ def patient_table(
 def fold_metrics(
     labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], positive: str | None
 ) -> dict:
-    from pyimagesearch.evaluation import choose_positive, classification_metrics
+    from pyimagesearch.core.evaluation import choose_positive, classification_metrics
 
     counts = np.bincount(labels, minlength=len(class_names)).tolist()
     index = choose_positive(class_names, positive, counts).index
@@ -183,8 +184,8 @@ def predict_files(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(indices of the files that decoded, probabilities) as load_model.py gives them:
     the model's own preprocessing, and its temperature when it stores one."""
-    from pyimagesearch.calibration import temperature_of
-    from pyimagesearch.predict import iter_predictions, make_predictor
+    from pyimagesearch.core.calibration import temperature_of
+    from pyimagesearch.inference.predict import iter_predictions, make_predictor
 
     predictor = make_predictor(
         model, temperature=temperature_of(metadata), recipe=metadata["preprocessing"]
@@ -199,10 +200,10 @@ def predict_files(
 
 def run_fold(plan: Plan, fold: Fold, images, folder: Path) -> dict:
     """Train on the fold's training patients, then classify its held-out patients."""
-    from pyimagesearch.data import Split
-    from pyimagesearch.modelfile import checkpoint_path_for
-    from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import best_weights_path, train
+    from pyimagesearch.core.modelfile import checkpoint_path_for
+    from pyimagesearch.training.data import Split
+    from pyimagesearch.training.serialization import save_model
+    from pyimagesearch.training.train import best_weights_path, train
 
     paths, labels, class_names, patients = images
     folder.mkdir(parents=True, exist_ok=True)
@@ -538,7 +539,7 @@ def judge_holdout(plan: Plan, held: list[dict], class_names: list[str], ensemble
     """holdout.md: each finished fold model, their mean, and the ensemble, on the held-out
     groups (which no fold trained or validated on); holdout-predictions.csv: every model's
     probabilities per image, so that two runs on the same held-out groups pair cell by cell."""
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.serialization import load_model
 
     output = plan.output
     paths = [row["path"] for row in held]
@@ -604,7 +605,7 @@ def limit_by_patient(paths, labels, patients, limit: int, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pyimagesearch.splitting import (
+    from pyimagesearch.core.splitting import (
         compile_pattern,
         default_group_pattern,
         is_nih,
@@ -621,8 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.group_pattern:
         compile_pattern(args.group_pattern)
     start_tensorflow(args.debug)
-    from pyimagesearch.data import pool_dataset
-    from pyimagesearch.train import TrainingInterrupted
+    from pyimagesearch.training.data import pool_dataset
+    from pyimagesearch.training.train import TrainingInterrupted
 
     found = pool_dataset(args.dataset, args.max_pixels)
     paths, labels, class_names = found.paths, found.labels, found.class_names
@@ -751,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     report.plain(summarise(plan, results, class_names))
     report.info(f"out-of-sample predictions written to '{output / 'oof.csv'}'")
     if args.ensemble:
-        from pyimagesearch.ensemble import write_ensemble
+        from pyimagesearch.training.ensemble import write_ensemble
 
         folders = [output / f"fold-{k}" for k in range(1, args.folds + 1)]
         unfinished = [f.name for f in folders if not (f / "result.json").exists()]

@@ -17,8 +17,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pyimagesearch import options, report
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch import options
+from pyimagesearch.core import report
+from pyimagesearch.core.errors import UserError, run_command
 
 SETS = ("digits", "zero-one")
 SIDE = 48

@@ -57,8 +57,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyimagesearch import modelfile, options, report, safety
-from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch import options
+from pyimagesearch.core import modelfile, report, safety
+from pyimagesearch.core.errors import UserError, run_command, start_tensorflow
 
 if TYPE_CHECKING:  # imported lazily below: --help and early errors need no TensorFlow
     import keras
@@ -205,8 +206,8 @@ def check_check_folder(folder: str) -> None:
 def list_check_images(folder: str) -> list[str]:
     """The images --check classifies: every image file under FOLDER, listed as
     load_model.py lists a folder; a FOLDER without any is refused."""
-    from pyimagesearch.preprocessing import IMAGE_EXTENSIONS
-    from pyimagesearch.splitting import list_images
+    from pyimagesearch.core.preprocessing import IMAGE_EXTENSIONS
+    from pyimagesearch.core.splitting import list_images
 
     paths = list_images(Path(folder))
     if not paths:
@@ -261,7 +262,7 @@ def graph_model_input(images: tf.Tensor, recipe: dict) -> tf.Tensor:
     """
     import tensorflow as tf
 
-    from pyimagesearch.preprocessing import scale_factor
+    from pyimagesearch.core.preprocessing import scale_factor
 
     size = (recipe["height"], recipe["width"])
     method = recipe["interpolation"]
@@ -283,7 +284,7 @@ def build_archive(
     import keras
     import tensorflow as tf
 
-    from pyimagesearch.calibration import forward
+    from pyimagesearch.core.calibration import forward
 
     network = forward(model, temperature)
 
@@ -337,7 +338,7 @@ def write_litert(archive: keras.export.ExportArchive, document: str, path: Path)
 def write_openvino(archive: keras.export.ExportArchive, document: str, path: Path) -> None:
     """OpenVINO's runtime reads the SavedModel (its `serving_default`, i.e. `serve`) and
     writes IR; weights stay float32 (``save_model`` would halve them to float16)."""
-    from pyimagesearch.compiled import import_openvino
+    from pyimagesearch.core.compiled import import_openvino
 
     openvino = import_openvino()
     with tempfile.TemporaryDirectory() as tmp:
@@ -352,8 +353,8 @@ def export(model: keras.Model, metadata: dict, fmt: str, folder: Path) -> None:
 
     Every copy of the JSON (the file and the one inside the format) is the public
     metadata: no absolute path of the training machine leaves with the export."""
-    from pyimagesearch.calibration import temperature_of
-    from pyimagesearch.serialization import public_metadata
+    from pyimagesearch.core.calibration import temperature_of
+    from pyimagesearch.training.serialization import public_metadata
 
     document = json.dumps(public_metadata(metadata), indent=2)
     archive, serve = build_archive(
@@ -394,7 +395,7 @@ def open_export(fmt: str, folder: Path) -> Runner:
     if fmt == "litert":
         serve = litert_interpreter()(model_path=path).get_signature_runner(ENDPOINT)
         return lambda images: next(iter(serve(images=images).values()))
-    from pyimagesearch.compiled import import_openvino
+    from pyimagesearch.core.compiled import import_openvino
 
     try:
         openvino = import_openvino()
@@ -426,9 +427,9 @@ def keras_answers(model: keras.Model, metadata: dict, paths: list[str]) -> Keras
     network on TensorFlow, the stored temperature applied by ``calibration.forward``."""
     import numpy as np
 
-    from pyimagesearch.calibration import temperature_of
-    from pyimagesearch.data import warn_skipped
-    from pyimagesearch.predict import iter_predictions, make_predictor
+    from pyimagesearch.core.calibration import temperature_of
+    from pyimagesearch.inference.predict import iter_predictions, make_predictor
+    from pyimagesearch.training.data import warn_skipped
 
     batches = -(-len(paths) // CHECK_BATCH_SIZE)
     predict = make_predictor(
@@ -450,7 +451,7 @@ def pixel_batches(paths: list[str], batch_size: int = CHECK_BATCH_SIZE):
     decoded by ``preprocessing.decode_rgb``: what a client hands the export."""
     import numpy as np
 
-    from pyimagesearch.preprocessing import decode_rgb
+    from pyimagesearch.core.preprocessing import decode_rgb
 
     start, pending = 0, []
     for index, path in enumerate(paths):
@@ -534,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check is not None:
         check_images = list_check_images(args.check)
 
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.serialization import load_model
 
     report.info(f"loading '{args.model}'...")
     model, metadata = load_model(args.model, adoption=adoption)

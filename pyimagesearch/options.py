@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pyimagesearch import safety
-from pyimagesearch.recipes import (
+from pyimagesearch.core import safety
+from pyimagesearch.core.recipes import (
     DEFAULT_RECIPE,
     OPTIMIZERS,
     PURPOSES,
@@ -294,7 +294,7 @@ def class_list(text: str) -> list[str]:
 def add_adoption(parser: argparse.ArgumentParser) -> None:
     """--classes, --interpolation and --scale: reading a Keras model file saved elsewhere,
     which carries none of our metadata (``modelfile.Adoption``)."""
-    from pyimagesearch.preprocessing import INTERPOLATIONS, SCALES
+    from pyimagesearch.core.preprocessing import INTERPOLATIONS, SCALES
 
     parser.add_argument(
         "--classes",
@@ -320,8 +320,8 @@ def add_adoption(parser: argparse.ArgumentParser) -> None:
 
 def adoption(args: argparse.Namespace):
     """The options of ``add_adoption`` as a ``modelfile.Adoption``, or None without --classes."""
-    from pyimagesearch.errors import UserError
-    from pyimagesearch.modelfile import Adoption
+    from pyimagesearch.core.errors import UserError
+    from pyimagesearch.core.modelfile import Adoption
 
     if args.classes is None:
         if args.interpolation or args.scale:

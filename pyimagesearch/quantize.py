@@ -22,8 +22,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pyimagesearch import compiled, modelfile, options, report, safety
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch import options
+from pyimagesearch.core import compiled, modelfile, report, safety
+from pyimagesearch.core.errors import UserError, run_command
 
 MAX_CALIBRATION_IMAGES = 300
 
@@ -49,8 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def calibration_set(folder: str, recipe: dict, limit: int, seed: int):
     """(names, one-image batches of resized pixels) through the one preprocessing."""
-    from pyimagesearch.preprocessing import iter_pixel_batches, warn_skipped
-    from pyimagesearch.splitting import list_images
+    from pyimagesearch.core.preprocessing import iter_pixel_batches, warn_skipped
+    from pyimagesearch.core.splitting import list_images
 
     if not Path(folder).is_dir():
         raise UserError(f"--images '{folder}' is not a folder")

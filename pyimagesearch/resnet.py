@@ -11,8 +11,8 @@ import keras
 from keras import layers
 from keras.regularizers import l2
 
-from pyimagesearch.recipes import HEADS, STAIN_NORMALIZATIONS
-from pyimagesearch.stain import GreyWorld
+from pyimagesearch.core.recipes import HEADS, STAIN_NORMALIZATIONS
+from pyimagesearch.network.stain import GreyWorld
 
 
 class ResNet:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import modelfile, options, report, safety
-from pyimagesearch.errors import UserError, run_command, start_tensorflow
+from pyimagesearch import options
+from pyimagesearch.core import modelfile, report, safety
+from pyimagesearch.core.errors import UserError, run_command, start_tensorflow
 
 # The largest probability difference from Keras' float32 each stored network may show.
 # The float network computes what Keras computes (about 1e-6 apart on AVX2 and AVX-512
@@ -62,8 +63,8 @@ def probe_images(height: int, width: int, count: int = PROBES) -> np.ndarray:
 
 def folder_images(folder: str, recipe: dict, limit: int) -> tuple[np.ndarray, int]:
     """Up to LIMIT images of FOLDER (recursively, sorted) at the model's input size."""
-    from pyimagesearch.preprocessing import iter_readable_batches
-    from pyimagesearch.splitting import list_images
+    from pyimagesearch.core.preprocessing import iter_readable_batches
+    from pyimagesearch.core.splitting import list_images
 
     if not Path(folder).is_dir():
         raise UserError(f"--images '{folder}' is not a folder")
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--model '{args.model}' is not a readable file")
     sha256 = modelfile.check_sha256(args.model, args.expect_sha256)
     report.info(f"model '{args.model}': SHA-256 {sha256}")
-    from pyimagesearch import compiled
+    from pyimagesearch.core import compiled
 
     networks = {}
     for precision in ("float32", "int8"):
@@ -134,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         except compiled.Stale as why:
             report.info(f"no stored {precision} network is run: {why}")
     start_tensorflow(args.debug)
-    from pyimagesearch.calibration import temperature_of
-    from pyimagesearch.predict import tensorflow_predictor
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.core.calibration import temperature_of
+    from pyimagesearch.inference.predict import tensorflow_predictor
+    from pyimagesearch.training.serialization import load_model
 
     model, metadata = load_model(args.model)
     recipe = metadata["preprocessing"]

@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch.core.errors import UserError, run_command
 
 
 def read_run(pattern: str) -> dict[str, dict]:

@@ -38,14 +38,14 @@ from pyimagesearch.build_dataset import (
     tutorial_split,
     write_split,
 )
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch.core.errors import UserError, run_command
 from studies.patients import hold_out, seed_list, train
 
 
 def raw_probabilities(model_path: Path, paths: list[str]) -> np.ndarray:
     """The saved network's softmax without the stored temperature, in float32."""
-    from pyimagesearch.preprocessing import load_image
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.core.preprocessing import load_image
+    from pyimagesearch.training.serialization import load_model
 
     model, metadata = load_model(model_path)
     recipe = metadata["preprocessing"]
@@ -80,7 +80,7 @@ def train_seeds(args: argparse.Namespace) -> None:
             write_split(root, folder / "data", split, link=True)
             seconds = train(folder, seed, "adam-then-sgd", [])
             model = folder / "model.keras"
-            from pyimagesearch.modelfile import read_metadata
+            from pyimagesearch.core.modelfile import read_metadata
 
             stored = (read_metadata(str(model)) or {}).get("calibration") or {}
             arrays = {"temperature": np.float64(stored.get("temperature", np.nan))}
@@ -107,7 +107,7 @@ CHOSEN = "at least 5 errors and cross-fitted gain > 0 (the rule: calibration.und
 
 def candidates() -> dict:
     """Each candidate rule: (validation probabilities, labels) -> temperature or None."""
-    from pyimagesearch.calibration import (
+    from pyimagesearch.core.calibration import (
         cross_fitted_gain,
         fit_temperature,
         on_bound,
@@ -144,8 +144,8 @@ def judge_folder(folder: Path, draws: int = 200) -> str:
     40-image validation splits (18/22, the tutorial's) drawn from it, each rule's
     temperature judged on the rest of the pool. Then the rules on each seed's own
     validation split, judged on the held-out patients."""
-    from pyimagesearch.calibration import calibrate, expected_calibration_error
-    from pyimagesearch.calibration import negative_log_likelihood as nll
+    from pyimagesearch.core.calibration import calibrate, expected_calibration_error
+    from pyimagesearch.core.calibration import negative_log_likelihood as nll
 
     seeds = sorted(int(f.stem.split("-")[1]) for f in folder.glob("seed-*.npz"))
     data = {s: dict(np.load(folder / f"seed-{s}.npz")) for s in seeds}

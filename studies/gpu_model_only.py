@@ -17,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-from pyimagesearch.augmentation import build_augmenter
+from pyimagesearch.network.augmentation import build_augmenter
 from pyimagesearch.resnet import ResNet
 
 TRAIN_IMAGES, BATCH, EPOCHS = 360, 32, 25

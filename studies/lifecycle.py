@@ -46,8 +46,8 @@ from pyimagesearch.build_dataset import (
     tutorial_split,
     write_split,
 )
-from pyimagesearch.errors import UserError, run_command
-from pyimagesearch.splitting import NIH_GROUP_PATTERN, groups_for, split_by_fractions
+from pyimagesearch.core.errors import UserError, run_command
+from pyimagesearch.core.splitting import NIH_GROUP_PATTERN, groups_for, split_by_fractions
 from studies.patients import ROOT, cpu_description, hold_out, judge, seed_list
 
 PATIENT_SEED = 39  # issue 39; the parent's and the new patients, drawn once
@@ -88,7 +88,7 @@ def new_images(files: dict[str, list[str]], seed: int) -> dict[str, dict[str, li
 
 def validation_accuracy(folder: Path) -> float | None:
     """The last epoch's validation accuracy, from the saved model's provenance."""
-    from pyimagesearch.modelfile import read_metadata
+    from pyimagesearch.core.modelfile import read_metadata
 
     metadata = read_metadata(folder / "model.keras") or {}
     return metadata.get("provenance", {}).get("final_metrics", {}).get("val_accuracy")

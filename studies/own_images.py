@@ -42,7 +42,7 @@ def cpu_name() -> str:
 
 
 def run(dataset: Path, scratch: Path, seed: int, extra: list[str]) -> dict:
-    from pyimagesearch.serialization import read_metadata
+    from pyimagesearch.training.serialization import read_metadata
 
     model = scratch / f"digits-{seed}-{len(extra)}.keras"
     command = [sys.executable, str(ROOT / "save_model.py"), "--dataset", str(dataset),

@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch import safety
 from pyimagesearch.build_dataset import (
     CLASSES,
     find_class_root,
@@ -55,9 +54,10 @@ from pyimagesearch.build_dataset import (
     tutorial_split,
     write_split,
 )
-from pyimagesearch.errors import UserError, run_command
-from pyimagesearch.recipes import DEFAULT_RECIPE, RECIPES
-from pyimagesearch.splitting import NIH_GROUP_PATTERN, groups_for, split_by_fractions
+from pyimagesearch.core import safety
+from pyimagesearch.core.errors import UserError, run_command
+from pyimagesearch.core.recipes import DEFAULT_RECIPE, RECIPES
+from pyimagesearch.core.splitting import NIH_GROUP_PATTERN, groups_for, split_by_fractions
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDOUT_SEED = 22  # issue 22; fixed, so that every run is judged on the same patients
@@ -153,8 +153,8 @@ def train(folder: Path, seed: int, recipe: str, extra: list[str]) -> float:
 
 def judge(model: Path, paths: list[str], classes: list[str]) -> dict:
     """Classify PATHS (of classes CLASSES) as load_model.py would; the figures and predictions."""
-    from pyimagesearch.evaluation import classification_metrics
-    from pyimagesearch.predict import iter_predictions, load_engine
+    from pyimagesearch.core.evaluation import classification_metrics
+    from pyimagesearch.inference.predict import iter_predictions, load_engine
 
     started = time.perf_counter()
     engine = load_engine(str(model), images=len(paths), batch_size=64)

@@ -5,7 +5,7 @@
 Whole-command times on a shared 2-core machine vary by a third between identical runs,
 so two recipes whose costs are close cannot be ranked that way (docs/accuracy.md).
 Here each recipe trains on the same decoded split (DIR/training, validation, testing),
-through save_model.py's own steps (``pyimagesearch.train``), in the order A B B A per
+through save_model.py's own steps (``pyimagesearch.training.train``), in the order A B B A per
 round so that neither always goes first. Each run's time is its steps: building,
 compiling, fitting (every tracing), the test report, any BatchNormalization
 recomputation and calibration.
@@ -42,8 +42,8 @@ def train_once(
     RECIPE; an epoch's seconds include its validation and any tracing in it."""
     import keras
 
-    from pyimagesearch import train
-    from pyimagesearch.recipes import RECIPES
+    from pyimagesearch.core.recipes import RECIPES
+    from pyimagesearch.training import train
 
     keras.backend.clear_session()  # each run starts from the same state
     fields = dict(RECIPES[recipe])
@@ -74,7 +74,7 @@ def train_once(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pyimagesearch.recipes import RECIPES
+    from pyimagesearch.core.recipes import RECIPES
 
     parser = argparse.ArgumentParser(
         prog="python -m studies.recipe_time",

@@ -1,7 +1,7 @@
 """python -m studies.stain_spread --source DIR [--cells 15]
 
 How much the colour of the cells differs between patients' slides: the measurement
-behind the ranges of the ``+colour`` augmentation (``pyimagesearch/augmentation.py``).
+behind the ranges of the ``+colour`` augmentation (``pyimagesearch/network/augmentation.py``).
 
 For each patient (``splitting.NIH_GROUP_PATTERN``), CELLS cells drawn with a fixed seed;
 in each cell the pixels that are not the black background (brightest channel above 0.1)
@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from pyimagesearch.build_dataset import CLASSES, find_class_root, list_class_files
-from pyimagesearch.errors import UserError, run_command
-from pyimagesearch.splitting import NIH_GROUP_PATTERN, groups_for
+from pyimagesearch.core.errors import UserError, run_command
+from pyimagesearch.core.splitting import NIH_GROUP_PATTERN, groups_for
 
 
 def cell_colour(path: Path) -> tuple[float, float, float]:

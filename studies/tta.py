@@ -33,8 +33,8 @@ def orientations(images):
 
 
 def classify(model, metadata: dict, paths: list[str], views: bool) -> np.ndarray:
-    from pyimagesearch.calibration import temperature_of
-    from pyimagesearch.predict import iter_predictions, make_predictor
+    from pyimagesearch.core.calibration import temperature_of
+    from pyimagesearch.inference.predict import iter_predictions, make_predictor
 
     predictor = make_predictor(
         model, temperature=temperature_of(metadata), recipe=metadata["preprocessing"]
@@ -63,7 +63,7 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score
 
     from bench.measure import describe_machine
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.serialization import load_model
 
     cv = Path(args.cv)
     print(f"[INFO] {describe_machine()}")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from pyimagesearch.build_dataset import find_class_root
-from pyimagesearch.errors import UserError
+from pyimagesearch.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -201,7 +201,7 @@ class TrainedRun:
 def train_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> TrainedRun:
     """Run save_model.py's main here, recording what training decoded, fed and returned."""
     import save_model
-    from pyimagesearch import train as training
+    from pyimagesearch.training import train as training
 
     run = TrainedRun(Path(argv[argv.index("--model") + 1]), None, {})
     real_evaluate, real_load_split, real_make_dataset = (

@@ -8,7 +8,7 @@ import random
 import shutil
 from pathlib import Path
 
-from pyimagesearch.splitting import default_group_pattern, groups_for
+from pyimagesearch.core.splitting import default_group_pattern, groups_for
 
 CLASSES = ("Parasitized", "Uninfected")
 # (Parasitized, Uninfected) images per split: the 18 against 185 for training.

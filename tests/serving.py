@@ -229,7 +229,7 @@ def drawn_cells(folder: Path, count: int = 8, seed: int = 0) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pyimagesearch.server_process import running_server
+    from pyimagesearch.serving.server_process import running_server
 
     parser = argparse.ArgumentParser(description="The README's screenshot of the page.")
     parser.add_argument("--model", required=True)

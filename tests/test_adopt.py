@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyimagesearch.modelfile import file_sha256, read_metadata
+from pyimagesearch.core.modelfile import file_sha256, read_metadata
 from tests.conftest import run_script, without_tensorflow, write_image
 
 CLASSES = "Parasitized,Uninfected"
@@ -103,7 +103,7 @@ def test_interpolation_and_scale_are_used_and_recorded(tmp_path):
     the pixels the one preprocessing gives for that recipe."""
     import keras
 
-    from pyimagesearch.preprocessing import default_recipe, load_pixels
+    from pyimagesearch.core.preprocessing import default_recipe, load_pixels
 
     model_path = tmp_path / "elsewhere.keras"
     plain_keras_model(model_path)
@@ -139,7 +139,7 @@ def test_interpolation_and_scale_are_used_and_recorded(tmp_path):
     for path, row in zip(images, expected, strict=True):
         np.testing.assert_allclose(got[str(path)], row, atol=1e-5)
     # ... the server (its settings, as serve_model.py hands them to each worker) ...
-    from pyimagesearch.serve import Settings, build_service
+    from pyimagesearch.serving.serve import Settings, build_service
 
     settings = Settings(str(model_path), classes=["a", "b", "c"], interpolation="bilinear",
                         scale="1")  # fmt: skip

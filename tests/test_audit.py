@@ -10,7 +10,7 @@ import pytest
 
 from pyimagesearch import audit
 from pyimagesearch.build_dataset import patient_of
-from pyimagesearch.serialization import save_model
+from pyimagesearch.training.serialization import save_model
 from tests.conftest import TrainedRun, run_script
 
 CLASSES = ["Parasitized", "Uninfected"]

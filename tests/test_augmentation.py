@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pyimagesearch.augmentation import build_augmenter
+from pyimagesearch.network.augmentation import build_augmenter
 
 
 def upside_down_share(kind: str) -> float:
@@ -74,8 +74,8 @@ def test_a_colour_trained_model_classifies_with_the_plain_preprocessing(
 ):
     """Validation and testing were fed the decoded images untouched, the saved model holds
     no random layer, and its preprocessing is the one every other model has."""
-    from pyimagesearch.preprocessing import default_recipe
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.core.preprocessing import default_recipe
+    from pyimagesearch.training.serialization import load_model
     from tests.conftest import train_in_process
 
     model_path = tmp_path / "colour.keras"

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy.special import log_softmax, softmax
 
-from pyimagesearch import calibration
-from pyimagesearch.calibration import (
+from pyimagesearch.core import calibration
+from pyimagesearch.core.calibration import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
     apply_temperature,
@@ -24,11 +24,16 @@ from pyimagesearch.calibration import (
     fit_temperature,
     temperature_of,
 )
-from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import default_recipe, load_image
-from pyimagesearch.serialization import load_model, read_metadata, save_model, validate_metadata
-from pyimagesearch.serve import Settings, build_service, create_app
-from pyimagesearch.train import build_model
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.preprocessing import default_recipe, load_image
+from pyimagesearch.serving.serve import Settings, build_service, create_app
+from pyimagesearch.training.serialization import (
+    load_model,
+    read_metadata,
+    save_model,
+    validate_metadata,
+)
+from pyimagesearch.training.train import build_model
 from tests.conftest import TrainedRun, run_script, write_image
 
 CLASSES = ["Parasitized", "Uninfected"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pyimagesearch.errors import run_command
+from pyimagesearch.core.errors import run_command
 from tests.conftest import run_script, without_tensorflow, write_image
 from tests.test_safety import run_capped
 

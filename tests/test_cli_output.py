@@ -3,9 +3,9 @@
 import re
 from pathlib import Path
 
-from pyimagesearch.preprocessing import default_recipe
-from pyimagesearch.serialization import save_model
-from pyimagesearch.train import build_model
+from pyimagesearch.core.preprocessing import default_recipe
+from pyimagesearch.training.serialization import save_model
+from pyimagesearch.training.train import build_model
 from tests.conftest import run_script, write_image
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pyimagesearch.errors import UserError
+from pyimagesearch.core.errors import UserError
 from tests.conftest import ROOT, resolve_malaria_source, write_image
 
 

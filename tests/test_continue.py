@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyimagesearch.modelfile import file_sha256, read_metadata
+from pyimagesearch.core.modelfile import file_sha256, read_metadata
 from tests.conftest import ROOT, run_script, without_tensorflow
 
 
@@ -22,8 +22,8 @@ def train(argv: list[str]) -> None:
 
 def weights_of(path: Path, kind: str | None = None) -> dict[str, list[np.ndarray]]:
     """Each layer's weights by name (of one KIND of layer when given), from the file."""
-    from pyimagesearch.modelfile import Adoption
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.core.modelfile import Adoption
+    from pyimagesearch.training.serialization import load_model
 
     model, _ = load_model(path, adoption=Adoption(None))  # also a file without metadata
     return {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers

@@ -17,10 +17,10 @@ import pytest
 from conftest import ROOT, run_script
 
 from pyimagesearch.build_dataset import patient_of
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.splitting import read_file_list
 from pyimagesearch.crossval import choose_threshold, make_folds
-from pyimagesearch.data import Split, without_files
-from pyimagesearch.errors import UserError
-from pyimagesearch.splitting import read_file_list
+from pyimagesearch.training.data import Split, without_files
 from tests.test_resume import read_until
 
 
@@ -155,9 +155,9 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     images from training only. Each fold writes its history.csv and, with --tensorboard
     DIR, its logs to DIR/fold-K. (Mutations: run_fold without history= or tensorboard=
     fails the per-fold files; a history appended after a resume repeats epoch 2.)"""
+    from pyimagesearch.core.splitting import NIH_GROUP_PATTERN
     from pyimagesearch.crossval import groups_of
-    from pyimagesearch.data import list_split
-    from pyimagesearch.splitting import NIH_GROUP_PATTERN
+    from pyimagesearch.training.data import list_split
 
     data = tmp_path / "data"  # a copy: one image is removed at the end
     shutil.copytree(few_patients, data, symlinks=True)
@@ -231,7 +231,7 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     assert results[1]["images"]["training"] == len(planned[1].training)
 
     # The saved fold model, loaded afresh, gives the probabilities oof.csv holds.
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.serialization import load_model
 
     model, metadata = load_model(output / "fold-1/model.keras")
     assert metadata["provenance"]["excluded"]["list"] == exclude.name  # no path: it travels
@@ -254,7 +254,7 @@ def test_crossval_on_real_patients_resumes_and_excludes(few_patients: Path, tmp_
     # The refusals below come before any training; they run in this process (the same
     # main, without a TensorFlow start-up each).
     from pyimagesearch import crossval
-    from pyimagesearch.errors import run_command
+    from pyimagesearch.core.errors import run_command
 
     argv = list(command[2:])
     capsys.readouterr()

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyimagesearch.calibration import forward, temperature_of
-from pyimagesearch.distribute import is_chief
-from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import load_image
-from pyimagesearch.serialization import load_model
+from pyimagesearch.core.calibration import forward, temperature_of
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.preprocessing import load_image
+from pyimagesearch.training.distribute import is_chief
+from pyimagesearch.training.serialization import load_model
 from tests.conftest import ROOT, run_script
 
 

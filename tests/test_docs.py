@@ -59,7 +59,7 @@ SOURCE_PATH = re.compile(r"`((?:pyimagesearch|bench|studies|tests)/[a-z0-9_/]+\.
 def test_the_files_the_docs_name_exist():
     """design.md maps each concern to its file, and CONTRIBUTING and the docs name files:
     a module moved or renamed without them fails here. (Mutation: design.md naming
-    `pyimagesearch/preprocessing.py`, where it was before the move to core/, fails.)"""
+    `pyimagesearch/core/preprocessing.py`, where it was before the move to core/, fails.)"""
     pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "studies" / "README.md"]
     pages += sorted((ROOT / "docs").glob("*.md"))
     missing = {

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyimagesearch import montage, plots
-from pyimagesearch.palette import LABEL_BOX, PALETTE, WRONG, bgr, colour_for
+from pyimagesearch.core.palette import LABEL_BOX, PALETTE, WRONG, bgr, colour_for
+from pyimagesearch.inference import montage
+from pyimagesearch.training import plots
 
 DIGITS = [f"digit_{k}" for k in range(10)]
 WHITE = (255, 255, 255)

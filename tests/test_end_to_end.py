@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 from pyimagesearch.build_dataset import TUTORIAL_SIZES
-from pyimagesearch.calibration import forward, temperature_of
-from pyimagesearch.preprocessing import load_image
-from pyimagesearch.serialization import METADATA_NAME, load_model
+from pyimagesearch.core.calibration import forward, temperature_of
+from pyimagesearch.core.preprocessing import load_image
+from pyimagesearch.training.serialization import METADATA_NAME, load_model
 from tests.conftest import run_script
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import run_script, write_dataset, write_image
 
-from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import default_recipe
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.preprocessing import default_recipe
 
 CLASSES = ["Parasitized", "Uninfected"]
 # Far from 1, so that a missing (or doubled) temperature moves the mean by far more than
@@ -22,8 +22,8 @@ TEMPERATURES = (0.25, 3.0, None)
 
 def fold_models(root: Path) -> list[Path]:
     """Three small untrained fold models, each with its own temperature (one without)."""
-    from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import build_model
+    from pyimagesearch.training.serialization import save_model
+    from pyimagesearch.training.train import build_model
 
     paths = []
     for number, temperature in enumerate(TEMPERATURES, 1):
@@ -49,8 +49,8 @@ def test_ensemble_file_is_the_mean_of_calibrated_folds(tmp_path: Path):
     without acceleration.float32_policy saves it without its OpenVINO network, which
     OpenVINO could not convert, and load_model.py falls back to Keras.)"""
     from pyimagesearch.crossval import predict_files
-    from pyimagesearch.ensemble import write_ensemble
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.ensemble import write_ensemble
+    from pyimagesearch.training.serialization import load_model
 
     paths = fold_models(tmp_path)
     ensemble = tmp_path / "ensemble.model"
@@ -92,8 +92,8 @@ def test_ensemble_refuses_missing_folds(tmp_path: Path, capsys):
     """A missing fold is refused with one line: by write_ensemble, and by crossval before
     any training when --only leaves a fold undone."""
     from pyimagesearch import crossval
-    from pyimagesearch.ensemble import write_ensemble
-    from pyimagesearch.errors import run_command
+    from pyimagesearch.core.errors import run_command
+    from pyimagesearch.training.ensemble import write_ensemble
 
     paths = [tmp_path / f"fold-{k}" / "model.keras" for k in (1, 2)]
     with pytest.raises(UserError, match="needs every fold's model; missing"):
@@ -118,9 +118,9 @@ def test_holdout_judges_each_fold_and_the_ensemble_on_the_same_cells(tmp_path: P
     can be compared cell by cell. An image that will not decode is in neither.
     (Mutation: writing every held-out row, decoded or not, fails on the broken file;
     judging the ensemble with the first fold's model fails on the mean.)"""
+    from pyimagesearch.core.recipes import TrainConfig
     from pyimagesearch.crossval import Plan, judge_holdout
-    from pyimagesearch.ensemble import write_ensemble
-    from pyimagesearch.recipes import TrainConfig
+    from pyimagesearch.training.ensemble import write_ensemble
 
     output = tmp_path / "cv"
     paths = fold_models(output)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pyimagesearch.errors import UserError
-from pyimagesearch.evaluation import (
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.evaluation import (
     choose_positive,
     classification_metrics,
     clinical_metrics,

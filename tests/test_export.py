@@ -15,16 +15,16 @@ import tensorflow as tf
 from scipy.special import softmax
 
 from pyimagesearch import export
-from pyimagesearch.errors import UserError, run_command
-from pyimagesearch.export import METADATA_NAME, graph_model_input, main
-from pyimagesearch.preprocessing import (
+from pyimagesearch.core.errors import UserError, run_command
+from pyimagesearch.core.preprocessing import (
     IMAGE_EXTENSIONS,
     decode_rgb,
     default_recipe,
     load_image,
 )
-from pyimagesearch.serialization import public_metadata, read_metadata, save_model
-from pyimagesearch.train import build_model
+from pyimagesearch.export import METADATA_NAME, graph_model_input, main
+from pyimagesearch.training.serialization import public_metadata, read_metadata, save_model
+from pyimagesearch.training.train import build_model
 from tests.conftest import run_script, write_image
 
 CLASS_NAMES = ["Parasitized", "Uninfected"]
@@ -110,7 +110,7 @@ def check_folder(batches: list[list[Path]], real_images: Path | None, tmp_path_f
 
 @pytest.fixture(scope="module")
 def keras_model(saved: Path) -> tuple[keras.Model, dict]:
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.serialization import load_model
 
     return load_model(saved)
 
@@ -201,7 +201,7 @@ def test_litert(saved: Path, cases, tmp_path: Path, capsys, check_folder: Path):
 
 
 def test_openvino(saved: Path, cases, tmp_path: Path, capsys, check_folder: Path):
-    from pyimagesearch.compiled import import_openvino
+    from pyimagesearch.core.compiled import import_openvino
 
     openvino = import_openvino()
     core = openvino.Core()

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from pyimagesearch import gradcam
-from pyimagesearch.preprocessing import default_recipe, load_image
-from pyimagesearch.train import build_model
+from pyimagesearch.core.preprocessing import default_recipe, load_image
+from pyimagesearch.inference import gradcam
+from pyimagesearch.training.train import build_model
 from tests.conftest import TrainedRun, run_script, write_image
 
 SIZE = (32, 32)
@@ -140,7 +140,7 @@ def classifier(tutorial_dataset: Path, tmp_path_factory) -> Path:
 
 
 def test_heat_of_real_parasitized_cells_lies_on_the_stain(classifier: Path, tutorial_dataset: Path):
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.serialization import load_model
 
     model, metadata = load_model(classifier)
     recipe = metadata["preprocessing"]
@@ -164,7 +164,7 @@ def test_load_model_explain_draws_and_saves_overlays(
     trained_run: TrainedRun, tutorial_dataset: Path, tmp_path: Path
 ):
     import load_model
-    from pyimagesearch.errors import run_command
+    from pyimagesearch.core.errors import run_command
 
     common = ["load_model.py", "-i", str(tutorial_dataset / "testing"), "-m",
               str(trained_run.model_path), "-n", "5", "--seed", "2"]  # fmt: skip
@@ -198,7 +198,7 @@ def test_a_model_without_its_own_convolutions_is_refused_in_one_line():
     """An ensemble file (crossval --ensemble) nests its members: --explain must say so,
     not explain the input pixels. Mutation: dropping the InputLayer skip in
     last_conv_layer returns the input and fails this."""
-    from pyimagesearch.errors import UserError
+    from pyimagesearch.core.errors import UserError
 
     inputs = keras.Input((8, 8, 3))
     member = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyimagesearch import preprocessing
-from pyimagesearch.montage import cell_tile
-from pyimagesearch.preprocessing import FORMATS, UnreadableImage, decode_rgb
-from pyimagesearch.serve import ClientError, decode_upload
+from pyimagesearch.core import preprocessing
+from pyimagesearch.core.preprocessing import FORMATS, UnreadableImage, decode_rgb
+from pyimagesearch.inference.montage import cell_tile
+from pyimagesearch.serving.serve import ClientError, decode_upload
 from tests.conftest import write_image
 from tests.test_safety import huge_png, run_capped
 
@@ -53,8 +53,8 @@ def test_a_header_that_cannot_be_parsed_is_refused_never_decoded(tmp_path: Path)
 
 
 def test_load_model_skips_bombs_in_a_folder_under_a_memory_cap(tmp_path: Path):
-    from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import build_model
+    from pyimagesearch.training.serialization import save_model
+    from pyimagesearch.training.train import build_model
     from tests.test_safety import METADATA  # a valid 64x64 model, saved the project's way
 
     model = tmp_path / "m.model"
@@ -134,7 +134,7 @@ def test_a_csv_left_half_written_by_a_killed_run_is_swept_by_the_next(tmp_path: 
     else (issue 41: the name proves its owner; the look-alike cases are in
     test_untouched.py). Mutation: dropping remove_stale_temporaries from
     safety.replacing fails this."""
-    from pyimagesearch import safety
+    from pyimagesearch.core import safety
     from tests.test_untouched import killed_write
 
     output = tmp_path / "out.csv"
@@ -152,7 +152,7 @@ def test_max_pixels_is_passed_to_the_listing_and_not_kept(tmp_path: Path):
     one call's --max-pixels stayed for the next. The bound is now an argument: the
     training listing honours it, and the next call without it uses the default.
     Mutation: list_images ignoring its max_pixels (usable_images(found)) fails this."""
-    from pyimagesearch.data import pool_dataset, scan_dataset
+    from pyimagesearch.training.data import pool_dataset, scan_dataset
     from tests.conftest import write_dataset
 
     root = write_dataset(tmp_path / "d", {"training": 2, "validation": 1, "testing": 1})

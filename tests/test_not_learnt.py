@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import run_script, write_image
 
-from pyimagesearch.evaluation import learning_check, not_learnt_warning
+from pyimagesearch.core.evaluation import learning_check, not_learnt_warning
 
 NAMES = ["defect", "ok"]
 
@@ -65,7 +65,7 @@ def test_random_labels_are_named_by_training_the_file_loading_and_the_server(
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert warning[0] in loaded.stderr.splitlines()  # the same words, from the file
 
-    from pyimagesearch.serve import Settings, build_service
+    from pyimagesearch.serving.serve import Settings, build_service
 
     service = build_service(Settings(str(model)))
     assert service.identity()["warning"] == warning[0].removeprefix("[WARNING] ")
@@ -98,7 +98,7 @@ def test_the_audit_warns_when_its_fold_models_are_weak():
 def test_an_unlabelled_binary_set_takes_its_rarer_class_as_positive():
     """Issue 40: "ok" (380 images) was the positive class over "defect" (20). Mutation:
     choose_positive ignoring the counts fails this."""
-    from pyimagesearch.evaluation import choose_positive
+    from pyimagesearch.core.evaluation import choose_positive
 
     taken = choose_positive(["defect", "ok"], None, [20, 380])
     assert taken.index == 0 and taken.reason.startswith("positive class 'defect', the rarer")

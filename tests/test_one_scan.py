@@ -66,7 +66,7 @@ def test_build_dataset_and_save_model_share_the_scan_and_the_split(messy: Path, 
     written = sorted(p.relative_to(built / "testing") for p in (built / "testing").glob("*/*"))
     flat = sorted(Path(p.parts[0], "__".join(p.parts[1:])) for p in classified)
     assert flat == written
-    from pyimagesearch.modelfile import read_metadata
+    from pyimagesearch.core.modelfile import read_metadata
 
     counts = read_metadata(model)["provenance"]["file_counts"]
     assert len(classified) == counts["testing"]

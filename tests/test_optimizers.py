@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pyimagesearch.optimizers import AdamThenSGD, SwitchingSchedule, learning_rate_schedule
+from pyimagesearch.network.optimizers import AdamThenSGD, SwitchingSchedule, learning_rate_schedule
 
 
 def test_adam_then_sgd_updates_the_weights_as_adam_then_a_fresh_sgd_would():

@@ -64,8 +64,8 @@ def test_the_recipe_fills_only_what_the_command_line_left_unset():
     overwriting a given value fails this."""
     import save_model
     from pyimagesearch import crossval
+    from pyimagesearch.core.recipes import RECIPES
     from pyimagesearch.options import apply_recipe
-    from pyimagesearch.recipes import RECIPES
 
     base = {"save_model": ["-d", "d", "-m", "m.keras"], "crossval": ["-d", "d", "-o", "cv"]}
     for parse_args, argv in ((save_model.parse_args, base["save_model"]),

@@ -13,7 +13,7 @@ import pytest
 import sklearn
 from PIL import Image
 
-from pyimagesearch.preprocessing import decode_rgb
+from pyimagesearch.core.preprocessing import decode_rgb
 
 # display -> stored pixels, for each EXIF orientation; the reader must undo it.
 STORED = {
@@ -92,7 +92,7 @@ def test_a_trained_model_scores_exif_rotated_copies_as_the_originals(
 
     from fastapi.testclient import TestClient
 
-    from pyimagesearch.serve import Limits, Settings, build_service, create_app
+    from pyimagesearch.serving.serve import Limits, Settings, build_service, create_app
     from tests.conftest import run_script
 
     originals = sorted((tutorial_dataset / "testing").glob("*/*.png"))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import run_script, write_image
 
-from pyimagesearch.errors import UserError, run_command
+from pyimagesearch.core.errors import UserError, run_command
 from pyimagesearch.example_sets import write_set
 
 MALARIA_WORDS = re.compile(r"malaria|\bcells?\b|patient|parasiti", re.IGNORECASE)
@@ -48,7 +48,7 @@ def split_folders(root: Path, names: tuple[str, str, str], count: int = 3) -> Pa
     [("training", "validation", "testing"), ("train", "val", "test"), ("train", "valid", "test")],
 )
 def test_split_layouts_are_read_as_they_are(tmp_path: Path, names):
-    from pyimagesearch.data import scan_dataset
+    from pyimagesearch.training.data import scan_dataset
 
     splits, layout = scan_dataset(split_folders(tmp_path / "d", names))
     assert list(splits) == ["training", "validation", "testing"]
@@ -59,7 +59,7 @@ def test_split_layouts_are_read_as_they_are(tmp_path: Path, names):
 
 
 def test_a_flat_folder_is_split_seeded_and_stratified_by_class(tmp_path: Path, capsys):
-    from pyimagesearch.data import scan_dataset
+    from pyimagesearch.training.data import scan_dataset
 
     root = class_folders(tmp_path / "flat", {"cat": 40, "dog": 20, "eel": 10})
     splits, layout = scan_dataset(root, 0.2, 0.1, split_seed=3)
@@ -78,7 +78,7 @@ def test_a_flat_folder_is_split_seeded_and_stratified_by_class(tmp_path: Path, c
 
 
 def test_a_group_pattern_keeps_each_group_in_one_split(tmp_path: Path):
-    from pyimagesearch.data import scan_dataset
+    from pyimagesearch.training.data import scan_dataset
 
     root = tmp_path / "flat"
     for person in range(12):
@@ -101,7 +101,7 @@ def test_the_nih_patient_rule_is_the_default_group_pattern_and_matches_every_rea
 ):
     """One rule for build_dataset, save_model.py and crossval: the regex gives each of the
     real files the patient the file-name convention names (P<n> infected, C<n> healthy)."""
-    from pyimagesearch.splitting import NIH_GROUP_PATTERN, default_group_pattern, groups_for
+    from pyimagesearch.core.splitting import NIH_GROUP_PATTERN, default_group_pattern, groups_for
 
     assert default_group_pattern(["Parasitized", "Uninfected"]) == NIH_GROUP_PATTERN
     assert default_group_pattern(["cat", "dog"]) is None
@@ -214,7 +214,7 @@ def test_build_dataset_takes_a_zip_of_class_folders(tmp_path: Path):
 
 
 def read_metadata(model: Path) -> dict:
-    from pyimagesearch.serialization import read_metadata
+    from pyimagesearch.training.serialization import read_metadata
 
     return read_metadata(model)
 
@@ -359,7 +359,7 @@ def test_positive_class_gives_sensitivity_specificity_and_auc_everywhere(
 
 
 def test_without_a_positive_class_a_binary_set_says_which_it_took():
-    from pyimagesearch.evaluation import choose_positive
+    from pyimagesearch.core.evaluation import choose_positive
 
     with pytest.raises(UserError):
         choose_positive(["one", "zero"], "Parasitized")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyimagesearch.augmentation import build_augmenter
-from pyimagesearch.data import make_epochs
+from pyimagesearch.network.augmentation import build_augmenter
+from pyimagesearch.training.data import make_epochs
 
 
 def batches(dataset) -> list[tuple[np.ndarray, np.ndarray]]:

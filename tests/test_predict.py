@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pyimagesearch import compiled, predict
-from pyimagesearch.errors import UserError
+from pyimagesearch.core import compiled
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.inference import predict
 from pyimagesearch.resnet import ResNet
-from pyimagesearch.serialization import save_model
-from pyimagesearch.train import build_model
+from pyimagesearch.training.serialization import save_model
+from pyimagesearch.training.train import build_model
 from tests.conftest import run_script, without_tensorflow, write_image
 
 RECIPE = {"color": "RGB", "height": 32, "width": 32, "interpolation": "bilinear", "scale": "1/255"}
@@ -60,7 +61,7 @@ def test_openvino_stream_matches_keras_batch_by_batch():
 def test_openvino_sends_no_usage_statistics(tmp_path):
     """OpenVINO's telemetry is opt-out; with it on, it would leave its client id in ~/intel."""
     code = (
-        "from pyimagesearch import predict\n"
+        "from pyimagesearch.inference import predict\n"
         "from pyimagesearch.resnet import ResNet\n"
         "model = ResNet.build(32, 32, 3, 2, (1, 1), (8, 16, 32))\n"
         "predict.make_predictor(model, runtime='openvino')\n"

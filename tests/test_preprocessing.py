@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pyimagesearch import predict
-from pyimagesearch.preprocessing import default_recipe, load_image, to_model_input
-from pyimagesearch.serialization import read_metadata
+from pyimagesearch.core.preprocessing import default_recipe, load_image, to_model_input
+from pyimagesearch.inference import predict
+from pyimagesearch.training.serialization import read_metadata
 from tests.conftest import train_in_process, write_image
 
 RECIPE = default_recipe()

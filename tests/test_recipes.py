@@ -1,15 +1,13 @@
 """The recipes: how the command line resolves a recipe and the flags that override it,
 the schedules' learning rates, and what a saved model records about the recipe that made
-it (the recipes' values themselves are pyimagesearch/recipes.py's, not restated here)."""
+it (the recipes' values themselves are pyimagesearch/core/recipes.py's, not restated here)."""
 
 import keras
 import numpy as np
 import pytest
 
 import save_model
-from pyimagesearch.augmentation import AUGMENTATIONS
-from pyimagesearch.options import TRAINING_PRECISIONS
-from pyimagesearch.recipes import (
+from pyimagesearch.core.recipes import (
     BN_STATISTICS,
     DEFAULT_RECIPE,
     HEADS,
@@ -18,8 +16,10 @@ from pyimagesearch.recipes import (
     SCHEDULES,
     STAIN_NORMALIZATIONS,
 )
-from pyimagesearch.serialization import read_metadata
-from pyimagesearch.train import build_model, compile_model
+from pyimagesearch.network.augmentation import AUGMENTATIONS
+from pyimagesearch.options import TRAINING_PRECISIONS
+from pyimagesearch.training.serialization import read_metadata
+from pyimagesearch.training.train import build_model, compile_model
 
 FLAGS = {  # each recipe setting and the save_model.py flag that overrides it
     "epochs": "--epochs",
@@ -153,8 +153,8 @@ def test_the_settings_default_to_the_default_recipe_and_every_one_is_recorded():
     command line gives the same, and the provenance records every setting under its
     name, with the value given. (Mutations: "head" left out of provenance_settings
     fails the last loop; OPTIMIZERS["adam-then-sgd"] back to 0.03 fails the peak.)"""
-    from pyimagesearch.recipes import TrainConfig
-    from pyimagesearch.train import provenance
+    from pyimagesearch.core.recipes import TrainConfig
+    from pyimagesearch.training.train import provenance
 
     default = RECIPES[DEFAULT_RECIPE]
     assert config_with() == TrainConfig("ds", checkpoint="m.model.checkpoint")
@@ -176,10 +176,10 @@ def test_a_checkpoint_of_any_other_setting_is_refused(tmp_path):
     training, so a resumed run may choose either) and --patience (a stopping rule).
     (Mutations: learning_rate marked checkpoint=False in recipes.TrainConfig resumes a
     run at another peak; keep marked so resumes a --keep last checkpoint as best.)"""
-    from pyimagesearch import train as steps
-    from pyimagesearch.errors import UserError
-    from pyimagesearch.recipes import checkpoint_settings
-    from pyimagesearch.serialization import save_model as write
+    from pyimagesearch.core.errors import UserError
+    from pyimagesearch.core.recipes import checkpoint_settings
+    from pyimagesearch.training import train as steps
+    from pyimagesearch.training.serialization import save_model as write
 
     base = {**RECIPES["stable"], "image_size": 32}
     made = config_with(*(a for k, f in FLAGS.items() for a in (f, str(base[k]))), "--seed", "1")

@@ -5,8 +5,8 @@ import logging
 
 import numpy as np
 
-from pyimagesearch import report
-from pyimagesearch.evaluation import print_report
+from pyimagesearch.core import report
+from pyimagesearch.core.evaluation import print_report
 
 
 def classify_four(capsys) -> tuple[str, str]:

@@ -2,7 +2,7 @@ import numpy as np
 from keras import layers
 
 from pyimagesearch.resnet import ResNet
-from pyimagesearch.train import build_model
+from pyimagesearch.training.train import build_model
 
 
 def test_tutorial_resnet_has_the_documented_size():
@@ -64,8 +64,8 @@ def test_gap_head_takes_any_size_with_the_same_parameters(tmp_path):
     """--head gap: global average pooling, so the network has the same weights at 32, 64
     and 96 px (the tutorial head's Dense layer grows with the input), and the head is a
     layer of the config: a save and safe load gives the same network back."""
-    from pyimagesearch.preprocessing import default_recipe
-    from pyimagesearch.serialization import load_model, save_model
+    from pyimagesearch.core.preprocessing import default_recipe
+    from pyimagesearch.training.serialization import load_model, save_model
 
     gap = {size: build_model(2, (size, size), head="gap") for size in (32, 64, 96)}
     assert len({model.count_params() for model in gap.values()}) == 1

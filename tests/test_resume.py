@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyimagesearch.errors import run_command
-from pyimagesearch.preprocessing import default_recipe
-from pyimagesearch.serialization import load_model, save_model
-from pyimagesearch.train import build_model
+from pyimagesearch.core.errors import run_command
+from pyimagesearch.core.preprocessing import default_recipe
+from pyimagesearch.training.serialization import load_model, save_model
+from pyimagesearch.training.train import build_model
 from tests.conftest import ROOT, run_script, write_dataset
 
 ARGS = ["--epochs", "3", "--batch-size", "2", "--seed", "5", "--image-size", "32"]

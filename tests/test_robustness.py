@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyimagesearch.data import iter_decoded_batches
-from pyimagesearch.preprocessing import default_recipe, load_image
-from pyimagesearch.serialization import save_model
-from pyimagesearch.train import build_model
+from pyimagesearch.core.preprocessing import default_recipe, load_image
+from pyimagesearch.training.data import iter_decoded_batches
+from pyimagesearch.training.serialization import save_model
+from pyimagesearch.training.train import build_model
 from tests.conftest import run_script, write_image
 
 METADATA = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}

@@ -19,8 +19,8 @@ import pytest
 import tensorflow as tf
 from scipy.special import softmax
 
-from pyimagesearch.calibration import apply_temperature, temperature_of
-from pyimagesearch.serialization import read_metadata, save_model
+from pyimagesearch.core.calibration import apply_temperature, temperature_of
+from pyimagesearch.training.serialization import read_metadata, save_model
 from tests.conftest import TrainedRun, run_script
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import default_recipe
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.preprocessing import default_recipe
 from tests.conftest import ROOT, write_image
 from tests.serving import huge_png as png_of_side
 
@@ -60,7 +60,7 @@ def model_file(tmp_path_factory) -> Path:
     """A tiny valid model (64x64 input, two classes) saved the project's way."""
     import keras
 
-    from pyimagesearch.serialization import save_model
+    from pyimagesearch.training.serialization import save_model
 
     network = keras.Sequential(
         [
@@ -128,7 +128,7 @@ def test_export_overwrite_refuses_a_user_file_below_the_top_and_keeps_it(
 
 
 def test_own_folder_check_looks_at_every_depth_and_refuses_links(tmp_path: Path):
-    from pyimagesearch.safety import foreign_entry
+    from pyimagesearch.core.safety import foreign_entry
 
     def owned(name: str) -> bool:
         return name in ("a/", "a/b/", "a/b/c.txt", "top.txt")
@@ -282,7 +282,7 @@ def test_devices_fifos_odd_names_and_huge_images_are_skipped(tmp_path: Path, mod
 
 
 def test_a_fifo_named_as_the_model_is_refused_not_waited_on(tmp_path: Path):
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.serialization import load_model
 
     fifo = tmp_path / "model.keras"
     os.mkfifo(fifo)
@@ -348,7 +348,7 @@ def document(**changes) -> bytes:
     ],
 )
 def test_bad_metadata_is_one_line(tmp_path: Path, model_file: Path, data: bytes, message: str):
-    from pyimagesearch.serialization import METADATA_NAME, load_model
+    from pyimagesearch.training.serialization import METADATA_NAME, load_model
 
     path = with_member(model_file, tmp_path / "bad.keras", METADATA_NAME, data)
     with pytest.raises(UserError, match=message):
@@ -356,7 +356,7 @@ def test_bad_metadata_is_one_line(tmp_path: Path, model_file: Path, data: bytes,
 
 
 def test_malformed_provenance_is_ignored_with_a_warning(tmp_path: Path, model_file: Path, capsys):
-    from pyimagesearch.serialization import METADATA_NAME, load_model
+    from pyimagesearch.training.serialization import METADATA_NAME, load_model
 
     data = document(provenance="saved by hand")
     path = with_member(model_file, tmp_path / "p.keras", METADATA_NAME, data)
@@ -377,7 +377,7 @@ def patch_header(path: Path, name: str, local: int, central: int, value: int) ->
 
 
 def test_encrypted_or_unknown_compression_members_are_one_line(tmp_path: Path, model_file):
-    from pyimagesearch.serialization import METADATA_NAME, load_model
+    from pyimagesearch.training.serialization import METADATA_NAME, load_model
 
     stored = {"compress_type": zipfile.ZIP_STORED}
     encrypted = with_member(model_file, tmp_path / "e.keras", METADATA_NAME, document(), **stored)

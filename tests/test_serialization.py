@@ -11,17 +11,17 @@ import keras
 import numpy as np
 import pytest
 
-from pyimagesearch import safety
-from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import default_recipe
-from pyimagesearch.serialization import (
+from pyimagesearch.core import safety
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.preprocessing import default_recipe
+from pyimagesearch.training.serialization import (
     HDF5_SIGNATURE,
     HOST,
     load_model,
     save_model,
     temporary_prefix,
 )
-from pyimagesearch.train import build_model, compile_model
+from pyimagesearch.training.train import build_model, compile_model
 from tests.conftest import write_image
 
 METADATA = {"class_names": ["Parasitized", "Uninfected"], "preprocessing": default_recipe()}
@@ -223,7 +223,7 @@ def test_keras_with_the_fix_loads_an_hdf5_model(tmp_path: Path, model, monkeypat
 def test_debug_shows_what_went_wrong_inside(tmp_path: Path, model, capsys):
     """Without --debug one line and exit 2; with it, the traceback keeps the underlying error."""
     import load_model as load_script
-    from pyimagesearch.errors import run_command
+    from pyimagesearch.core.errors import run_command
 
     path = tmp_path / "m.keras"
     save_model(model, path, METADATA)

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from pyimagesearch.palette import LABEL_BOX, class_colours
-from pyimagesearch.preprocessing import default_recipe, load_image
-from pyimagesearch.serialization import load_model, save_model
-from pyimagesearch.serve import (
+from pyimagesearch.core.palette import LABEL_BOX, class_colours
+from pyimagesearch.core.preprocessing import default_recipe, load_image
+from pyimagesearch.serving.serve import (
     Limits,
     MicroBatcher,
     Service,
@@ -25,8 +24,9 @@ from pyimagesearch.serve import (
     create_app,
     page_title,
 )
-from pyimagesearch.server_process import running_server
-from pyimagesearch.train import build_model
+from pyimagesearch.serving.server_process import running_server
+from pyimagesearch.training.serialization import load_model, save_model
+from pyimagesearch.training.train import build_model
 from tests.conftest import run_script, write_image
 from tests.serving import (
     CASES,

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pyimagesearch.palette import LABEL_BOX, class_colours
-from pyimagesearch.server_process import running_server
+from pyimagesearch.core.palette import LABEL_BOX, class_colours
+from pyimagesearch.serving.server_process import running_server
 from tests.conftest import run_script, write_image
 from tests.serving import (
     CASES,
@@ -141,9 +141,9 @@ def test_page_of_another_models_classes_in_headless_chromium(tmp_path: Path):
     tile from the palette."""
     from selenium.webdriver.common.by import By
 
-    from pyimagesearch.preprocessing import default_recipe
-    from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import build_model
+    from pyimagesearch.core.preprocessing import default_recipe
+    from pyimagesearch.training.serialization import save_model
+    from pyimagesearch.training.train import build_model
 
     classes = ["zero", "<b>one</b> & two"]
     model = tmp_path / "other.keras"

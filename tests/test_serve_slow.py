@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pyimagesearch.server_process import stop, wait_until_ready
+from pyimagesearch.serving.server_process import stop, wait_until_ready
 from tests.conftest import ROOT
 from tests.serving import BOUNDARY, MULTIPART, good_request
 from tests.test_safety import MEMORY_CAP
@@ -37,9 +37,9 @@ SMALL_LIMIT = 3  # and --max-connections
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    from pyimagesearch.preprocessing import default_recipe
-    from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import build_model
+    from pyimagesearch.core.preprocessing import default_recipe
+    from pyimagesearch.training.serialization import save_model
+    from pyimagesearch.training.train import build_model
 
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     metadata = {
@@ -270,7 +270,7 @@ def test_a_client_gone_mid_body_is_one_log_line(strict):
 )
 def test_a_timeout_out_of_range_is_one_line(flag: str, value: str):
     import serve_model
-    from pyimagesearch.errors import UserError
+    from pyimagesearch.core.errors import UserError
 
     with pytest.raises(UserError, match=f"{flag} must be above 0 and at most 3600"):
         serve_model.parse_args(["--model", "m.keras", flag, value])

@@ -15,9 +15,9 @@ from tests.test_serve_slow import capped_server
 
 @pytest.fixture(scope="module")
 def fast_model(tmp_path_factory) -> Path:
-    from pyimagesearch.preprocessing import default_recipe
-    from pyimagesearch.serialization import save_model
-    from pyimagesearch.train import build_model
+    from pyimagesearch.core.preprocessing import default_recipe
+    from pyimagesearch.training.serialization import save_model
+    from pyimagesearch.training.train import build_model
 
     path = tmp_path_factory.mktemp("model") / "fast.keras"
     metadata = {"class_names": ["cat", "dog"], "preprocessing": default_recipe((32, 32))}

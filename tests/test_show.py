@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pyimagesearch.preprocessing import default_recipe
-from pyimagesearch.serialization import save_model
-from pyimagesearch.train import build_model
+from pyimagesearch.core.preprocessing import default_recipe
+from pyimagesearch.training.serialization import save_model
+from pyimagesearch.training.train import build_model
 from tests.conftest import run_script, write_image
 
 NO_DISPLAY = "[INFO] no display (DISPLAY and WAYLAND_DISPLAY are unset)"

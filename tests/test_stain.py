@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from pyimagesearch.preprocessing import default_recipe
-from pyimagesearch.serialization import load_model, save_model
-from pyimagesearch.stain import GreyWorld
-from pyimagesearch.train import build_model
+from pyimagesearch.core.preprocessing import default_recipe
+from pyimagesearch.network.stain import GreyWorld
+from pyimagesearch.training.serialization import load_model, save_model
+from pyimagesearch.training.train import build_model
 
 
 def cell(size: int = 32, seed: int = 0) -> np.ndarray:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pyimagesearch import train as steps
-from pyimagesearch.errors import UserError
-from pyimagesearch.train import TrainConfig
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.training import train as steps
+from pyimagesearch.training.train import TrainConfig
 from tests.conftest import write_dataset
 
 
@@ -35,7 +35,7 @@ def test_splits_too_big_for_memory_are_refused_before_decoding(tmp_path: Path, m
     """At --image-size 1024 the tutorial's 500 images need about 8 GiB as float32; with
     less available the run stops in one line naming the size, before any decode.
     (Mutation: removing check_memory from decode_splits lets it decode.)"""
-    from pyimagesearch import data
+    from pyimagesearch.training import data
 
     dataset = write_dataset(tmp_path / "data", {"training": 4, "validation": 1, "testing": 1})
     monkeypatch.setattr(data, "available_memory", lambda: 200 << 20)  # 200 MiB
@@ -86,7 +86,7 @@ def test_adam_epochs_are_a_quarter_of_the_run_and_at_least_one():
     """adam-then-sgd's switch: 3 of the recipe's 12 epochs (the measured one), one of a
     1-2 epoch trial. (Mutation: round() in place of rounding half up gives 2 for
     --epochs 10.)"""
-    from pyimagesearch.recipes import adam_epochs
+    from pyimagesearch.core.recipes import adam_epochs
 
     assert [adam_epochs(n) for n in (1, 2, 4, 10, 12, 25)] == [1, 1, 1, 3, 3, 6]
 
@@ -108,8 +108,8 @@ def test_adam_then_sgd_resumes_from_either_phase_to_the_uninterrupted_weights(
     import numpy as np
     import pytest
 
-    from pyimagesearch.errors import UserError
-    from pyimagesearch.optimizers import AdamThenSGD
+    from pyimagesearch.core.errors import UserError
+    from pyimagesearch.network.optimizers import AdamThenSGD
 
     dataset = write_dataset(tmp_path / "data", {"training": 16, "validation": 2, "testing": 2})
 
@@ -169,8 +169,8 @@ def test_auto_precision_is_bfloat16_only_with_amx_and_a_resume_keeps_its_checkpo
     dropping the checkpoint rule in resolve_precision fails the last assert; testing
     for "avx512_bf16" in cpu_has_amx fails the /proc/cpuinfo one on an AVX512-BF16 EPYC
     line.)"""
-    from pyimagesearch import acceleration
-    from pyimagesearch.serialization import save_model
+    from pyimagesearch.network import acceleration
+    from pyimagesearch.training.serialization import save_model
 
     flags = "flags\t\t: fpu sse avx2 avx512f avx512_bf16 {}\n"
     for line, expected in ((flags.format("amx_bf16 amx_tile"), True), (flags.format(""), False)):
@@ -198,7 +198,7 @@ def test_resume_refuses_a_checkpoint_of_another_network(tmp_path: Path):
     is refused in one line before anything loads, and one made before --stain existed
     resumes as "none". (Mutation: leaving "stain" out of check_resumable's comparison
     lets the grey-world run resume the plain checkpoint.)"""
-    from pyimagesearch.serialization import save_model
+    from pyimagesearch.training.serialization import save_model
 
     checkpoint = tmp_path / "m.model.checkpoint"
     metadata = {"class_names": ["a", "b"], "preprocessing": steps.default_recipe((32, 32))}

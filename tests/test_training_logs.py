@@ -28,10 +28,10 @@ def test_patience_stops_early_keeps_the_best_epoch_and_writes_its_logs(tmp_path:
     import keras
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from pyimagesearch.data import load_split, scan_dataset
+    from pyimagesearch.core.preprocessing import default_recipe
     from pyimagesearch.example_sets import write_set
-    from pyimagesearch.preprocessing import default_recipe
-    from pyimagesearch.serialization import load_model, read_metadata
+    from pyimagesearch.training.data import load_split, scan_dataset
+    from pyimagesearch.training.serialization import load_model, read_metadata
 
     data = tmp_path / "zero-one"
     write_set("zero-one", data)
@@ -78,8 +78,8 @@ def test_early_stopping_takes_its_count_from_a_resumed_runs_history():
     does not improve, as the uninterrupted run would; and a checkpoint that had already
     run out of patience trains no more. (Mutations: _EarlyStopping without its
     on_train_begin trains on; out_of_patience returning False fails the last assert.)"""
-    from pyimagesearch import train as steps
-    from pyimagesearch.recipes import TrainConfig
+    from pyimagesearch.core.recipes import TrainConfig
+    from pyimagesearch.training import train as steps
 
     model = steps.build_model(2, (32, 32))
     earlier = {"loss": [1.0, 0.8, 0.7], "val_loss": [1.0, 0.9, 0.95]}
@@ -99,7 +99,7 @@ def test_balanced_class_weights_are_inverse_frequency():
     about 10x. (Mutation: count / n fails this.)"""
     from sklearn.utils.class_weight import compute_class_weight
 
-    from pyimagesearch.train import balanced_class_weights
+    from pyimagesearch.training.train import balanced_class_weights
 
     labels = np.array([0] * 18 + [1] * 185)
     weights = balanced_class_weights(labels, 2)
@@ -115,7 +115,7 @@ def test_balanced_class_weight_raises_the_rare_classs_recall(malaria_source: Pat
     provenance the weights. (Mutations: --class-weight ignored (fit without
     class_weight) gives the unweighted recall; warn_if_imbalanced not called fails the
     warning.)"""
-    from pyimagesearch.serialization import read_metadata
+    from pyimagesearch.training.serialization import read_metadata
     from tests.imbalanced import write_imbalanced_split
 
     data = write_imbalanced_split(malaria_source, tmp_path / "rare")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pyimagesearch import safety
+from pyimagesearch.core import safety
 from tests.conftest import ROOT, run_script
 from tests.test_safety import model_file, run_capped  # noqa: F401 (a fixture)
 
@@ -26,7 +26,7 @@ import os, sys
 from pathlib import Path
 
 import pytest
-from pyimagesearch import safety
+from pyimagesearch.core import safety
 with safety.replacing(Path(sys.argv[1]), sys.argv[2]) as temporary:
     temporary.write_text("half")
     os.kill(os.getpid(), 9)
@@ -35,7 +35,7 @@ with safety.replacing(Path(sys.argv[1]), sys.argv[2]) as temporary:
 # The same, through the open-file writer (O_TMPFILE where the file system has it).
 KILLED_OPEN_WRITER = """
 import os, sys
-from pyimagesearch import safety
+from pyimagesearch.core import safety
 with safety.open_replacing(sys.argv[1]) as handle:
     handle.write("half")
     handle.flush()
@@ -161,7 +161,7 @@ def test_the_commands_leave_the_users_look_alikes(tmp_path: Path, model_file: Pa
 
     import keras
 
-    from pyimagesearch.serialization import SAVING, save_model
+    from pyimagesearch.training.serialization import SAVING, save_model
     from tests.test_safety import METADATA
 
     saved = tmp_path / "sv"
@@ -264,7 +264,7 @@ def test_zip_bounds_on_members_and_free_disk(tmp_path: Path, monkeypatch, capsys
     free disk, is refused from its directory alone. Mutations: dropping the member-count
     check, or the free-space check, lets the run through."""
     from pyimagesearch import build_dataset
-    from pyimagesearch.errors import UserError
+    from pyimagesearch.core.errors import UserError
 
     zipped = class_zip(tmp_path / "photos.zip", {"a": 6, "b": 6})
     monkeypatch.setattr(build_dataset, "MAX_ZIP_MEMBERS", 11)
@@ -360,7 +360,7 @@ def swap_member(model: Path, target: Path, name: str, size: int, fill: bytes = b
     import json
     import zipfile
 
-    from pyimagesearch import compiled
+    from pyimagesearch.core import compiled
 
     chunk = fill * ((1 << 20) // len(fill))
     digest = hashlib.sha256()
@@ -383,7 +383,7 @@ def swap_member(model: Path, target: Path, name: str, size: int, fill: bytes = b
 
 LOAD_COMPILED = """
 import sys
-from pyimagesearch import compiled
+from pyimagesearch.core import compiled
 try:
     compiled.load(sys.argv[1])
 except compiled.Stale as why:
@@ -442,8 +442,8 @@ def test_every_route_answers_with_tensorflow_and_keras_unimportable(
     makes /model a 500; dropping the python_multipart log level puts the line back."""
     import httpx
 
-    from pyimagesearch.modelfile import file_sha256
-    from pyimagesearch.server_process import stop, wait_until_ready
+    from pyimagesearch.core.modelfile import file_sha256
+    from pyimagesearch.serving.server_process import stop, wait_until_ready
     from tests.conftest import without_tensorflow
     from tests.serving import good_request
 
@@ -540,7 +540,7 @@ def test_a_stop_signal_stops_the_supervisor_starting_workers(monkeypatch):
     monkeypatch.setattr(multiprocess, "Process", Worker)
     previous = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)}
     try:
-        config = uvicorn.Config("pyimagesearch.serve:app_from_environment", workers=50)
+        config = uvicorn.Config("pyimagesearch.serving.serve:app_from_environment", workers=50)
         supervisor = serve_model.supervisor(Multiprocess)(config, sockets=[])
         supervisor.init_processes()
         supervisor.keep_subprocess_alive()  # a dead worker after the signal: no restart
@@ -562,8 +562,8 @@ def swapped_pair(tmp_path_factory) -> tuple[Path, Path]:
 
     import keras
 
-    from pyimagesearch import compiled
-    from pyimagesearch.serialization import save_model
+    from pyimagesearch.core import compiled
+    from pyimagesearch.training.serialization import save_model
     from tests.test_safety import METADATA
 
     folder = tmp_path_factory.mktemp("swap")
@@ -601,7 +601,7 @@ def test_verify_catches_a_swapped_network(swapped_pair, capsys):
     images: the honest file agrees (exit 0), the swapped one is named (exit 1).
     Mutation: compare() judging against a tolerance of 1.0 passes the swapped file."""
     from pyimagesearch import verify
-    from pyimagesearch.errors import run_command
+    from pyimagesearch.core.errors import run_command
 
     honest, swapped = swapped_pair
     assert run_command(verify.main, ["--model", str(honest)]) == 0
@@ -621,7 +621,7 @@ def test_expect_sha256_refuses_the_swapped_file_everywhere(swapped_pair, tmp_pat
     load_model.py's summary line shows the short hash of the file it runs. Mutations:
     check_sha256 ignoring EXPECTED runs the swapped file; describe() without the hash
     fails the summary check."""
-    from pyimagesearch.modelfile import file_sha256
+    from pyimagesearch.core.modelfile import file_sha256
     from tests.conftest import without_tensorflow, write_image
     from tests.test_safety import refused
 
@@ -669,7 +669,7 @@ def image_folders(root: Path, classes: dict[str, list[str]]) -> Path:
 def build_refusal(argv: list[str]) -> str:
     """build_dataset's one-line refusal of ARGV, run in this process."""
     from pyimagesearch import build_dataset
-    from pyimagesearch.errors import UserError
+    from pyimagesearch.core.errors import UserError
 
     with pytest.raises(UserError) as refused_with:
         build_dataset.main(argv)
@@ -734,8 +734,8 @@ def test_control_characters_in_class_names_never_reach_a_csv_raw(tmp_path: Path)
 
     import keras
 
-    from pyimagesearch.preprocessing import default_recipe
-    from pyimagesearch.serialization import save_model
+    from pyimagesearch.core.preprocessing import default_recipe
+    from pyimagesearch.training.serialization import save_model
     from tests.conftest import without_tensorflow, write_image
 
     names = ["ok\x1b[31m", "b\rc\x07"]
@@ -763,7 +763,7 @@ def test_control_characters_in_class_names_never_reach_a_csv_raw(tmp_path: Path)
 def test_quantize_names_every_image_it_skips(tmp_path: Path, capsys):
     """The probe: quantize dropped unreadable calibration images without naming them.
     Mutation: calibration_set without its warn_skipped call fails this."""
-    from pyimagesearch.preprocessing import default_recipe
+    from pyimagesearch.core.preprocessing import default_recipe
     from pyimagesearch.quantize import calibration_set
     from tests.conftest import write_image
 
@@ -786,7 +786,7 @@ def test_sigterm_ends_the_server_and_every_worker(tmp_path: Path, model_file: Pa
     running (the wait fails)."""
     import time
 
-    from pyimagesearch.server_process import wait_until_ready
+    from pyimagesearch.serving.server_process import wait_until_ready
 
     log = tmp_path / "server.log"
     command = [sys.executable, "serve_model.py", "--model", str(model_file), "--port", "0",

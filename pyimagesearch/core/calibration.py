@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pyimagesearch import report
+from pyimagesearch.core import report
 
 # Bounds of the fit, and of any temperature a model file may carry: outside them the
 # probabilities are squashed to one-hot or to uniform, which no real fit produces.

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from pyimagesearch import modelfile, report, safety
-from pyimagesearch.preprocessing import default_recipe, scale_factor
+from pyimagesearch.core import modelfile, report, safety
+from pyimagesearch.core.preprocessing import default_recipe, scale_factor
 
 IR_XML = "openvino/model.xml"
 IR_BIN = "openvino/model.bin"
@@ -114,7 +114,7 @@ def build_ir(model: Any, temperature: float | None, recipe: dict | None = None) 
         convert_variables_to_constants_v2,
     )
 
-    from pyimagesearch.calibration import forward
+    from pyimagesearch.core.calibration import forward
 
     core = import_openvino().Core()
     network = forward(model, temperature)

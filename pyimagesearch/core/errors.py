@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-from pyimagesearch import report
+from pyimagesearch.core import report
 
 
 class UserError(Exception):

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyimagesearch import report
-from pyimagesearch.errors import UserError
-from pyimagesearch.splitting import NIH_POSITIVE
+from pyimagesearch.core import report
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.splitting import NIH_POSITIVE
 
 # The figures below are scikit-learn's (recall_score, roc_auc_score, confusion_matrix,
 # classification_report), written in NumPy: importing sklearn.metrics takes 3.7-4.3 s on

@@ -3,7 +3,7 @@
 A saved model is a ``.keras`` zip (or a legacy HDF5 file) holding, beside Keras' own
 members, the project's JSON metadata (class names, preprocessing recipe, calibration,
 provenance) and, for ``.keras`` files, the compiled network of the fast path
-(``pyimagesearch.compiled``). Everything here runs before any network is built, and
+(``pyimagesearch.core.compiled``). Everything here runs before any network is built, and
 on the fast path instead of Keras: the checks of safe loading must not need the
 framework they protect.
 """
@@ -17,10 +17,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyimagesearch import report, safety
-from pyimagesearch.calibration import check_temperature
-from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import (
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.calibration import check_temperature
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.preprocessing import (
     INTERPOLATIONS,
     SCALES,
     TUTORIAL_TRAINING,

@@ -8,7 +8,7 @@ Grad-CAM and quantization take the first two in batches from :func:`iter_pixel_b
 the server calls them on each upload; the montages call :func:`decode_rgb`.
 :func:`load_image` is the three for one file, for Python callers and the tests.
 Nothing else in the project decodes, resizes or scales images for the model. The recipe
-travels inside every saved model (see ``pyimagesearch.serialization``), so the loader
+travels inside every saved model (see ``pyimagesearch.training.serialization``), so the loader
 never guesses it.
 
 It needs no TensorFlow (Pillow decodes, OpenCV resizes, NumPy scales): the fast
@@ -32,8 +32,8 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from pyimagesearch import report, safety
-from pyimagesearch.safety import IMAGE_EXTENSIONS, is_image_file  # noqa: F401 (one list)
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.safety import IMAGE_EXTENSIONS, is_image_file  # noqa: F401 (one list)
 
 # The tutorial's input size. The original training generator resized with
 # nearest-neighbour while its loader used OpenCV's bilinear: here one named

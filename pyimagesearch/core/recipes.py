@@ -32,8 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pyimagesearch.augmentation import AUGMENTATIONS as AUGMENTATION_CHOICES
-from pyimagesearch.safety import MAX_PIXELS
+from pyimagesearch.core.safety import MAX_PIXELS
+from pyimagesearch.network.augmentation import AUGMENTATIONS as AUGMENTATION_CHOICES
 
 RECIPES: dict[str, dict] = {
     "tutorial": {

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from pyimagesearch import report
-from pyimagesearch.errors import UserError
+from pyimagesearch.core import report
+from pyimagesearch.core.errors import UserError
 
 
 def _env_int(name: str, default: int) -> int:

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import regex
 
-from pyimagesearch import report, safety
-from pyimagesearch.errors import UserError
-from pyimagesearch.safety import MAX_PIXELS, is_image_file, usable_images
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.safety import MAX_PIXELS, is_image_file, usable_images
 
 # Folder names of each split, in the order they are looked for: the tutorial's, then the
 # ImageFolder / Ultralytics ones.
@@ -94,7 +94,7 @@ def scan_classes(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from pyimagesearch.preprocessing import (
+    from pyimagesearch.core.preprocessing import (
         UnreadableImage,
         decode_rgb,
         decode_workers,

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pyimagesearch.errors import UserError
+from pyimagesearch.core.errors import UserError
 
 # Heat is drawn in OpenCV's JET colour map (blue cold, red hot) over this share of the tile.
 ALPHA = 0.45
@@ -105,7 +105,7 @@ def iter_heatmaps(
     as for classification; files that cannot be read are left out, as they are there.
     ``class_indices`` (one per path) picks the class explained; by default the predicted.
     """
-    from pyimagesearch.data import iter_decoded_batches
+    from pyimagesearch.training.data import iter_decoded_batches
 
     explainer = gradcam_model(model)
     for indices, images in iter_decoded_batches(paths, recipe, batch_size, None, max_pixels):

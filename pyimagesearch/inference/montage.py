@@ -9,9 +9,9 @@ import cv2
 import imutils
 import numpy as np
 
-from pyimagesearch import report
-from pyimagesearch.palette import LABEL_BOX, WRONG, bgr, colour_for
-from pyimagesearch.preprocessing import decode_rgb
+from pyimagesearch.core import report
+from pyimagesearch.core.palette import LABEL_BOX, WRONG, bgr, colour_for
+from pyimagesearch.core.preprocessing import decode_rgb
 
 TILE = 128
 # Labels: OpenCV's plain font, each line on a filled box of palette.LABEL_BOX, so it reads
@@ -94,12 +94,12 @@ def cell_tile(
     path: str, heatmap: np.ndarray | None = None, max_pixels: int | None = None
 ) -> np.ndarray:
     """The image as decoded for the model, as a 128x128 BGR display tile, with HEATMAP
-    (a Grad-CAM map in [0, 1], see pyimagesearch.gradcam) blended on when given."""
+    (a Grad-CAM map in [0, 1], see pyimagesearch.inference.gradcam) blended on when given."""
     rgb = decode_rgb(path, max_pixels)
-    # Display only: the model's input was made by pyimagesearch.preprocessing.
+    # Display only: the model's input was made by pyimagesearch.core.preprocessing.
     tile = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (TILE, TILE))
     if heatmap is not None:
-        from pyimagesearch.gradcam import overlay
+        from pyimagesearch.inference.gradcam import overlay
 
         tile = overlay(tile, heatmap)
     return tile

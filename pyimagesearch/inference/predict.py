@@ -2,7 +2,7 @@
 
 A predictor maps a batch of resized pixels (``preprocessing.resize``, float32 in
 [0, 255]) to class probabilities. Three engines exist:
-- the compiled network stored in the model file (``pyimagesearch.compiled``), run by
+- the compiled network stored in the model file (``pyimagesearch.core.compiled``), run by
   OpenVINO without TensorFlow: the default wherever it is valid;
 - the Keras model on TensorFlow, which scales with ``preprocessing.to_model_input``;
 - the Keras model converted to OpenVINO at load time (files without a stored network).
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pyimagesearch import report
-from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import default_recipe, iter_readable_batches, to_model_input
+from pyimagesearch.core import report
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.preprocessing import default_recipe, iter_readable_batches, to_model_input
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 # Converting a Keras network to OpenVINO at load time costs about 1.5-2 s (trace,
@@ -86,7 +86,7 @@ def tensorflow_predictor(
     """
     import tensorflow as tf
 
-    from pyimagesearch.calibration import forward
+    from pyimagesearch.core.calibration import forward
 
     network = forward(with_precision(model, precision), temperature)
     recipe = recipe or default_recipe()
@@ -119,7 +119,7 @@ def make_predictor(
     model's ``preprocessing``) names the pixel scale; None is the tutorial's 1/255.
     """
     if runtime == "openvino":
-        from pyimagesearch.compiled import CompiledNetwork, build_ir, inference_precision
+        from pyimagesearch.core.compiled import CompiledNetwork, build_ir, inference_precision
 
         ir, chosen = build_ir(model, temperature, recipe), inference_precision(precision)
         return CompiledNetwork(ir, chosen, hint="THROUGHPUT")
@@ -187,7 +187,7 @@ def load_engine(
     # what it assumed (read_metadata is a cheap look at one member; errors come later).
     foreign = adoption is not None and _without_metadata(path)
     if runtime != "tensorflow" and openvino_installed() and not foreign:
-        from pyimagesearch import compiled
+        from pyimagesearch.core import compiled
 
         try:
             try:
@@ -209,7 +209,7 @@ def load_engine(
     model, metadata = load_keras(path, debug, adoption)
     engine = choose_runtime(runtime, images)
     precision = "auto" if precision == "int8" else precision  # int8 exists on the fast path
-    from pyimagesearch.calibration import temperature_of
+    from pyimagesearch.core.calibration import temperature_of
 
     batches = -(-images // (batch_size or 64)) if images else 2
     chosen = "float32" if precision == "auto" and engine == "tensorflow" else precision
@@ -221,7 +221,7 @@ def load_engine(
 
 def _without_metadata(path: str) -> bool:
     """True for a readable model file that carries none of our metadata."""
-    from pyimagesearch import modelfile
+    from pyimagesearch.core import modelfile
 
     try:
         modelfile.file_kind(path)
@@ -232,9 +232,9 @@ def _without_metadata(path: str) -> bool:
 
 def load_keras(path: str, debug: bool = False, adoption: Any = None) -> tuple[Any, dict]:
     """The Keras model and metadata (``serialization.load_model``), TensorFlow started quietly."""
-    from pyimagesearch.errors import start_tensorflow
+    from pyimagesearch.core.errors import start_tensorflow
 
     start_tensorflow(debug)
-    from pyimagesearch.serialization import load_model
+    from pyimagesearch.training.serialization import load_model
 
     return load_model(path, adoption=adoption)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from pyimagesearch.splitting import is_nih
+from pyimagesearch.core.splitting import is_nih
 
 
 def resolve(stain: str, class_names: list[str]) -> tuple[str, str]:

@@ -5,7 +5,7 @@
 The model is loaded once, as load_model.py loads it (``predict.load_engine``: the
 network compiled into the file, run by OpenVINO without TensorFlow, or else Keras in safe
 mode; metadata checked either way). Uploads are decoded from bytes by
-``pyimagesearch.preprocessing`` with the recipe stored in the model, and the engine's
+``pyimagesearch.core.preprocessing`` with the recipe stored in the model, and the engine's
 predictor applies the model's stored temperature, if any, so a file gets the
 probabilities ``load_model.py`` gives it.
 
@@ -19,7 +19,7 @@ send images only: no paths, no models.
 
 Any classes: the page's title comes from the model (``page_title``: the malaria model
 keeps "Malaria cell classifier", any other is named by its classes, or ``--title``), each
-class has its colour from ``pyimagesearch.palette``, and ``GET /model`` returns the
+class has its colour from ``pyimagesearch.core.palette``, and ``GET /model`` returns the
 metadata as ``serialization.public_metadata`` makes it, with no absolute path from the
 training machine.
 """
@@ -48,9 +48,9 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from pyimagesearch import report, safety
-from pyimagesearch.connections import ConnectionRules, Tally
-from pyimagesearch.palette import LABEL_BOX, class_colours
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.palette import LABEL_BOX, class_colours
+from pyimagesearch.serving.connections import ConnectionRules, Tally
 
 # A malformed multipart body is answered with a 400 naming it; the parser's own warning
 # ("Expected boundary character 45, got 65 at index 2") would be a stray line in the log.
@@ -67,7 +67,7 @@ MAX_TITLE_CLASSES = 4  # more classes than this (or long names): "(N classes)"
 
 
 def is_malaria(class_names: list[str]) -> bool:
-    from pyimagesearch.splitting import is_nih
+    from pyimagesearch.core.splitting import is_nih
 
     return is_nih(class_names)
 
@@ -154,7 +154,7 @@ def decode_upload(name: str, data: bytes, recipe: dict, max_pixels: int) -> np.n
     anything is decoded, so a small file declaring a huge image costs nothing. The
     result is resized pixels in [0, 255]: the network scales them itself.
     """
-    from pyimagesearch.preprocessing import UnreadableImage, decode_rgb, resize
+    from pyimagesearch.core.preprocessing import UnreadableImage, decode_rgb, resize
 
     if not data:
         raise ClientError(400, "the file is empty (0 bytes)", name)
@@ -325,7 +325,7 @@ class Service:
 
     def not_learnt(self) -> str | None:
         """The "has not learnt" warning training stored in the model, or None."""
-        from pyimagesearch.evaluation import not_learnt_warning
+        from pyimagesearch.core.evaluation import not_learnt_warning
 
         provenance = self.metadata.get("provenance")
         return (
@@ -335,7 +335,7 @@ class Service:
     def description(self) -> dict:
         """What GET /model returns: the public metadata (no absolute path from the
         training machine), the page's title and class colours, runtime and limits."""
-        from pyimagesearch.modelfile import public_metadata
+        from pyimagesearch.core.modelfile import public_metadata
 
         public = public_metadata(self.metadata)
         return finite(
@@ -473,7 +473,7 @@ def bounded_receive(
 
 class RequestGuard:
     """ASGI middleware, the application's side of the connection rules
-    (``pyimagesearch.connections`` holds the protocol's side):
+    (``pyimagesearch.serving.connections`` holds the protocol's side):
 
     - at most ``limits.max_requests`` requests in progress; past it a JSON 503 with
       Retry-After (uvicorn's ``limit_concurrency`` answers in plain text, and counts
@@ -670,8 +670,8 @@ def build_service(settings: Settings) -> Service:
     which served more images/s with a lower p99 than OpenVINO converted at load time
     (bench/SERVE.md).
     """
-    from pyimagesearch.modelfile import Adoption, check_sha256
-    from pyimagesearch.predict import load_engine
+    from pyimagesearch.core.modelfile import Adoption, check_sha256
+    from pyimagesearch.inference.predict import load_engine
 
     sha256 = check_sha256(settings.model, settings.expect_sha256)
     adoption = (
@@ -702,7 +702,7 @@ def app_from_environment() -> FastAPI:
 
     The connection rules go onto the protocol class that uvicorn's config names (a class
     made per process could not cross to a spawned worker): one process, one server."""
-    from pyimagesearch.connections import GuardedH11Protocol
+    from pyimagesearch.serving.connections import GuardedH11Protocol
 
     settings = Settings.from_json(os.environ[SETTINGS_VARIABLE])
     GuardedH11Protocol.rules = settings.connections

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import keras
 
-from pyimagesearch import report
-from pyimagesearch.errors import UserError
-from pyimagesearch.modelfile import Adoption, file_sha256, read_metadata, saved_with
-from pyimagesearch.serialization import load_model
+from pyimagesearch.core import report
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.modelfile import Adoption, file_sha256, read_metadata, saved_with
+from pyimagesearch.training.serialization import load_model
 
 # What a parent's provenance passes on to its child (its history and paths stay home).
 SUMMARY_KEYS = ("recipe", "dataset", "epochs", "seed", "saved_at", "stain", "head",

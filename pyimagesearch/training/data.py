@@ -12,15 +12,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pyimagesearch import report
-from pyimagesearch.errors import UserError
-from pyimagesearch.preprocessing import (  # noqa: F401 (warn_skipped: data's callers)
+from pyimagesearch.core import report
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.preprocessing import (  # noqa: F401 (warn_skipped: data's callers)
     iter_readable_batches,
     to_model_input,
     warn_skipped,
 )
-from pyimagesearch.safety import MAX_PIXELS
-from pyimagesearch.splitting import (
+from pyimagesearch.core.safety import MAX_PIXELS
+from pyimagesearch.core.splitting import (
     ClassFiles,
     check_dataset,
     find_layout,
@@ -95,7 +95,7 @@ def scan_dataset(
 
     A flat folder is split here: seeded, stratified by class, and with every group of
     ``group_pattern`` (the NIH patient rule for the NIH classes) in one split."""
-    from pyimagesearch.splitting import (
+    from pyimagesearch.core.splitting import (
         check_splits_filled,
         default_group_pattern,
         groups_for,

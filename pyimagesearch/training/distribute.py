@@ -17,7 +17,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from pyimagesearch.errors import UserError
+from pyimagesearch.core.errors import UserError
 
 if TYPE_CHECKING:  # imported where used: is_chief is asked before TensorFlow starts
     import tensorflow as tf

@@ -22,9 +22,9 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from pyimagesearch import report
-from pyimagesearch.calibration import temperature_of
-from pyimagesearch.errors import UserError
+from pyimagesearch.core import report
+from pyimagesearch.core.calibration import temperature_of
+from pyimagesearch.core.errors import UserError
 
 # The fold's final softmax (``resnet.ResNet.build``), whose input is the logits.
 SOFTMAX = "probabilities"
@@ -42,7 +42,7 @@ def calibrated_member(model: keras.Model, temperature: float | None, name: str) 
 def build_ensemble(models: list[keras.Model], temperatures: list[float | None]) -> keras.Model:
     """One network whose output is the mean of the members' calibrated probabilities,
     in float32 whatever policy a training left (``acceleration.float32_policy``)."""
-    from pyimagesearch.acceleration import float32_policy
+    from pyimagesearch.network.acceleration import float32_policy
 
     with float32_policy():
         image = keras.Input(shape=models[0].input_shape[1:], name="image")
@@ -88,7 +88,7 @@ def write_ensemble(paths: list[Path], output: str | Path, extra: dict | None = N
     """Load the fold models at PATHS (safe mode), write their ensemble to OUTPUT through
     ``serialization.save_model`` (metadata and compiled network inside) and return its
     metadata. EXTRA is added to the provenance."""
-    from pyimagesearch.serialization import load_model, save_model
+    from pyimagesearch.training.serialization import load_model, save_model
 
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:

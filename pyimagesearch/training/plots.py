@@ -95,7 +95,7 @@ def plot_reliability(
     would end (its mean confidence), and the diagonal is perfect calibration. Bins with
     few images are noisy: the count is printed above each bar.
     """
-    from pyimagesearch.calibration import ECE_BINS, expected_calibration_error, reliability
+    from pyimagesearch.core.calibration import ECE_BINS, expected_calibration_error, reliability
 
     edges = np.linspace(0, 1, ECE_BINS + 1)
     width = 1 / ECE_BINS

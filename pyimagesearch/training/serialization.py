@@ -21,13 +21,13 @@ from pathlib import Path
 import keras
 
 # Registers FusedBatchNormalization, which training checkpoints hold, with Keras.
-import pyimagesearch.acceleration  # noqa: F401
+import pyimagesearch.network.acceleration  # noqa: F401
 
 # Registers GreyWorld, the stain normalisation layer a saved network may begin with.
-import pyimagesearch.stain  # noqa: F401
-from pyimagesearch import report, safety
-from pyimagesearch.errors import UserError
-from pyimagesearch.modelfile import (  # noqa: F401 (the TF-free half, re-exported)
+import pyimagesearch.network.stain  # noqa: F401
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.modelfile import (  # noqa: F401 (the TF-free half, re-exported)
     HDF5_SIGNATURE,
     LEGACY_SUFFIXES,
     METADATA_FORMAT,
@@ -76,7 +76,7 @@ def save_model(
     """Save the model with its metadata, replacing PATH atomically.
 
     ``compiled`` also writes the fast path's OpenVINO network into a ``.keras`` file
-    (``pyimagesearch.compiled``): finished models, not training checkpoints.
+    (``pyimagesearch.core.compiled``): finished models, not training checkpoints.
     """
     path = Path(path)
     legacy = path.suffix.lower() in LEGACY_SUFFIXES
@@ -99,8 +99,8 @@ def save_model(
 
 def add_compiled_network(path: str, model: keras.Model, metadata: dict) -> None:
     """Write the fast path's network into the file; a failure costs speed, not the model."""
-    from pyimagesearch.calibration import temperature_of
-    from pyimagesearch.compiled import write_ir
+    from pyimagesearch.core.calibration import temperature_of
+    from pyimagesearch.core.compiled import write_ir
 
     try:
         write_ir(path, model, temperature_of(metadata), metadata.get("preprocessing"))

@@ -27,27 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 import pyimagesearch
-from pyimagesearch import report, safety
-from pyimagesearch.acceleration import (
-    FusedBatchNormalization,
-    float32_policy,
-    trace_faster,
-    training_precision,
-)
-from pyimagesearch.augmentation import build_augmenter
-from pyimagesearch.calibration import Calibration, fit_on_validation
-from pyimagesearch.data import (
-    Split,
-    check_memory,
-    load_split,
-    make_dataset,
-    make_epochs,
-    scan_dataset,
-    without_files,
-)
-from pyimagesearch.distribute import make_strategy, split_cpu
-from pyimagesearch.errors import UserError
-from pyimagesearch.evaluation import (
+from pyimagesearch.core import report, safety
+from pyimagesearch.core.calibration import Calibration, fit_on_validation
+from pyimagesearch.core.errors import UserError
+from pyimagesearch.core.evaluation import (
     Positive,
     choose_positive,
     classification_metrics,
@@ -55,10 +38,9 @@ from pyimagesearch.evaluation import (
     learning_check,
     report_table,
 )
-from pyimagesearch.modelfile import read_metadata
-from pyimagesearch.optimizers import AdamThenSGD, SwitchingSchedule, learning_rate_schedule
-from pyimagesearch.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
-from pyimagesearch.recipes import (
+from pyimagesearch.core.modelfile import read_metadata
+from pyimagesearch.core.preprocessing import DEFAULT_IMAGE_SIZE, default_recipe
+from pyimagesearch.core.recipes import (
     FINETUNE_WARMUP_EPOCHS,
     OPTIMIZERS,
     TRAINING_PRECISIONS,
@@ -69,11 +51,18 @@ from pyimagesearch.recipes import (
     provenance_settings,
     sgd_warmup_epochs,
 )
+from pyimagesearch.core.safety import MAX_PIXELS
+from pyimagesearch.core.splitting import read_file_list
+from pyimagesearch.network.acceleration import (
+    FusedBatchNormalization,
+    float32_policy,
+    trace_faster,
+    training_precision,
+)
+from pyimagesearch.network.augmentation import build_augmenter
+from pyimagesearch.network.optimizers import AdamThenSGD, SwitchingSchedule, learning_rate_schedule
+from pyimagesearch.network.stain import resolve as resolve_stain
 from pyimagesearch.resnet import ResNet
-from pyimagesearch.safety import MAX_PIXELS
-from pyimagesearch.serialization import load_model, save_model
-from pyimagesearch.splitting import read_file_list
-from pyimagesearch.stain import resolve as resolve_stain
 from pyimagesearch.training.continuation import (
     Parent,
     continued_network,
@@ -81,6 +70,17 @@ from pyimagesearch.training.continuation import (
     read_parent,
     set_trainable,
 )
+from pyimagesearch.training.data import (
+    Split,
+    check_memory,
+    load_split,
+    make_dataset,
+    make_epochs,
+    scan_dataset,
+    without_files,
+)
+from pyimagesearch.training.distribute import make_strategy, split_cpu
+from pyimagesearch.training.serialization import load_model, save_model
 
 
 @dataclass

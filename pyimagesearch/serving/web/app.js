@@ -1,6 +1,6 @@
 // The page: each picked or dropped image is posted on its own to /predict (the server
 // batches concurrent requests), shown as a tile with its label and confidence, framed
-// and labelled in its class's colour (GET /model: pyimagesearch/palette.py).
+// and labelled in its class's colour (GET /model: pyimagesearch/core/palette.py).
 "use strict";
 
 const tiles = document.getElementById("tiles");
