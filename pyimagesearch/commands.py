@@ -26,24 +26,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crossval": ("pyimagesearch.crossval", "grouped k-fold cross-validation of a recipe"),
     "audit": ("pyimagesearch.audit", "find images that look mislabelled (cleanlab)"),
     "example-sets": ("pyimagesearch.example_sets", "write a non-malaria example set"),
-}  # fmt: skip
-OPTIONAL = {
     "adopt": ("pyimagesearch.adopt", "make a model saved elsewhere a full model file"),
     "verify": ("pyimagesearch.verify", "check a model file's networks agree with its Keras model"),
-}
-
-
-def available() -> dict[str, tuple[str, str]]:
-    """COMMANDS, and the optional ones whose module this version has."""
-    found = dict(COMMANDS)
-    for name, (module, about) in OPTIONAL.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = (module, about)
-    return found
+}  # fmt: skip
 
 
 def usage() -> str:
-    commands = available()
+    commands = COMMANDS
     width = max(map(len, commands))
     lines = [f"  {name:<{width}}  {about}" for name, (_, about) in commands.items()]
     return (
@@ -60,7 +49,7 @@ def run(module: str, argv: list[str], prog: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = available()
+    commands = COMMANDS
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
