@@ -64,8 +64,10 @@ def test_a_flat_folder_is_split_seeded_and_stratified_by_class(tmp_path: Path, c
     root = class_folders(tmp_path / "flat", {"cat": 40, "dog": 20, "eel": 10})
     splits, layout = scan_dataset(root, 0.2, 0.1, split_seed=3)
     assert "is a flat folder of 3 classes: split 70%/20%/10% by file" in capsys.readouterr().out
-    assert layout == {"layout": "flat", "fractions": [0.7, 0.2, 0.1], "group_pattern": None,
-                      "split_seed": 3}  # fmt: skip
+    rule = {k: layout[k] for k in ("layout", "fractions", "group_pattern", "split_seed")}
+    assert rule == {"layout": "flat", "fractions": [0.7, 0.2, 0.1], "group_pattern": None,
+                    "split_seed": 3}  # fmt: skip
+    assert layout["images"] == 70  # with the files' digest: what --split test checks
     every = [p for s in splits.values() for p in s.paths]
     assert len(every) == len(set(every)) == 70
     # Each class keeps its share in each split (stratified), to the image.
@@ -250,7 +252,7 @@ def test_load_model_reports_every_class_with_headers_and_no_malaria_words(
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert re.search(r"true \\ predicted\s+" + r"\s+".join(f"digit_{d}" for d in range(10)), out)
-    assert "[INFO] auc_macro_ovr: " in out
+    assert re.search(r"^\[INFO\] balanced_accuracy: 0\.\d{4}  auc_macro_ovr: ", out, re.M), out
     assert not MALARIA_WORDS.search(out + result.stderr)
     for name in ("montage.png", "cm.png", "p.csv"):
         assert (tmp_path / name).stat().st_size > 0
@@ -268,7 +270,9 @@ def test_crossval_and_audit_on_a_10_class_set_speak_of_groups(digits: Path, tmp_
     summary = (cv / "summary.md").read_text()
     assert not MALARIA_WORDS.search(summary + result.stdout + result.stderr)
     assert "diagnosed" not in summary and "auc_macro_ovr" in summary
-    mean = re.search(r"\| mean \+/- std \| \| \| (0\.\d+) \+/- \S+ \| (0\.\d+) \+/-", summary)
+    mean = re.search(  # accuracy, (balanced accuracy,) macro AUC
+        r"\| mean \+/- std \| \| \| (0\.\d+) \+/- \S+ \| 0\.\d+ \+/- \S+ \| (0\.\d+) \+/-", summary
+    )
     assert mean, summary  # accuracy and macro AUC well above chance (0.1 and 0.5)
     assert float(mean.group(1)) > 0.3 and float(mean.group(2)) > 0.8, summary
     assert len((cv / "oof.csv").read_text().splitlines()) == 1 + 800  # each judged once
@@ -313,7 +317,10 @@ def test_positive_class_gives_sensitivity_specificity_and_auc_everywhere(
                         "2", "--augmentation", "none", "--positive-class", "one",
                         "--seed", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    line = r"positive class 'one': sensitivity: [01]\.\d{4}  specificity: [01]\.\d{4}  auc: "
+    line = (
+        r"positive class 'one': (balanced_accuracy: [01]\.\d{4}  )?"
+        r"sensitivity: [01]\.\d{4}  specificity: [01]\.\d{4}  auc: "
+    )
     assert re.search(line, result.stdout)
     metadata = read_metadata(model)
     assert metadata["positive_class"] == "one"

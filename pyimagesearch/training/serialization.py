@@ -151,6 +151,11 @@ def load_model(
         validate_metadata(metadata, path)
         if adoption is not None:
             adoption.check(metadata, path)
+    elif kind == "h5" and not has_model_config(path):
+        raise UserError(
+            f"cannot load model '{path}': it holds weights only (Keras' save_weights), "
+            "not a network; load it into the network it came from"
+        )
     elif adoption is None:  # refused before Keras reads it: the fix is the user's
         raise no_metadata(path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,3 +176,15 @@ def load_model(
         metadata = adoption.metadata(model.input_shape, model.output_shape[-1], path)
         report.info(adoption.describe(metadata["preprocessing"], path))
     return model, check_metadata(metadata, model, path)
+
+
+def has_model_config(path: str | Path) -> bool:
+    """Whether an HDF5 file holds a whole model (Keras and tf.keras write its config as
+    the root's 'model_config' attribute) rather than save_weights' weights alone."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return "model_config" in handle.attrs
+    except OSError:
+        return True  # not ours to judge: Keras' own reader says what is wrong
