@@ -101,10 +101,10 @@ def test_no_help_text_quotes_a_study_figure():
     """Every command's --help, each in a fresh process as a user runs it. (Mutations:
     "0.946-0.959 over ten splits" in a recipe's PURPOSES, or "about 2.6x float32" back in
     --precision's help, fails naming the commands.)"""
-    from pyimagesearch.commands import available
+    from pyimagesearch.commands import COMMANDS
 
     quoted = {}
-    for name, (module, _) in available().items():
+    for name, (module, _) in COMMANDS.items():
         command = [f"{module}.py"] if "." not in module else ["-m", module]
         result = run_script(*command, "--help", timeout=120)
         assert result.returncode == 0, (name, result.stderr[-2000:])
