@@ -108,26 +108,45 @@ class AdamThenSGD(keras.optimizers.Optimizer):
             var_list, ["momentum", "velocity", "sgd_momentum"]
         )
 
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # The scalars that every variable's update shares are made once a step, not once
+        # a variable (``_scalars``): traced per variable they were most of what this
+        # optimizer added to the first training step.
+        self._shared: dict | None = {}
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._shared = None
+
+    def _scalars(self, dtype, learning_rate) -> tuple:
+        """(in Adam's steps, Adam's step size, SGD's learning rate, momentum) in DTYPE."""
+        shared = getattr(self, "_shared", None)
+        if shared is not None and dtype in shared:
+            return shared[dtype]
+        lr = ops.cast(learning_rate, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), step)
+        beta_2_power = ops.power(ops.cast(self.beta_2, dtype), step)
+        alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        scalars = (self.iterations < self.switch_step, alpha, lr, ops.cast(self.momentum, dtype))
+        if shared is not None:
+            shared[dtype] = scalars
+        return scalars
+
     def update_step(self, gradient, variable, learning_rate):
         # Both rules are computed and one is kept with ``where``: exactly Keras' Adam
         # and SGD arithmetic (a ``cond`` per variable traced two branch functions each
         # and made the first epoch slower).
         index = self._get_variable_index(variable)
-        lr = ops.cast(learning_rate, variable.dtype)
+        in_adam, alpha, lr, momentum = self._scalars(variable.dtype, learning_rate)
         gradient = ops.cast(gradient, variable.dtype)
-        in_adam = self.iterations < self.switch_step
         # Adam, as keras.optimizers.Adam (its moments keep moving after the switch, unused).
         m, v = self._adam_momentums[index], self._velocities[index]
-        step = ops.cast(self.iterations + 1, variable.dtype)
-        beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), step)
-        beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), step)
-        alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
         adam_step = ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon))
         # SGD with momentum, as keras.optimizers.SGD; its velocity stays zero until the switch.
         velocity = self._sgd_momentums[index]
-        momentum = ops.cast(self.momentum, variable.dtype)
         sgd_velocity = ops.subtract(ops.multiply(velocity, momentum), ops.multiply(gradient, lr))
         self.assign(velocity, ops.where(in_adam, velocity, sgd_velocity))
         self.assign(
