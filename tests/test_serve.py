@@ -380,3 +380,44 @@ def test_cli_title_option_and_other_model_over_http(other_model: Path, tmp_path:
     assert "2 classes: zero, one" in log and f"page title: {title}" in log
     result = run_script("serve_model.py", "--model", str(other_model), "--title", "  ")
     assert result.returncode == 2 and "--title: must not be empty" in result.stderr
+
+
+def test_a_multi_file_post_answers_every_good_image_and_each_bad_one_alone(
+    saved_model: Path, tmp_path: Path
+):
+    """The real server: one empty, one truncated and one non-image file among two good
+    PNGs get one error entry each, in place; the good ones get the answer they get alone,
+    with a 200. Only a request with no readable file is refused (400: mixed reasons)."""
+    import httpx
+
+    from tests.serving import MULTIPART, multipart, truncated_png
+
+    first, second = image_bytes(seed=11), image_bytes(seed=12, size=(50, 80))
+    files = [("a.png", first), ("empty.png", b""), ("cut.png", truncated_png()),
+             ("notes.txt", b"hello"), ("b.png", second)]  # fmt: skip
+    bad = [("empty.png", b""), ("cut.png", truncated_png()), ("notes.txt", b"hello")]
+
+    def send(client: httpx.Client, parts: list[tuple[str, bytes]]) -> httpx.Response:
+        body = multipart([("files", name, data) for name, data in parts])
+        return client.post("/predict", content=body, headers={"content-type": MULTIPART})
+
+    with running_server(saved_model, tmp_path / "server.log", "--runtime", "tensorflow") as url:
+        with httpx.Client(base_url=url.rstrip("/"), timeout=60) as client:
+            mixed, alone = send(client, files), send(client, [files[0], files[4]])
+            none = send(client, bad)
+    assert mixed.status_code == 200, mixed.text
+    entries = mixed.json()["predictions"]
+    assert [e["file"] for e in entries] == [name for name, _ in files]
+    good = [entries[0], entries[4]]
+    assert good == alone.json()["predictions"]
+    assert all(set(e) == {"file", "label", "probabilities"} for e in good)
+    for entry, (status, word) in zip(
+        entries[1:4], [(400, "empty"), (400, "truncated"), (415, "not a PNG")], strict=True
+    ):
+        assert set(entry) == {"file", "error", "reason", "status"}, entry
+        assert entry["status"] == status and word in entry["reason"], entry
+        assert entry["file"] in entry["error"]
+    assert none.status_code == 400, none.text
+    refused = none.json()
+    assert "none of the 3 files" in refused["reason"]
+    assert [e["file"] for e in refused["predictions"]] == [name for name, _ in bad]

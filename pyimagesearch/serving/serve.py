@@ -14,7 +14,10 @@ one, so requests that arrive while the network is busy (or within ``max_wait_ms`
 first) are classified together by one worker, and each request gets its own rows back.
 
 Bad input (too big, too many files, not an image, truncated, empty, wrong field) gets a
-4xx with a JSON body ``{"error", "file", "reason"}``; the server keeps serving. Clients
+4xx with a JSON body ``{"error", "file", "reason"}``; the server keeps serving. In a
+request of several files, a file that cannot be read gets its own entry in
+``predictions`` (``{"file", "error", "reason", "status"}``, no label) and the others are
+answered with a 200; only a request with no readable file is refused. Clients
 send images only: no paths, no models.
 
 Any classes: the page's title comes from the model (``page_title``: the malaria model
@@ -135,16 +138,41 @@ class Limits:
 class ClientError(Exception):
     """Bad input from a client: answered with STATUS and a JSON body, never a 500."""
 
-    def __init__(self, status: int, reason: str, file: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        file: str | None = None,
+        errors: list[ClientError] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status, self.reason, self.file = status, reason, file
+        self.errors = errors or []  # each file's own refusal, when several were refused
+
+    def entry(self) -> dict:
+        """This file's place in a 200 answer's ``predictions``: no label, its error."""
+        error = f"'{self.file}': {self.reason}" if self.file is not None else self.reason
+        return {"file": self.file, "error": error, "reason": self.reason, "status": self.status}
 
     def response(self) -> JSONResponse:
         error = f"'{self.file}': {self.reason}" if self.file is not None else self.reason
-        body = {"error": error, "file": self.file, "reason": self.reason}
+        body: dict[str, Any] = {"error": error, "file": self.file, "reason": self.reason}
+        if self.errors:
+            body["predictions"] = [each.entry() for each in self.errors]
         # A 408 leaves a body half read: the connection cannot carry another request.
         headers = {"connection": "close"} if self.status == 408 else None
         return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+def multi_refusal(errors: list[ClientError]) -> ClientError:
+    """The refusal of a request none of whose files could be read: the first file's
+    status and reason (a one-file request's answer is unchanged), or 400 when the files
+    failed for different reasons."""
+    first = errors[0]
+    if len(errors) == 1:
+        return first
+    status = first.status if all(e.status == first.status for e in errors) else 400
+    return ClientError(status, f"none of the {len(errors)} files could be read", None, errors)
 
 
 def decode_upload(name: str, data: bytes, recipe: dict, max_pixels: int) -> np.ndarray:
@@ -430,24 +458,35 @@ class Service:
         uploads = await self.read_uploads(request)
         loop = asyncio.get_running_loop()
 
-        def decode_all() -> np.ndarray:
-            return np.stack(
-                [
-                    decode_upload(name, data, self.recipe, self.limits.max_pixels)
-                    for name, data in uploads
-                ]
-            )
+        def decode_each() -> list[np.ndarray | ClientError]:
+            decoded: list[np.ndarray | ClientError] = []
+            for name, data in uploads:
+                try:
+                    decoded.append(decode_upload(name, data, self.recipe, self.limits.max_pixels))
+                except ClientError as error:  # this file only: the others are still answered
+                    decoded.append(error)
+            return decoded
 
-        images = await loop.run_in_executor(self.decoders, decode_all)
-        probabilities = await self.batcher.classify(images)
-        predictions = [
-            {
-                "file": name,
-                "label": self.class_names[int(row.argmax())],
-                "probabilities": {c: float(p) for c, p in zip(self.class_names, row, strict=True)},
-            }
-            for (name, _), row in zip(uploads, probabilities, strict=True)
-        ]
+        decoded = await loop.run_in_executor(self.decoders, decode_each)
+        good = [image for image in decoded if not isinstance(image, ClientError)]
+        if not good:  # nothing usable: the request is refused, as a single bad file always was
+            raise multi_refusal([error for error in decoded if isinstance(error, ClientError)])
+        rows = iter(await self.batcher.classify(np.stack(good)))
+        predictions = []
+        for (name, _), image in zip(uploads, decoded, strict=True):
+            if isinstance(image, ClientError):
+                predictions.append(image.entry())
+                continue
+            row = next(rows)
+            predictions.append(
+                {
+                    "file": name,
+                    "label": self.class_names[int(row.argmax())],
+                    "probabilities": {
+                        c: float(p) for c, p in zip(self.class_names, row, strict=True)
+                    },
+                }
+            )
         return {"model": self.identity(), "predictions": predictions}
 
 
