@@ -235,3 +235,33 @@ def test_int8_keeps_the_labels_of_a_trained_model_on_real_images(
         assert np.abs(int8_rows[path][1] - probabilities).max() <= 0.05
         if np.abs(probabilities - 0.5).max() > 0.05:
             assert int8_rows[path][0] == label, path
+
+
+def test_samples_0_montage_is_a_seeded_sample_not_the_first_16(fast_model, images, tmp_path: Path):
+    """load_model.py -n 0 classifies every file but draws 16 of them chosen by --seed:
+    on 24 files its montage is not the montage of the first 16 (all one class in a
+    sorted folder), and another seed draws another one."""
+    import cv2
+
+    folder = tmp_path / "all"
+    shutil.copytree(images, folder)
+    for name in ("one", "two", "first16"):
+        (tmp_path / name).mkdir()
+    for number, name in enumerate(("Parasitized", "Uninfected")):  # 12 a class at least
+        for i in range(12 - len(list((folder / name).iterdir()))):
+            write_image(folder / name / f"z{i}.png", size=(55, 60 + i), seed=100 * number + i)
+    _, rows = classify(fast_model, folder, tmp_path / "one")
+    assert len(rows) == 24
+    first = tmp_path / "first"  # the 16 files classified first, alone
+    for path in list(rows)[:16]:
+        relative = Path(path).relative_to(folder)
+        (first / relative.parent).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, first / relative)
+    classify(fast_model, first, tmp_path / "first16")
+    classify(fast_model, folder, tmp_path / "two", "--seed", "2")
+    seed_1, seed_2, first_16 = (
+        cv2.imread(str(tmp_path / name / "montage.png")) for name in ("one", "two", "first16")
+    )
+    assert seed_1.shape == first_16.shape
+    assert not np.array_equal(seed_1, first_16), "-n 0 drew the first 16 files"
+    assert not np.array_equal(seed_1, seed_2), "--seed does not choose the montage's files"
