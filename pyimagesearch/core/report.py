@@ -23,6 +23,17 @@ class _TutorialFormatter(logging.Formatter):
         return f"[{record.levelname}] {record.getMessage()}"
 
 
+CLEAR_LINE = "\r\x1b[K"  # back to the line's start, and erase it (ANSI "erase in line")
+
+
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
 class _TutorialHandler(logging.Handler):
     """Writes ``[LEVEL] message`` to the *current* sys.stdout or sys.stderr.
 
@@ -35,6 +46,13 @@ class _TutorialHandler(logging.Handler):
             stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
             if record.levelno >= logging.WARNING:
                 sys.stdout.flush()  # a warning never lands in the middle of an info line
+                if _is_terminal(sys.stdout) and _is_terminal(stream):
+                    # Keras' progress bar on a terminal leaves its line open between
+                    # steps; return to its start and clear it, as tqdm.write does, so the
+                    # line starts with [WARNING]: the bar redraws itself (with a "\r")
+                    # on the line below at its next step. Redirected logs are unchanged.
+                    sys.stdout.write(CLEAR_LINE)
+                    sys.stdout.flush()
             stream.write(self.format(record) + "\n")
             stream.flush()
         except Exception:  # logging's own rule: a failing handler never stops the caller
@@ -61,12 +79,13 @@ def plain(message: str) -> None:
 
 
 def warning(message: str) -> None:
-    """A ``[WARNING]`` line on stderr, starting on a line of its own."""
+    """A ``[WARNING]`` line on stderr, starting on a line of its own (on a terminal, also
+    where a Keras progress bar is mid-line)."""
     LOGGER.warning(message)
 
 
 def error(message: str) -> None:
-    """An ``[ERROR]`` line on stderr."""
+    """An ``[ERROR]`` line on stderr, starting on a line of its own like a warning."""
     LOGGER.error(message)
 
 
