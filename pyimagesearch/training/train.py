@@ -767,8 +767,18 @@ def evaluate_network(run: Run) -> TrainResult:
     if config.bn_statistics == "recomputed":
         recompute_batch_norm(model, arrays["training"][0], config.batch_size, run.seed)
     report.info("evaluating network...")
-    test_labels = arrays["testing"][1]
-    probabilities = model.predict(make_dataset(*arrays["testing"], config.batch_size), verbose=0)
+    test_labels, validation_labels = arrays["testing"][1], arrays["validation"][1]
+    # One forward pass over testing and validation: the report's and the temperature's.
+    outputs = model.predict(
+        make_dataset(
+            np.concatenate([arrays["testing"][0], arrays["validation"][0]]),
+            np.concatenate([test_labels, validation_labels]),
+            config.batch_size,
+        ),
+        verbose=0,
+    )
+    probabilities = outputs[: len(test_labels)]
+    validation = outputs[len(test_labels) :] if len(validation_labels) else None
     metrics = classification_metrics(test_labels, probabilities, class_names, positive.index)
     summary = report_table(test_labels, probabilities.argmax(axis=1), class_names)
     extra = {k: v for k, v in metrics.items() if k != "accuracy"}
@@ -796,12 +806,6 @@ def evaluate_network(run: Run) -> TrainResult:
         },
     )  # fmt: skip
     # Temperature scaling: fitted on validation, judged on test; labels do not change.
-    validation_labels = arrays["validation"][1]
-    validation = (
-        model.predict(make_dataset(*arrays["validation"], config.batch_size), verbose=0)
-        if len(validation_labels)
-        else None
-    )
     calibration = fit_on_validation(validation, validation_labels, probabilities, test_labels)
     if calibration is not None:
         metadata["calibration"] = calibration.metadata()
