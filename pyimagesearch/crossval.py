@@ -39,6 +39,7 @@ import argparse
 import csv
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -238,10 +239,13 @@ def run_fold(plan: Plan, fold: Fold, images, folder: Path) -> dict:
 
     test_paths = splits["testing"].paths
     max_pixels = config.max_pixels
-    kept, probabilities = predict_files(result.model, metadata, test_paths, max_pixels)
-    val_kept, val_probabilities = predict_files(
-        result.model, metadata, splits["validation"].paths, max_pixels
+    # Test and validation files in one pass: one traced predictor for this fold's model.
+    both, both_probabilities = predict_files(
+        result.model, metadata, test_paths + splits["validation"].paths, max_pixels
     )
+    is_test = both < len(test_paths)
+    kept, probabilities = both[is_test], both_probabilities[is_test]
+    val_kept, val_probabilities = both[~is_test] - len(test_paths), both_probabilities[~is_test]
     threshold = None
     if plan.diagnose:
         positive = class_names.index(POSITIVE)
@@ -603,6 +607,30 @@ def limit_by_patient(paths, labels, patients, limit: int, seed: int):
     return [paths[i] for i in keep], labels[keep], [patients[i] for i in keep]
 
 
+class _PerModelTracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning for the two predict
+    functions that crossval makes once per model: Keras' own (in training's evaluation)
+    and the loader's ``infer``. Each fold trains a new model, and each model's function
+    is traced once (Keras' also once more for a last, smaller batch); TensorFlow counts
+    the traces of every function made from the same code together, so by the third fold
+    it calls them "retracing". Every other retracing warning still shows."""
+
+    PER_MODEL = ("make_predict_function", "tensorflow_predictor.<locals>.infer")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "triggered tf.function retracing" not in message:
+            return True
+        return not any(name in message for name in self.PER_MODEL)
+
+
+def quiet_per_model_tracing() -> None:
+    """Installs :class:`_PerModelTracing` on TensorFlow's logger (once)."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _PerModelTracing) for f in logger.filters):
+        logger.addFilter(_PerModelTracing())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pyimagesearch.core.splitting import (
@@ -622,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.group_pattern:
         compile_pattern(args.group_pattern)
     start_tensorflow(args.debug)
+    quiet_per_model_tracing()
     from pyimagesearch.training.data import pool_dataset
     from pyimagesearch.training.train import TrainingInterrupted
 

@@ -300,3 +300,42 @@ def test_holdout_sets_whole_patients_aside():
     assert len(rest_labels) == len(rest_patients) == len(rest_paths)
     with pytest.raises(UserError, match="too few"):
         hold_out(labels[:3], patients[:3], 0.25, seed=3)
+
+
+RETRACING = """
+import logging, sys
+import keras, numpy as np, tensorflow as tf
+from pyimagesearch.inference.predict import make_predictor
+{install}
+seen = []
+handler = logging.Handler()
+handler.emit = lambda record: seen.append(record.getMessage())
+tf.get_logger().addHandler(handler)
+for seed in range(6):  # a new model a fold, each with its own traced predictor
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    make_predictor(model)(np.zeros((3, 4, 4, 3), "float32"))
+other = tf.function(lambda x: x * 2)
+for size in range(1, 7):  # a real retracing: a new shape every call
+    other(tf.zeros([size]))
+print("PER-MODEL", sum("tensorflow_predictor" in m and "retracing" in m for m in seen))
+print("OTHER", sum("<lambda>" in m and "retracing" in m for m in seen))
+"""
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_crossval_silences_only_the_per_model_retracing_warning(installed: bool):
+    """A new model a fold traces its predictor once: TensorFlow counts those traces
+    together and warns of "retracing"; crossval drops that warning and no other."""
+    install = "from pyimagesearch.crossval import quiet_per_model_tracing\n"
+    code = RETRACING.format(install=install + "quiet_per_model_tracing()" if installed else "")
+    result = run_script("-c", code, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = {
+        name: int(number)
+        for name, number in (line.split() for line in result.stdout.splitlines())
+        if name in ("PER-MODEL", "OTHER")
+    }
+    assert counts["OTHER"] > 0, result.stdout  # TensorFlow's warning, as a user would see it
+    assert (counts["PER-MODEL"] == 0) == installed, result.stdout
