@@ -182,8 +182,9 @@ def child(argv: list[str]) -> None:
 
 def run_project(dataset: Path, seed: int, work: Path, name: str, epochs: int | None) -> Child:
     model = work / f"{name}.model"
+    plot = work / f"{name}.png"
     args = ["-m", "bench.train_time", "child", "save_model.py", "--dataset", str(dataset),
-            "--model", str(model), "--plot", str(work / f"{name}.png"), "--seed", str(seed)]  # fmt: skip
+            "--model", str(model), "--plot", str(plot), "--seed", str(seed)]  # fmt: skip
     if epochs:
         args += ["--epochs", str(epochs)]
     os.environ[START_VARIABLE] = repr(time.time())
