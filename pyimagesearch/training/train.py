@@ -768,15 +768,11 @@ def evaluate_network(run: Run) -> TrainResult:
         recompute_batch_norm(model, arrays["training"][0], config.batch_size, run.seed)
     report.info("evaluating network...")
     test_labels, validation_labels = arrays["testing"][1], arrays["validation"][1]
-    # One forward pass over testing and validation: the report's and the temperature's.
-    outputs = model.predict(
-        make_dataset(
-            np.concatenate([arrays["testing"][0], arrays["validation"][0]]),
-            np.concatenate([test_labels, validation_labels]),
-            config.batch_size,
-        ),
-        verbose=0,
-    )
+    # One forward pass over testing, then validation: the report's and the temperature's.
+    images = make_dataset(*arrays["testing"], config.batch_size)
+    if len(validation_labels):
+        images = images.concatenate(make_dataset(*arrays["validation"], config.batch_size))
+    outputs = model.predict(images, verbose=0)
     probabilities = outputs[: len(test_labels)]
     validation = outputs[len(test_labels) :] if len(validation_labels) else None
     metrics = classification_metrics(test_labels, probabilities, class_names, positive.index)
